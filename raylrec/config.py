@@ -1,0 +1,90 @@
+"""Typed configuration: pydantic models loaded from YAML presets or files, with dotted overrides.
+
+Every stage takes one of these models; the full resolved config is printed at the start of a run and
+saved beside the artifacts it produced.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from raylrec.errors import RaylrecError
+
+ConfigT = TypeVar("ConfigT", bound="StrictModel")
+
+
+class StrictModel(BaseModel):
+    """Base for configs: unknown keys are errors, so a typo never silently falls back to a default."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def preset_path(name: str) -> Path:
+    """A shipped preset by short name (e.g. `sasrec`), or the path itself if it is a file."""
+    candidate = Path(name)
+    if candidate.suffix in (".yaml", ".yml") and candidate.exists():
+        return candidate
+    shipped = resources.files("raylrec") / "presets" / f"{name}.yaml"
+    if not shipped.is_file():
+        available = sorted(p.name.removesuffix(".yaml") for p in (resources.files("raylrec") / "presets").iterdir())
+        raise RaylrecError(f"config {name!r} is neither a YAML file nor a preset; presets: {', '.join(available)}")
+    return Path(str(shipped))
+
+
+def set_dotted(tree: dict, dotted_key: str, value: Any) -> None:
+    """Apply an override like `train.lr=0.01` to a nested dict."""
+    *parents, leaf = dotted_key.split(".")
+    node = tree
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[leaf] = value
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """`["train.lr=0.01", "model.hidden_size=32"]` → nested dict; values parsed as YAML scalars."""
+    tree: dict = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise RaylrecError(f"override {pair!r} must look like key.sub=value")
+        key, raw = pair.split("=", 1)
+        set_dotted(tree, key.strip(), yaml.safe_load(raw))
+    return tree
+
+
+def deep_merge(base: dict, update: dict) -> dict:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(cls: type[ConfigT], source: str | Path | None = None, overrides: dict | None = None) -> ConfigT:
+    """Build `cls` from a preset name or YAML file, then overrides; errors name the file and the field."""
+    tree: dict = {}
+    where = "defaults"
+    if source is not None:
+        path = preset_path(str(source))
+        where = str(path)
+        try:
+            tree = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise RaylrecError(f"{path}: not valid YAML: {err}") from err
+        if not isinstance(tree, dict):
+            raise RaylrecError(f"{path}: expected a mapping at the top level, got {type(tree).__name__}")
+    tree = deep_merge(tree, overrides or {})
+    try:
+        return cls.model_validate(tree)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        raise RaylrecError(f"invalid {cls.__name__} in {where}: {problems}") from err

@@ -1,0 +1,39 @@
+"""Rank-based top-K metrics, vectorised over users.
+
+Ranks are 0-based and pessimistic on ties: every other candidate with exactly the target's score is
+counted ahead of the target, so a model that gives all items the same score gets the worst rank,
+never a lucky one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def target_ranks(scores: torch.Tensor, target_column: torch.Tensor) -> torch.Tensor:
+    """(B, C) scores and (B,) column of each row's target → (B,) 0-based pessimistic ranks."""
+    target_scores = scores.gather(1, target_column.unsqueeze(1))
+    ahead = (scores > target_scores).sum(1)
+    tied_others = (scores == target_scores).sum(1) - 1
+    return ahead + tied_others
+
+
+def per_user_metrics(ranks: np.ndarray, ks: list[int]) -> dict[str, np.ndarray]:
+    """HR@K, NDCG@K and MRR@K of each user (one relevant item per user)."""
+    ranks = np.asarray(ranks, dtype=np.float64)
+    values: dict[str, np.ndarray] = {}
+    for k in ks:
+        hit = ranks < k
+        values[f"hr@{k}"] = hit.astype(np.float64)
+        values[f"ndcg@{k}"] = np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0)
+        values[f"mrr@{k}"] = np.where(hit, 1.0 / (ranks + 1.0), 0.0)
+    return values
+
+
+def mean_metrics(ranks: np.ndarray, ks: list[int]) -> dict[str, float]:
+    """Metrics averaged over users, plus the user count `n` (0 users → metrics are NaN-free zeros omitted)."""
+    summary: dict[str, float] = {"n": int(len(ranks))}
+    if len(ranks):
+        summary.update({name: float(v.mean()) for name, v in per_user_metrics(ranks, ks).items()})
+    return summary

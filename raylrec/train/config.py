@@ -1,0 +1,41 @@
+"""Typed configuration of an ID-model training stage."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from raylrec.config import StrictModel
+from raylrec.data.prepare import DataConfig
+from raylrec.eval.evaluator import EvalConfig
+from raylrec.models.base import ModelConfig
+
+
+class TrainConfig(StrictModel):
+    loss: Literal["ce", "bce"] = "ce"  # cross-entropy over all items, or BCE with one sampled negative per position
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 256
+    max_epochs: int = 200
+    patience: int = 10  # epochs without a better validation metric before stopping
+    select_metric: str = "ndcg@10"  # full-ranking validation metric that picks the best epoch
+    num_workers: int = 1  # Ray Train workers (DDP)
+    cpus_per_worker: float = 1.0
+    threads_per_worker: int = 1  # torch threads per worker: N workers must not oversubscribe the cores
+    use_gpu: bool | Literal["auto"] = "auto"  # auto = use GPUs when the Ray cluster has any
+    seed: int = 2020
+    max_failures: int = 2  # worker failures survived by restoring the latest checkpoint
+
+
+class StageConfig(StrictModel):
+    """Everything `raylrec train` needs: where, which data, which model, how to train and evaluate."""
+
+    run_dir: str = "runs/default"
+    name: str | None = None  # artifact folder under models/; defaults to the model name
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+
+    @property
+    def stage_name(self) -> str:
+        return self.name or self.model.name

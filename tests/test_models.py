@@ -1,0 +1,71 @@
+import pytest
+import torch
+
+from raylrec.models import ModelConfig, build_model
+from raylrec.train.losses import bce_loss, cross_entropy_loss, sample_negatives
+
+TINY = dict(hidden_size=16, max_len=8, num_layers=1, num_heads=2, inner_size=32, dropout=0.0, attn_dropout=0.0)
+
+
+@pytest.fixture(params=["sasrec", "gru4rec"])
+def model(request):
+    torch.manual_seed(0)
+    return build_model(30, ModelConfig(name=request.param, **TINY)).eval()
+
+
+def test_shapes_and_padding_column(model):
+    seq = torch.tensor([[0, 0, 0, 3, 4, 5, 6, 7], [1, 2, 3, 4, 5, 6, 7, 8]])
+    hidden = model.encode(seq)
+    assert hidden.shape == (2, 8, 16)
+    scores = model.score_all(model.user_vector(seq))
+    assert scores.shape == (2, 31)
+    assert torch.isinf(scores[:, 0]).all() and torch.isfinite(scores[:, 1:]).all()
+
+
+def test_no_position_sees_the_future(model):
+    seq = torch.tensor([[0, 0, 3, 4, 5, 6, 7, 8]])
+    changed = seq.clone()
+    changed[0, 6:] = torch.tensor([20, 21])
+    a, b = model.encode(seq), model.encode(changed)
+    assert torch.allclose(a[0, :6], b[0, :6], atol=1e-6)
+    assert not torch.allclose(a[0, 6:], b[0, 6:])
+
+
+def test_padding_positions_are_zero(model):
+    hidden = model.encode(torch.tensor([[0, 0, 0, 3, 4, 5, 6, 7]]))
+    assert (hidden[0, :3] == 0).all()
+
+
+def test_gru_ignores_the_amount_of_left_padding():
+    torch.manual_seed(0)
+    gru = build_model(30, ModelConfig(name="gru4rec", **TINY)).eval()
+    short = gru.user_vector(torch.tensor([[0, 0, 0, 0, 5, 6, 7, 8]]))
+    longer_window = gru.user_vector(torch.tensor([[5, 6, 7, 8]]))
+    assert torch.allclose(short, longer_window, atol=1e-6)
+
+
+@pytest.mark.parametrize("loss", ["ce", "bce"])
+def test_losses_decrease_when_training(model, loss):
+    torch.manual_seed(1)
+    model.train()
+    window = torch.tensor([[0, 0, 1, 2, 3, 4, 5, 6, 7], [0, 9, 8, 7, 6, 5, 4, 3, 2]])
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    generator = torch.Generator().manual_seed(0)
+    losses = []
+    for _ in range(30):
+        hidden = model(window[:, :-1])
+        if loss == "ce":
+            value = cross_entropy_loss(model, hidden, window[:, 1:])
+        else:
+            value = bce_loss(model, hidden, window[:, 1:], sample_negatives(window, 30, generator))
+        optimizer.zero_grad()
+        value.backward()
+        optimizer.step()
+        losses.append(value.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_sampled_negatives_avoid_the_window():
+    window = torch.arange(1, 10).repeat(64, 1)  # items 1..9 seen; 10..12 unseen
+    negatives = sample_negatives(window, num_items=12, generator=torch.Generator().manual_seed(0), retries=20)
+    assert (negatives >= 10).all() and (negatives <= 12).all()
