@@ -1,0 +1,125 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from raylrec.data.prepare import DataConfig, prepare_dataset
+from raylrec.data.prepared import PreparedData
+from raylrec.errors import DataError
+
+
+def prepare_frame(tmp_path, frame: pd.DataFrame, items: pd.DataFrame | None = None, **settings) -> dict:
+    log = tmp_path / "log.csv"
+    frame.to_csv(log, index=False)
+    items_path = None
+    if items is not None:
+        items_path = tmp_path / "items.csv"
+        items.to_csv(items_path, index=False)
+    config = DataConfig(dataset="t", interactions_path=str(log), items_path=str(items_path) if items_path else None,
+                        format="csv", num_blocks=2, negatives=settings.pop("negatives", [2]), **settings)
+    return prepare_dataset(config, tmp_path / "prepared")
+
+
+def test_report_accounts_for_every_row(prepared_dir, synthetic_log):
+    report = json.loads((prepared_dir / "data_report.json").read_text())
+    raw_rows = len(pd.read_csv(synthetic_log))
+    assert report["steps"][0]["rows_in"] == raw_rows
+    for step in report["steps"]:
+        assert step["rows_in"] - step["rows_out"] == sum(step["dropped"].values())
+    assert report["steps"][-1]["rows_out"] == report["counts"]["interactions"]
+    assert len(pd.read_parquet(prepared_dir / "interactions.parquet")) == report["counts"]["interactions"]
+
+
+def test_leave_one_out_split_has_no_leakage(prepared_dir):
+    data = PreparedData(prepared_dir)
+    interactions = pd.read_parquet(prepared_dir / "interactions.parquet").sort_values(["user", "position"])
+    train = data.history("train")
+    valid, test = data.targets("valid"), data.targets("test")
+    windows = data.train_windows(max_len=4)
+    for user, group in interactions.groupby("user"):
+        items = group["item"].to_numpy()
+        assert items[-1] == test[user] and items[-2] == valid[user]  # targets are the latest two interactions
+        assert np.array_equal(train.row(user), items[:-2])
+        assert (np.diff(group["timestamp"].to_numpy()) >= 0).all()
+    trained_items = set(windows[windows > 0].tolist())
+    # No training window of any user contains that user's validation or test target.
+    for row in windows:
+        users = [u for u in range(data.num_users) if set(row[row > 0]) <= set(train.row(u))]
+        assert users, "every window comes from some user's training part"
+    assert trained_items <= set(train.indices.tolist())
+    valid_windows = data.input_windows("valid", np.arange(data.num_users), 50)
+    for user in range(data.num_users):
+        assert valid[user] not in valid_windows[user] and test[user] not in valid_windows[user]
+        assert test[user] not in data.input_windows("test", np.array([user]), 50)
+
+
+def test_negatives_are_stored_unseen_and_deterministic(prepared_dir, tmp_path, synthetic_log):
+    data = PreparedData(prepared_dir)
+    for (split, count), negatives in data.negatives.items():
+        assert negatives.shape == (data.num_users, count)
+        for user in range(data.num_users):
+            seen = set(data.sequences.row(user).tolist())
+            assert not seen & set(negatives[user].tolist())
+            assert len(set(negatives[user].tolist())) == count
+    again = DataConfig(dataset="synthetic", interactions_path=str(synthetic_log), format="csv",
+                       negatives=[5, 10], num_blocks=2)
+    prepare_dataset(again, tmp_path / "again")
+    redo = PreparedData(tmp_path / "again")
+    for key, negatives in data.negatives.items():
+        assert np.array_equal(redo.negatives[key], negatives)
+
+
+def test_filters_dedup_and_kcore_are_counted(ray_session, tmp_path):
+    rows = [("a", "x", 5, 1), ("a", "y", 4, 2), ("a", "x", 5, 3), ("a", "z", 4, 4), ("a", "w", 1, 5),
+            ("b", "x", 5, 1), ("b", "y", 5, 2), ("b", "z", 5, 3),
+            ("c", "x", 4, 1), ("c", "q", 4, 2)]
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"])
+    report = prepare_frame(tmp_path, frame, min_rating=4, user_core=3, item_core=2, negatives=[0])
+    steps = {s["step"]: s for s in report["steps"]}
+    assert steps["rating filter"]["dropped"] == {"rating below 4.0": 1}
+    assert steps["order by time and de-duplicate"]["dropped"] == {"repeated (user, item) pair, first kept": 1}
+    kcore = [s for name, s in steps.items() if name.startswith("k-core")]
+    assert sum(sum(s["dropped"].values()) for s in kcore) == 2  # user c (2 rows) goes; then every item has >= 2
+    assert report["counts"] == {**report["counts"], "users": 2, "items": 3, "interactions": 6}
+
+
+def test_ties_in_time_keep_file_order(ray_session, tmp_path):
+    frame = pd.DataFrame([("a", "i3", 5, 7), ("a", "i1", 5, 7), ("a", "i2", 5, 1), ("a", "i4", 5, 9)],
+                         columns=["user_id", "item_id", "rating", "timestamp"])
+    prepare_frame(tmp_path, frame, negatives=[0])
+    items = pd.read_parquet(tmp_path / "prepared" / "items.parquet").set_index("item")["item_id"]
+    sequence = pd.read_parquet(tmp_path / "prepared" / "sequences.parquet")["items"][0]
+    assert [items[i] for i in sequence] == ["i2", "i3", "i1", "i4"]
+
+
+def test_short_users_are_dropped_and_reported(ray_session, tmp_path):
+    frame = pd.DataFrame([("a", "x", 5, 1), ("a", "y", 5, 2), ("a", "z", 5, 3), ("b", "x", 5, 1), ("b", "y", 5, 2)],
+                         columns=["user_id", "item_id", "rating", "timestamp"])
+    report = prepare_frame(tmp_path, frame, negatives=[0])
+    last = report["steps"][-1]
+    assert last["dropped"] == {"user has fewer than 3 interactions (1 users)": 2}
+
+
+def test_empty_after_filtering_is_a_clear_error(ray_session, tmp_path):
+    frame = pd.DataFrame([("a", "x", 1, 1), ("a", "y", 2, 2)], columns=["user_id", "item_id", "rating", "timestamp"])
+    with pytest.raises(DataError, match="empty after step 'rating filter'"):
+        prepare_frame(tmp_path, frame, min_rating=4)
+
+
+def test_items_file_that_disagrees_with_interactions(ray_session, tmp_path):
+    frame = pd.DataFrame([("a", "x", 5, 1), ("a", "y", 5, 2), ("a", "z", 5, 3)],
+                         columns=["user_id", "item_id", "rating", "timestamp"])
+    items = pd.DataFrame({"item_id": ["x", "y"], "title": ["X", "Y"]})
+    with pytest.raises(DataError, match=r"log.csv line 4: field 'item_id' value 'z' is not in items.csv"):
+        prepare_frame(tmp_path, frame, items)
+    duplicated = pd.DataFrame({"item_id": ["x", "y", "z", "y"], "title": ["X", "Y", "Z", "Y2"]})
+    with pytest.raises(DataError, match=r"items.csv: line 5, column 'item_id': item id 'y' already appeared on line 3"):
+        prepare_frame(tmp_path, frame, duplicated)
+
+
+def test_too_few_unseen_items_for_negatives(ray_session, tmp_path):
+    frame = pd.DataFrame([("a", "x", 5, 1), ("a", "y", 5, 2), ("a", "z", 5, 3), ("b", "x", 5, 1)],
+                         columns=["user_id", "item_id", "rating", "timestamp"])
+    with pytest.raises(DataError, match="user 'a' interacted with 3 of 3 items: cannot draw 2"):
+        prepare_frame(tmp_path, frame, negatives=[2])
