@@ -10,12 +10,12 @@ import ray
 
 def ensure_ray(address: str | None = None) -> None:
     """Join `address` (or $RAY_ADDRESS) if given; otherwise start, or reuse, a local Ray instance."""
+    quiet_ray_data()
     if ray.is_initialized():
         return
     # Ray Data's progress bars garble a terminal shared with our own logs; tqdm covers the long loops.
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     ray.init(address=address or os.environ.get("RAY_ADDRESS"), logging_level="WARNING")
-    quiet_ray_data()
 
 
 def quiet_ray_data() -> None:

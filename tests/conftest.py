@@ -1,3 +1,4 @@
+import logging
 import os
 from pathlib import Path
 
@@ -7,6 +8,7 @@ import pytest
 
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
+logging.getLogger("ray.data").setLevel(logging.WARNING)  # its DEBUG log dumps the whole DataContext
 
 
 @pytest.fixture(scope="session")

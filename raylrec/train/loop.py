@@ -82,9 +82,12 @@ def train_loop_per_worker(loop_config: dict) -> None:
     data = PreparedData(loop_config["data_dir"])
     core = build_model(data.num_items, config.model)
     optimizer = torch.optim.Adam(core.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay)
-    state = {"epoch": 0, "best": float("-inf"), "best_epoch": -1, "bad_epochs": 0, "stopped": False}
+    state = {"epoch": 0, "best": float("-inf"), "best_epoch": -1, "bad_epochs": 0}
     best_model = copy.deepcopy(core.state_dict())
+    # Ray's own checkpoint after a worker failure; else the latest one a previous run of this stage left.
     checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None and loop_config.get("resume_from"):
+        checkpoint = ray.train.Checkpoint.from_directory(loop_config["resume_from"])
     if checkpoint:
         with checkpoint.as_directory() as directory:
             saved = torch.load(Path(directory) / STATE_FILE, weights_only=False)
@@ -105,7 +108,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
     metric = config.train.select_metric
     loop_started = time.perf_counter()
 
-    for epoch in range(state["epoch"], config.train.max_epochs if not state["stopped"] else 0):
+    # A resumed run continues only while the (possibly changed) stopping rule allows.
+    last_epoch = config.train.max_epochs if state["bad_epochs"] < config.train.patience else state["epoch"]
+    for epoch in range(state["epoch"], last_epoch):
         if isinstance(loader.sampler, DistributedSampler):
             loader.sampler.set_epoch(epoch)
         started = time.perf_counter()
@@ -121,7 +126,6 @@ def train_loop_per_worker(loop_config: dict) -> None:
             state["bad_epochs"] += 1
         state["epoch"] = epoch + 1
         stop = state["bad_epochs"] >= config.train.patience or state["epoch"] >= config.train.max_epochs
-        state["stopped"] = stop
         metrics = {"epoch": epoch, "train_loss": train_loss, "epoch_train_s": train_seconds,
                    "elapsed_s": time.perf_counter() - loop_started,
                    **{f"valid_{k}": v for k, v in valid.items() if k != "n"},

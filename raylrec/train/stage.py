@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 from safetensors.torch import load_file, save_file
 
@@ -35,6 +35,13 @@ from raylrec.train.loop import BEST_MODEL_FILE, model_scorer, train_loop_per_wor
 
 log = logging.getLogger(__name__)
 DONE_FILE = "DONE.json"
+TRAIN_RUN_NAME = "train"
+
+
+def latest_checkpoint(train_dir: Path) -> Checkpoint | None:
+    """The newest complete checkpoint a previous run of this stage left (Ray names them by timestamp)."""
+    candidates = sorted(p for p in train_dir.glob("checkpoint_*") if (p / BEST_MODEL_FILE).exists())
+    return Checkpoint.from_directory(str(candidates[-1])) if candidates else None
 
 
 def stage_dir(config: StageConfig) -> Path:
@@ -51,14 +58,18 @@ def run_training_stage(config: StageConfig, data_dir: Path, force: bool = False)
     out.mkdir(parents=True, exist_ok=True)
     (out / "stage_config.yaml").write_text(config.to_yaml())
     ensure_ray()
+    resume_from = latest_checkpoint(out / TRAIN_RUN_NAME)
+    if resume_from:
+        log.info("resuming %s from %s", config.stage_name, resume_from.path)
     use_gpu = cluster_has_gpus() if config.train.use_gpu == "auto" else config.train.use_gpu
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"stage": config.model_dump(mode="json"), "data_dir": str(data_dir)},
+        train_loop_config={"stage": config.model_dump(mode="json"), "data_dir": str(data_dir),
+                           "resume_from": resume_from.path if resume_from else None},
         scaling_config=ScalingConfig(num_workers=config.train.num_workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": config.train.cpus_per_worker}),
         run_config=RunConfig(
-            name="train",
+            name=TRAIN_RUN_NAME,
             storage_path=str(out),
             failure_config=FailureConfig(max_failures=config.train.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
@@ -67,11 +78,12 @@ def run_training_stage(config: StageConfig, data_dir: Path, force: bool = False)
     started = time.perf_counter()
     result = trainer.fit()
     wall = time.perf_counter() - started
-    if result.checkpoint is None:
-        raise ArtifactError(f"training of {config.stage_name} reported no checkpoint (see {out / 'train'})")
+    final_checkpoint = result.checkpoint or resume_from
+    if final_checkpoint is None:
+        raise ArtifactError(f"training of {config.stage_name} reported no checkpoint (see {out / TRAIN_RUN_NAME})")
     if result.metrics_dataframe is not None:
         result.metrics_dataframe.to_csv(out / "history.csv", index=False)
-    with result.checkpoint.as_directory() as directory:
+    with final_checkpoint.as_directory() as directory:
         best_state = torch.load(Path(directory) / BEST_MODEL_FILE, weights_only=True)
     summary = export_stage(config, PreparedData(data_dir), best_state, out)
     summary.update(fit_wall_s=round(wall, 1), final_metrics={k: v for k, v in result.metrics.items()

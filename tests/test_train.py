@@ -1,0 +1,65 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from raylrec.data.prepared import PreparedData
+from raylrec.models.base import ModelConfig
+from raylrec.train.config import StageConfig, TrainConfig
+from raylrec.train.stage import load_stage_model, run_training_stage
+
+TINY_MODEL = dict(hidden_size=16, max_len=8, num_layers=1, num_heads=2, inner_size=16, dropout=0.1, attn_dropout=0.1)
+
+
+def stage(tmp_path, name="sasrec", **train) -> StageConfig:
+    return StageConfig(run_dir=str(tmp_path), model=ModelConfig(name=name, **TINY_MODEL),
+                       train=TrainConfig(**{"max_epochs": 2, "batch_size": 16, "lr": 0.01, **train}),
+                       eval={"num_negatives": [5, 10], "length_edges": [5, 10]})
+
+
+@pytest.mark.parametrize("name", ["sasrec", "gru4rec"])
+def test_training_stage_writes_every_artifact(ray_session, prepared_dir, tmp_path, name):
+    config = stage(tmp_path, name)
+    summary = run_training_stage(config, prepared_dir)
+    out = tmp_path / "models" / name
+    data = PreparedData(prepared_dir)
+    for artifact in ("model.safetensors", "model_config.json", "item_embeddings.safetensors",
+                     "user_representations.safetensors", "metrics_valid.json", "metrics_test.json",
+                     "history.csv", "DONE.json", "stage_config.yaml"):
+        assert (out / artifact).exists(), artifact
+    assert load_file(out / "item_embeddings.safetensors")["item_embeddings"].shape == (data.num_items + 1, 16)
+    users = load_file(out / "user_representations.safetensors")
+    assert users["valid"].shape == users["test"].shape == (data.num_users, 16)
+    assert users["train_hidden"].shape == (data.num_users, 8, 16)
+    # The exported user vectors are the ones the saved model computes.
+    model = load_stage_model(out)
+    window = torch.from_numpy(data.input_windows("test", np.arange(3), 8))
+    assert torch.allclose(model.user_vector(window), users["test"][:3], atol=1e-5)
+    metrics = json.loads((out / "metrics_test.json").read_text())
+    assert metrics["data_fingerprint"] == data.fingerprint
+    assert set(metrics["metrics"]) >= {"full", "sampled_5", "sampled_10", "buckets"}
+    assert 0 <= metrics["metrics"]["full"]["ndcg@10"] <= 1
+    assert summary["test"]["hr@10"] == metrics["metrics"]["full"]["hr@10"]
+    assert len(pd.read_csv(out / "history.csv")) == 2
+
+
+def test_rerun_skips_and_longer_run_resumes_from_checkpoint(ray_session, prepared_dir, tmp_path):
+    first = run_training_stage(stage(tmp_path, max_epochs=2, patience=50), prepared_dir)
+    assert run_training_stage(stage(tmp_path, max_epochs=2, patience=50), prepared_dir) == first
+    resumed = run_training_stage(stage(tmp_path, max_epochs=4, patience=50), prepared_dir, force=True)
+    history = pd.read_csv(tmp_path / "models" / "sasrec" / "history.csv")
+    assert history["epoch"].tolist() == [2, 3]  # continued from the epoch-2 checkpoint, not from scratch
+    assert resumed["final_metrics"]["epoch"] == 3
+
+
+def test_two_ddp_workers_train_and_agree_on_validation(ray_session, prepared_dir, tmp_path):
+    config = stage(tmp_path, num_workers=2, cpus_per_worker=0.5)
+    summary = run_training_stage(config, prepared_dir)
+    history = pd.read_csv(tmp_path / "models" / "sasrec" / "history.csv")
+    assert len(history) == 2
+    # Validation covers every user once, gathered over both workers.
+    best = history["valid_ndcg@10"].max()
+    assert summary["final_metrics"]["best_valid_ndcg@10"] == pytest.approx(best)
