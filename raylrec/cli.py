@@ -10,6 +10,7 @@ from pathlib import Path
 
 from raylrec.config import load_config, parse_overrides
 from raylrec.errors import RaylrecError
+from raylrec.text.cli import add_encode_command
 
 log = logging.getLogger("raylrec")
 
@@ -101,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", default="default", help="YAML PipelineConfig file or preset name")
     run.add_argument("--run-dir")
     run.set_defaults(handler=cmd_run)
+
+    add_encode_command(commands)
     return parser
 
 

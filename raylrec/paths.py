@@ -32,5 +32,8 @@ class RunLayout:
     def model_dir(self, model_name: str) -> Path:
         return self.root / "models" / model_name
 
+    def embeddings_dir(self, key: str) -> Path:
+        return self.root / "embeddings" / key
+
     def ray_storage(self) -> Path:
         return self.root / "ray"

@@ -10,7 +10,7 @@ import json
 import logging
 from pathlib import Path
 
-from raylrec.config import StrictModel
+from raylrec.config import StrictModel, load_config
 from raylrec.data.prepare import DataConfig, prepare_dataset
 from raylrec.errors import ArtifactError
 from raylrec.eval.evaluator import EvalConfig
@@ -23,20 +23,26 @@ log = logging.getLogger(__name__)
 
 
 class StageSpec(StrictModel):
+    """One ID-model stage of the pipeline: a stage preset (or file), optionally with its own model/train."""
+
     name: str
-    model: ModelConfig = ModelConfig()
-    train: TrainConfig = TrainConfig()
+    preset: str | None = None
+    model: ModelConfig | None = None
+    train: TrainConfig | None = None
 
 
 class PipelineConfig(StrictModel):
     run_dir: str = "runs/default"
     data: DataConfig = DataConfig()
     eval: EvalConfig = EvalConfig()
-    stages: list[StageSpec] = [StageSpec(name="sasrec"), StageSpec(name="gru4rec", model=ModelConfig(name="gru4rec"))]
+    stages: list[StageSpec] = [StageSpec(name="sasrec", preset="sasrec"), StageSpec(name="gru4rec", preset="gru4rec")]
 
     def stage_config(self, spec: StageSpec) -> StageConfig:
-        return StageConfig(run_dir=self.run_dir, name=spec.name, data=self.data, model=spec.model,
-                           train=spec.train, eval=self.eval)
+        """The stage's preset with the pipeline's run directory, data and evaluation protocol."""
+        base = load_config(StageConfig, spec.preset) if spec.preset else StageConfig()
+        return base.model_copy(update={
+            "run_dir": self.run_dir, "name": spec.name, "data": self.data, "eval": self.eval,
+            "model": spec.model or base.model, "train": spec.train or base.train})
 
 
 def ensure_prepared(data: DataConfig, run_dir: str, cache_root: Path | None = None) -> Path:

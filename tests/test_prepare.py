@@ -36,22 +36,30 @@ def test_leave_one_out_split_has_no_leakage(prepared_dir):
     interactions = pd.read_parquet(prepared_dir / "interactions.parquet").sort_values(["user", "position"])
     train = data.history("train")
     valid, test = data.targets("valid"), data.targets("test")
-    windows = data.train_windows(max_len=4)
     for user, group in interactions.groupby("user"):
         items = group["item"].to_numpy()
         assert items[-1] == test[user] and items[-2] == valid[user]  # targets are the latest two interactions
         assert np.array_equal(train.row(user), items[:-2])
         assert (np.diff(group["timestamp"].to_numpy()) >= 0).all()
-    trained_items = set(windows[windows > 0].tolist())
-    # No training window of any user contains that user's validation or test target.
-    for row in windows:
-        users = [u for u in range(data.num_users) if set(row[row > 0]) <= set(train.row(u))]
-        assert users, "every window comes from some user's training part"
-    assert trained_items <= set(train.indices.tolist())
     valid_windows = data.input_windows("valid", np.arange(data.num_users), 50)
     for user in range(data.num_users):
         assert valid[user] not in valid_windows[user] and test[user] not in valid_windows[user]
         assert test[user] not in data.input_windows("test", np.array([user]), 50)
+
+
+@pytest.mark.parametrize("stride", [None, 2, 4])
+def test_training_windows_cover_each_training_transition_once(prepared_dir, stride):
+    data = PreparedData(prepared_dir)
+    train = data.history("train")
+    inputs, targets = data.train_windows(max_len=4, stride=stride)
+    windows_of_pairs = {(int(a), int(b)) for a, b in zip(inputs[targets > 0], targets[targets > 0])}
+    expected = [(int(a), int(b)) for u in range(data.num_users) for a, b in zip(train.row(u)[:-1], train.row(u)[1:])]
+    assert (targets > 0).sum() == len(expected)  # every transition trained exactly once
+    assert windows_of_pairs == set(expected)
+    # Nothing outside the training part (no validation or test target) ever enters a training window.
+    for u in range(data.num_users):
+        assert data.targets("valid")[u] not in train.row(u) and data.targets("test")[u] not in train.row(u)
+    assert set(inputs[inputs > 0].tolist()) | set(targets[targets > 0].tolist()) <= set(train.indices.tolist())
 
 
 def test_negatives_are_stored_unseen_and_deterministic(prepared_dir, tmp_path, synthetic_log):

@@ -94,22 +94,37 @@ class PreparedData:
         """Model inputs for predicting the split's target: the last `max_len` history items, left-padded."""
         return left_pad_tails(self._history_cache(split), users, max_len)
 
-    def train_windows(self, max_len: int) -> np.ndarray:
-        """Training samples: each user's training part cut into windows of max_len + 1 from the end.
+    def train_windows(self, max_len: int, stride: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Training samples cut from each user's training part, newest first: (inputs, targets), each (S, max_len).
 
-        Column t+1 is the next-item target of column t, so every position of a window trains at once.
-        Windows do not overlap, so every training transition is seen exactly once per epoch.
+        targets[:, t] is the next item after inputs[:, t], so every position of a window trains at once.
+        Windows end every `stride` items (default max_len: no overlap). With a shorter stride a window
+        trains only the targets that no earlier-ending window covers, so every training transition is
+        learned exactly once per epoch while seeing at least max_len - stride items of context.
+        Untrained target positions are 0 (ignored by the losses).
         """
+        stride = stride or max_len
+        if not 0 < stride <= max_len:
+            raise ValueError(f"stride must be in 1..{max_len}, got {stride}")
         history = self._history_cache("train")
-        windows = []
+        inputs, targets = [], []
         for u in range(self.num_users):
             items = history.row(u)
-            for end in range(len(items), 1, -max_len):
-                chunk = items[max(0, end - max_len - 1):end]
-                row = np.zeros(max_len + 1, dtype=np.int64)
-                row[max_len + 1 - len(chunk):] = chunk
-                windows.append(row)
-        return np.stack(windows)
+            end = len(items)
+            while end > 1:
+                start = max(0, end - max_len - 1)
+                chunk_targets = items[start + 1:end].copy()
+                next_end = end - stride
+                if next_end > 1:  # targets before next_end belong to the next (earlier-ending) window
+                    chunk_targets[:max(0, next_end - start - 1)] = 0
+                row_inputs = np.zeros(max_len, dtype=np.int64)
+                row_targets = np.zeros(max_len, dtype=np.int64)
+                row_inputs[max_len - (end - 1 - start):] = items[start:end - 1]
+                row_targets[max_len - len(chunk_targets):] = chunk_targets
+                inputs.append(row_inputs)
+                targets.append(row_targets)
+                end = next_end
+        return np.stack(inputs), np.stack(targets)
 
     def item_train_counts(self) -> np.ndarray:
         """(num_items + 1,) interaction counts in the training part (index 0 = padding, always 0)."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import model_validator
+
 from raylrec.config import StrictModel
 from raylrec.data.prepare import DataConfig
 from raylrec.eval.evaluator import EvalConfig
@@ -15,6 +17,7 @@ class TrainConfig(StrictModel):
     lr: float = 1e-3
     weight_decay: float = 0.0
     batch_size: int = 256
+    window_stride: int | None = None  # training windows end every this many items (default max_len: no overlap)
     max_epochs: int = 200
     patience: int = 10  # epochs without a better validation metric before stopping
     select_metric: str = "ndcg@10"  # full-ranking validation metric that picks the best epoch
@@ -35,6 +38,13 @@ class StageConfig(StrictModel):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+
+    @model_validator(mode="after")
+    def stride_fits_window(self) -> "StageConfig":
+        stride = self.train.window_stride
+        if stride is not None and not 0 < stride <= self.model.max_len:
+            raise ValueError(f"train.window_stride must be in 1..model.max_len ({self.model.max_len}), got {stride}")
+        return self
 
     @property
     def stage_name(self) -> str:

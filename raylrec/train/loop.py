@@ -57,13 +57,13 @@ def train_one_epoch(model, core: SequentialRecommender, loader, optimizer, loss_
                     generator: torch.Generator) -> float:
     model.train()
     total, batches = 0.0, 0
-    for (window,) in loader:
-        inputs, targets = window[:, :-1], window[:, 1:]
+    for inputs, targets in loader:
         hidden = model(inputs)
         if loss_name == "ce":
             loss = cross_entropy_loss(core, hidden, targets)
         else:
-            loss = bce_loss(core, hidden, targets, sample_negatives(window, core.num_items, generator))
+            seen = torch.cat([inputs, targets], dim=1)
+            loss = bce_loss(core, hidden, targets, sample_negatives(targets, seen, core.num_items, generator))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -99,9 +99,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     model = ray.train.torch.prepare_model(core)
     device = ray.train.torch.get_device()
-    windows = torch.from_numpy(data.train_windows(config.model.max_len))
-    loader = ray.train.torch.prepare_data_loader(
-        DataLoader(TensorDataset(windows), batch_size=config.train.batch_size, shuffle=True))
+    inputs, targets = data.train_windows(config.model.max_len, config.train.window_stride)
+    loader = ray.train.torch.prepare_data_loader(DataLoader(
+        TensorDataset(torch.from_numpy(inputs), torch.from_numpy(targets)),
+        batch_size=config.train.batch_size, shuffle=True))
     generator = torch.Generator(device=device).manual_seed(config.train.seed + 7919 * rank)
     evaluator = Evaluator(data, "valid", config.eval)
     my_users = np.arange(rank, data.num_users, world)
@@ -130,6 +131,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
                    "elapsed_s": time.perf_counter() - loop_started,
                    **{f"valid_{k}": v for k, v in valid.items() if k != "n"},
                    f"best_valid_{metric}": state["best"], "best_epoch": state["best_epoch"], "stopped": stop}
+        if rank == 0:
+            print(f"[{config.stage_name}] epoch {epoch}: loss {train_loss:.4f}, valid {metric} {valid[metric]:.4f} "
+                  f"(best {state['best']:.4f} @ {state['best_epoch']}), {train_seconds:.1f} s", flush=True)
         with tempfile.TemporaryDirectory() as directory:
             reported = None
             if rank == 0:

@@ -15,15 +15,15 @@ def cross_entropy_loss(model: SequentialRecommender, hidden: torch.Tensor, targe
     return F.cross_entropy(logits, targets[real])
 
 
-def sample_negatives(window: torch.Tensor, num_items: int, generator: torch.Generator | None,
+def sample_negatives(targets: torch.Tensor, seen: torch.Tensor, num_items: int, generator: torch.Generator | None,
                      retries: int = 3) -> torch.Tensor:
-    """One uniform negative per position, re-drawn (a few times) when it falls inside the user's window."""
-    negatives = torch.randint(1, num_items + 1, window[:, 1:].shape, generator=generator, device=window.device)
+    """One uniform negative per target position, re-drawn (a few times) when it is among the `seen` items."""
+    negatives = torch.randint(1, num_items + 1, targets.shape, generator=generator, device=targets.device)
     for _ in range(retries):
-        collide = (negatives.unsqueeze(-1) == window.unsqueeze(1)).any(-1)
+        collide = (negatives.unsqueeze(-1) == seen.unsqueeze(1)).any(-1)
         if not collide.any():
             break
-        redraw = torch.randint(1, num_items + 1, negatives.shape, generator=generator, device=window.device)
+        redraw = torch.randint(1, num_items + 1, negatives.shape, generator=generator, device=targets.device)
         negatives = torch.where(collide, redraw, negatives)
     return negatives
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 from safetensors.torch import load_file, save_file
 
@@ -73,6 +73,8 @@ def run_training_stage(config: StageConfig, data_dir: Path, force: bool = False)
             storage_path=str(out),
             failure_config=FailureConfig(max_failures=config.train.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
+            # Ray Train logs every report in full at INFO; the epoch line below and history.csv say it once.
+            logging_config=LoggingConfig(log_level="WARNING"),
         ),
     )
     started = time.perf_counter()

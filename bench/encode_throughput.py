@@ -1,0 +1,130 @@
+"""Item-encoding throughput: a plain single-process loop vs the Ray Data job with 1 and 2 actors.
+
+    python bench/encode_throughput.py --data-dir /tmp/rt/data/ml-100k [--models minilm smollm2-135m]
+
+Every mode encodes the same texts in the same length-sorted batches with one torch thread per process.
+"setup s" is everything before the first batch can run: the model load for the loop; for the Ray job, job
+start until the first actor has its model (actor start + model load; the model load alone is shown apart).
+items/s counts encoding only: from the first ready actor (or the loaded model) to the last vector.
+Starts a Ray instance of its own (never joins another cluster on the host) and shuts it down at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+
+import numpy as np  # noqa: E402
+import ray  # noqa: E402
+import torch  # noqa: E402
+
+from raylrec.data.prepared import PreparedData  # noqa: E402
+from raylrec.ray_utils import quiet_ray_data  # noqa: E402
+from raylrec.text.encode import EncodeConfig, ItemEncoder, embedding_dataset, length_sorted  # noqa: E402
+from raylrec.text.encoder import TextEncoder, TextModelConfig  # noqa: E402
+from raylrec.text.registry import load_text_model, resolve_model  # noqa: E402
+from raylrec.text.templates import default_template, render_texts  # noqa: E402
+
+
+class TimedItemEncoder(ItemEncoder):
+    """The production actor, plus when its model was ready and how long loading took."""
+
+    def __init__(self, **kwargs):
+        started = time.time()
+        super().__init__(**kwargs)
+        self.ready_at = time.time()
+        self.load_s = self.ready_at - started
+
+    def __call__(self, batch):
+        out = super().__call__(batch)
+        rows = len(batch["item"])
+        out.update(ready_at=np.full(rows, self.ready_at), load_s=np.full(rows, self.load_s),
+                   pid=np.full(rows, os.getpid()))
+        return out
+
+
+def plain_loop(rendered, resolved, batch_size: int) -> tuple[dict, np.ndarray]:
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    encoder = TextEncoder(load_text_model(resolved))
+    loaded = time.perf_counter()
+    frame = length_sorted(rendered)
+    vectors = np.zeros((len(frame) + 1, 0), dtype=np.float32)
+    for start in range(0, len(frame), batch_size):
+        chunk = frame.iloc[start:start + batch_size]
+        encoded = encoder.encode(chunk["text"].tolist())
+        if vectors.shape[1] == 0:
+            vectors = np.zeros((len(frame) + 1, encoded.shape[1]), dtype=np.float32)
+        vectors[chunk["item"].to_numpy()] = encoded
+    done = time.perf_counter()
+    return dict(setup_s=loaded - started, load_s=loaded - started, encode_s=done - loaded, wall_s=done - started,
+                actors_used=0), vectors
+
+
+def ray_job(rendered, resolved, model: str, batch_size: int, actors: int) -> tuple[dict, np.ndarray]:
+    config = EncodeConfig(text=TextModelConfig(model=model), batch_size=batch_size, num_actors=actors)
+    started = time.time()
+    dataset = embedding_dataset(rendered, resolved, config, encoder_class=TimedItemEncoder)
+    vectors = np.zeros((len(rendered.items) + 1, 0), dtype=np.float32)
+    ready_at, load_s, pids = [], [], set()
+    for batch in dataset.iter_batches(batch_format="numpy", batch_size=None):
+        if vectors.shape[1] == 0:
+            vectors = np.zeros((len(rendered.items) + 1, batch["embedding"].shape[1]), dtype=np.float32)
+        vectors[batch["item"]] = batch["embedding"]
+        ready_at.extend(batch["ready_at"])
+        load_s.extend(batch["load_s"])
+        pids.update(batch["pid"].tolist())
+    done = time.time()
+    first_ready = min(ready_at)
+    return dict(setup_s=first_ready - started, load_s=max(load_s), encode_s=done - first_ready,
+                wall_s=done - started, actors_used=len(pids)), vectors
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", required=True, help="a prepared dataset folder")
+    parser.add_argument("--models", nargs="+", default=["minilm", "smollm2-135m"])
+    parser.add_argument("--batch-size", type=int, default=EncodeConfig().batch_size)
+    args = parser.parse_args()
+
+    data = PreparedData(args.data_dir)
+    template = default_template(data.report["dataset"])
+    rendered = render_texts(data.items_table(), template)
+    print(f"{data.report['dataset']}: {len(rendered.texts)} items, template {template!r}, batch {args.batch_size}, "
+          f"host load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
+
+    quiet_ray_data()
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, logging_level="WARNING",
+             _temp_dir=tempfile.mkdtemp(prefix="ray-bench-"))
+    rows = []
+    try:
+        for model in args.models:
+            resolved = resolve_model(model)  # converts a packaged GGUF once (cached), outside every timing
+            loop, reference = plain_loop(rendered, resolved, args.batch_size)
+            rows.append((model, "plain loop", loop, 0.0))
+            for actors in (1, 2):
+                stats, vectors = ray_job(rendered, resolved, model, args.batch_size, actors)
+                rows.append((model, f"Ray Data, {actors} actor{'s' if actors > 1 else ''}", stats,
+                             float(np.abs(vectors - reference).max())))
+    finally:
+        ray.shutdown()
+
+    print("\n| model | mode | setup s (model load s) | encode s | items/s | × loop | wall s | max diff vs loop |")
+    print("|---|---|---|---|---|---|---|---|")
+    loop_rate = {}
+    for model, mode, stats, diff in rows:
+        rate = len(rendered.texts) / stats["encode_s"]
+        loop_rate.setdefault(model, rate)
+        used = f" ({stats['actors_used']} got batches)" if stats["actors_used"] else ""
+        print(f"| {model} | {mode}{used} | {stats['setup_s']:.1f} ({stats['load_s']:.1f}) | {stats['encode_s']:.1f} "
+              f"| {rate:.0f} | {rate / loop_rate[model]:.2f} | {stats['wall_s']:.1f} | {diff:.1e} |")
+    print(f"\nhost load average after: {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""Foundation benchmark on MovieLens-100k against RecBole 1.2.1 (numbers in ../shared/notes/peer-recbole.md).
+
+Protocol as the peer: leave-one-out by time, full ranking, no filtering, validation NDCG@10 picks the
+checkpoint, history masking OFF (RecBole's sequential default); our numbers with masking ON are shown too.
+
+    python bench/foundation.py --run-dir runs/bench            # SASRec + GRU4Rec, then 1 vs 2 workers
+    python bench/foundation.py --run-dir runs/bench --skip-scaling
+
+Prints Markdown tables. Wall times include Ray start-up of each stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from raylrec.config import load_config
+from raylrec.data.prepared import PreparedData
+from raylrec.eval.evaluator import EvalConfig, Evaluator
+from raylrec.pipeline import ensure_prepared
+from raylrec.train.config import StageConfig
+from raylrec.train.loop import model_scorer
+from raylrec.train.stage import load_stage_model, run_training_stage, stage_dir
+
+# RecBole 1.2.1 on this machine kind (../shared/notes/peer-recbole.md): test metrics, best validation
+# NDCG@10, and seconds to its best epoch.
+PEER = {
+    "sasrec": {"hr@10": 0.1357, "ndcg@10": 0.0639, "hr@20": 0.2386, "ndcg@20": 0.0898, "best_valid": 0.0705,
+               "seconds_to_best": 2800},
+    "gru4rec": {"hr@10": 0.1410, "ndcg@10": 0.0702, "hr@20": 0.2365, "ndcg@20": 0.0940, "best_valid": 0.0741,
+                "seconds_to_best": 34 * 55},
+}
+PEER_PROTOCOL = {"eval.exclude_history": False, "eval.num_negatives": [19, 100]}
+
+
+def stage_config(preset: str, run_dir: str, name: str, overrides: dict) -> StageConfig:
+    from raylrec.config import parse_overrides
+
+    pairs = [f"{k}={v}" for k, v in {**PEER_PROTOCOL, **overrides}.items()]
+    return load_config(StageConfig, preset, {**parse_overrides(pairs), "run_dir": run_dir, "name": name})
+
+
+def time_to_reach(history: pd.DataFrame, target: float) -> float | None:
+    reached = history.loc[history["valid_ndcg@10"] >= target, "elapsed_s"]
+    return float(reached.iloc[0]) if len(reached) else None
+
+
+def masked_test(config: StageConfig, data: PreparedData) -> dict:
+    model = load_stage_model(stage_dir(config))
+    evaluator = Evaluator(data, "test", EvalConfig(exclude_history=True, num_negatives=[]))
+    return evaluator.evaluate(model_scorer(model, data, "test", torch.device("cpu")))["full"]
+
+
+def quality(run_dir: str, overrides: dict) -> None:
+    data_dir = ensure_prepared(load_config(StageConfig, "sasrec").data, run_dir)
+    data = PreparedData(data_dir)
+    rows = []
+    for preset in ("sasrec", "gru4rec"):
+        config = stage_config(preset, run_dir, preset, overrides)
+        summary = run_training_stage(config, data_dir)
+        history = pd.read_csv(stage_dir(config) / "history.csv")
+        reach = time_to_reach(history, PEER[preset]["best_valid"])
+        masked = masked_test(config, data)
+        test = summary["test"]
+        rows.append(f"| {preset} (ours) | {test['hr@10']:.4f} | {test['ndcg@10']:.4f} | {test['hr@20']:.4f} "
+                    f"| {test['ndcg@20']:.4f} | {masked['hr@10']:.4f} / {masked['ndcg@10']:.4f} "
+                    f"| {history['valid_ndcg@10'].max():.4f} | {int(history['valid_ndcg@10'].idxmax())} "
+                    f"| {history['epoch_train_s'].median():.1f} | {summary['fit_wall_s']:.0f} "
+                    f"| {'not reached' if reach is None else f'{reach:.0f}'} |")
+        peer = PEER[preset]
+        rows.append(f"| {preset} (RecBole 1.2.1) | {peer['hr@10']:.4f} | {peer['ndcg@10']:.4f} | {peer['hr@20']:.4f} "
+                    f"| {peer['ndcg@20']:.4f} | — | {peer['best_valid']:.4f} | — | — | — "
+                    f"| {peer['seconds_to_best']} (to its best) |")
+    print("\n## Quality and time (ML-100k, leave-one-out, full ranking, history not masked)\n")
+    print("| model | test HR@10 | NDCG@10 | HR@20 | NDCG@20 | masked HR@10 / NDCG@10 | best valid NDCG@10 "
+          "| best epoch | s / train epoch | fit wall s | s to RecBole's best valid |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("\n".join(rows))
+
+
+def scaling(run_dir: str, overrides: dict, epochs: int) -> None:
+    data_dir = ensure_prepared(load_config(StageConfig, "sasrec").data, run_dir)
+    rows = []
+    for workers in (1, 2):
+        config = stage_config("sasrec", run_dir, f"scaling-{workers}w", {
+            **overrides, "train.num_workers": workers, "train.cpus_per_worker": 1,
+            "train.max_epochs": epochs, "train.patience": epochs})
+        started = time.perf_counter()
+        run_training_stage(config, data_dir, force=True)
+        history = pd.read_csv(stage_dir(config) / "history.csv")
+        per_epoch = history["epoch_train_s"].iloc[1:].median()  # epoch 0 includes warm-up
+        rows.append((workers, per_epoch, time.perf_counter() - started))
+    base = rows[0][1]
+    print(f"\n## Ray Train workers (SASRec, {epochs} epochs, {os.cpu_count()} cores)\n")
+    print("| workers | median s / train epoch | speed-up | stage wall s |\n|---|---|---|---|")
+    for workers, per_epoch, wall in rows:
+        print(f"| {workers} | {per_epoch:.2f} | {base / per_epoch:.2f}x | {wall:.0f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run-dir", default="runs/bench")
+    parser.add_argument("--skip-quality", action="store_true")
+    parser.add_argument("--skip-scaling", action="store_true")
+    parser.add_argument("--scaling-epochs", type=int, default=6)
+    parser.add_argument("--set", action="append", default=[], help="extra overrides for both models, key=value")
+    args = parser.parse_args()
+    overrides = dict(pair.split("=", 1) for pair in args.set)
+    run_dir = str(Path(args.run_dir).resolve())
+    if not args.skip_quality:
+        quality(run_dir, overrides)
+    if not args.skip_scaling:
+        scaling(run_dir, overrides, args.scaling_epochs)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+import json
+
+import pytest
+
+from raylrec.cli import main
+from raylrec.config import load_config
+from raylrec.errors import ArtifactError, RaylrecError
+from raylrec.pipeline import PipelineConfig, ensure_prepared, run_pipeline
+
+
+def tiny_pipeline(tmp_path, synthetic_log) -> PipelineConfig:
+    return PipelineConfig.model_validate({
+        "run_dir": str(tmp_path / "run"),
+        "data": {"dataset": "synthetic", "interactions_path": str(synthetic_log), "format": "csv",
+                 "negatives": [5], "num_blocks": 2},
+        "eval": {"num_negatives": [5], "length_edges": [5, 10]},
+        "stages": [{"name": "tiny-gru", "model": {"name": "gru4rec", "hidden_size": 8, "max_len": 6,
+                                                   "num_layers": 1, "inner_size": 8},
+                    "train": {"max_epochs": 2, "batch_size": 16}}],
+    })
+
+
+def test_pipeline_runs_then_skips_finished_stages(ray_session, tmp_path, synthetic_log):
+    config = tiny_pipeline(tmp_path, synthetic_log)
+    first = run_pipeline(config)
+    table = (tmp_path / "run" / "results.md").read_text()
+    assert "| tiny-gru |" in table and "test ndcg@10" in table
+    done = tmp_path / "run" / "models" / "tiny-gru" / "DONE.json"
+    stamp = done.stat().st_mtime_ns
+    assert run_pipeline(config) == first
+    assert done.stat().st_mtime_ns == stamp  # not retrained
+
+
+def test_prepared_data_is_not_silently_replaced(ray_session, tmp_path, synthetic_log):
+    config = tiny_pipeline(tmp_path, synthetic_log)
+    ensure_prepared(config.data, config.run_dir)
+    changed = config.data.model_copy(update={"min_rating": 3.0})
+    with pytest.raises(ArtifactError, match="prepared with other data settings"):
+        ensure_prepared(changed, config.run_dir)
+
+
+def test_presets_load_and_unknown_keys_are_errors(tmp_path):
+    config = load_config(PipelineConfig, "default")
+    assert [s.name for s in config.stages] == ["sasrec", "gru4rec"]
+    assert config.stage_config(config.stages[0]).model.hidden_size == 64
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("run_dir: x\ntrain_typo: 1\n")
+    with pytest.raises(RaylrecError, match="train_typo"):
+        load_config(PipelineConfig, str(bad))
+
+
+def test_stride_longer_than_the_window_is_a_config_error(tmp_path):
+    code = main(["train", "--model", "sasrec", "--run-dir", str(tmp_path), "--set", "model.max_len=6"])
+    assert code == 1
+
+
+def test_cli_reports_bad_input_without_traceback(ray_session, tmp_path, capsys):
+    log = tmp_path / "log.csv"
+    log.write_text("user_id,item_id,rating,timestamp\nu1,i1,5,100\nu1,i2,five,101\n")
+    code = main(["data", "prepare", "--run-dir", str(tmp_path / "run"), "--set", f"interactions_path={log}",
+                 "--set", "format=csv", "--set", "dataset=mine"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "log.csv" in err and "line 3" in err and "rating" in err
+
+
+def test_cli_train_prints_full_config(ray_session, tmp_path, synthetic_log, capsys):
+    code = main(["train", "--model", "sasrec", "--run-dir", str(tmp_path / "run"),
+                 "--set", "data.dataset=synthetic", "--set", f"data.interactions_path={synthetic_log}",
+                 "--set", "data.format=csv", "--set", "data.negatives=[5]", "--set", "eval.num_negatives=[5]",
+                 "--set", "model.max_len=6", "--set", "model.hidden_size=8", "--set", "train.max_epochs=1",
+                 "--set", "train.window_stride=3"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "# stage sasrec" in out and "window_stride: 3" in out and "exclude_history: true" in out
+    summary = json.loads(out[out.index("{\n"):])
+    assert summary["stage"] == "sasrec" and 0 <= summary["test"]["ndcg@10"] <= 1
