@@ -24,8 +24,8 @@ from raylrec.data.prepared import PreparedData
 from raylrec.eval.evaluator import EvalConfig, Evaluator
 from raylrec.pipeline import ensure_prepared
 from raylrec.train.config import StageConfig
-from raylrec.train.loop import model_scorer
-from raylrec.train.stage import load_stage_model, run_training_stage, stage_dir
+from raylrec.train.id_model import load_stage_model, sequence_scorer
+from raylrec.train.stage import run_training_stage, stage_dir
 
 # RecBole 1.2.1 on this machine kind (../shared/notes/peer-recbole.md): test metrics, best validation
 # NDCG@10, and seconds to its best epoch.
@@ -53,7 +53,7 @@ def time_to_reach(history: pd.DataFrame, target: float) -> float | None:
 def masked_test(config: StageConfig, data: PreparedData) -> dict:
     model = load_stage_model(stage_dir(config))
     evaluator = Evaluator(data, "test", EvalConfig(exclude_history=True, num_negatives=[]))
-    return evaluator.evaluate(model_scorer(model, data, "test", torch.device("cpu")))["full"]
+    return evaluator.evaluate(sequence_scorer(model, data, "test", torch.device("cpu")))["full"]
 
 
 def quality(run_dir: str, overrides: dict) -> None:

@@ -9,7 +9,8 @@ from safetensors.torch import load_file
 from raylrec.data.prepared import PreparedData
 from raylrec.models.base import ModelConfig
 from raylrec.train.config import StageConfig, TrainConfig
-from raylrec.train.stage import load_stage_model, run_training_stage
+from raylrec.train.id_model import load_stage_model
+from raylrec.train.stage import run_training_stage
 
 TINY_MODEL = dict(hidden_size=16, max_len=8, num_layers=1, num_heads=2, inner_size=16, dropout=0.1, attn_dropout=0.1)
 
