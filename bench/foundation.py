@@ -69,7 +69,7 @@ def quality(run_dir: str, overrides: dict) -> None:
         test = summary["test"]
         rows.append(f"| {preset} (ours) | {test['hr@10']:.4f} | {test['ndcg@10']:.4f} | {test['hr@20']:.4f} "
                     f"| {test['ndcg@20']:.4f} | {masked['hr@10']:.4f} / {masked['ndcg@10']:.4f} "
-                    f"| {history['valid_ndcg@10'].max():.4f} | {int(history['valid_ndcg@10'].idxmax())} "
+                    f"| {history['valid_ndcg@10'].max():.4f} | {int(history.loc[history['valid_ndcg@10'].idxmax(), 'epoch'])} "
                     f"| {history['epoch_train_s'].median():.1f} | {summary['fit_wall_s']:.0f} "
                     f"| {'not reached' if reach is None else f'{reach:.0f}'} |")
         peer = PEER[preset]

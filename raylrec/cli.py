@@ -10,7 +10,11 @@ from pathlib import Path
 
 from raylrec.config import load_config, parse_overrides
 from raylrec.errors import RaylrecError
+from raylrec.paths import RunLayout
+from raylrec.methods import METHODS
 from raylrec.text.cli import add_encode_command
+from raylrec.tune.cli import add_tune_command
+from raylrec.leaderboard.cli import add_leaderboard_command
 
 log = logging.getLogger("raylrec")
 
@@ -47,11 +51,18 @@ def cmd_train(args) -> None:
     overrides = parse_overrides(args.set)
     if args.run_dir:
         overrides["run_dir"] = args.run_dir
+    cache_root = Path(args.cache_dir) if args.cache_dir else None
+    if args.method:
+        if args.model:
+            raise RaylrecError("give --model (an ID backbone) or --method, not both")
+        summaries = METHODS[args.method](args.config, overrides, cache_root, args.force)
+        print(json.dumps(summaries, indent=2, default=str))
+        return
     config = load_config(StageConfig, args.config or args.model, overrides)
     if args.model and config.model.name != args.model:
         raise RaylrecError(f"--model {args.model} but the config trains {config.model.name}")
     print_config(f"stage {config.stage_name}", config)
-    data_dir = ensure_prepared(config.data, config.run_dir, Path(args.cache_dir) if args.cache_dir else None)
+    data_dir = ensure_prepared(config.data, config.run_dir, cache_root)
     summary = run_training_stage(config, data_dir, force=args.force)
     print(json.dumps(summary, indent=2))
 
@@ -66,7 +77,21 @@ def cmd_run(args) -> None:
     print_config("pipeline", config)
     summaries = run_pipeline(config, Path(args.cache_dir) if args.cache_dir else None)
     print("\n" + results_table(summaries, config.eval.ks))
-    print(f"\nartifacts: {Path(config.run_dir).resolve()}")
+    print(f"\nartifacts: {RunLayout(config.run_dir).root}")
+
+
+def cmd_analyze_kendall(args) -> None:
+    from raylrec.methods.pad.kendall import analyze_kendall
+
+    result = analyze_kendall(Path(args.stage_a), Path(args.stage_b), args.table_a, args.table_b,
+                             Path(args.data_dir) if args.data_dir else None,
+                             Path(args.out_dir) if args.out_dir else None, args.window, args.buckets,
+                             args.max_pairs or None, args.seed)
+    print(f"Kendall's τ of behaviour→target distances, {result['label']} (window {result['window']})\n")
+    print("| bucket (0 = rarest) | τ | pairs |\n|---|---|---|")
+    for row in result["rows"]:
+        print(f"| {row.bucket} | {row.tau:.4f} | {row.pairs:,} |")
+    print(f"\ntable: {result['csv']}\nplot: {result['png']}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,9 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--run-dir", default="runs/default")
     prepare.set_defaults(handler=cmd_data_prepare)
 
-    train = with_overrides(commands.add_parser("train", help="train one ID model with Ray Train"))
+    train = with_overrides(commands.add_parser("train", help="train one ID model, or a method, with Ray Train"))
     train.add_argument("--model", choices=["sasrec", "gru4rec"], help="model preset (when --config is omitted)")
-    train.add_argument("--config", help="YAML StageConfig file or preset name (sasrec, sasrec-bce, gru4rec)")
+    train.add_argument("--method", choices=sorted(METHODS),
+                       help="an LLM-enhanced method, all its stages (--config: its preset or YAML, default <method>)")
+    train.add_argument("--config", help="YAML config file or preset name (sasrec, sasrec-bce, gru4rec; pad, pad-paper; idle, idle-paper)")
     train.add_argument("--run-dir")
     train.add_argument("--force", action="store_true", help="retrain even if the stage is done")
     train.set_defaults(handler=cmd_train)
@@ -103,7 +130,25 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--run-dir")
     run.set_defaults(handler=cmd_run)
 
+    analyze = commands.add_parser("analyze", help="analyses of trained models").add_subparsers(
+        dest="analyze_command", required=True)
+    kendall = analyze.add_parser("kendall", help="Kendall's τ between two embedding tables' behaviour→target "
+                                                 "distances, per item frequency bucket (PAD eq. 13)")
+    kendall.add_argument("stage_a", metavar="RUN_A", help="a trained stage folder, e.g. runs/pad/models/sasrec-bce")
+    kendall.add_argument("stage_b", metavar="RUN_B", help="another one, e.g. runs/pad/models/pad")
+    kendall.add_argument("--table-a", help="tensor in RUN_A/item_embeddings.safetensors (default item_embeddings)")
+    kendall.add_argument("--table-b", help="tensor in RUN_B/item_embeddings.safetensors, e.g. id.item_embeddings")
+    kendall.add_argument("--data-dir", help="prepared dataset (default: the one RUN_A was evaluated on)")
+    kendall.add_argument("--out-dir", help="where the CSV and PNG go (default <run_dir>/analysis)")
+    kendall.add_argument("--window", type=int, help="behaviour items per target (default: RUN_A's max_len)")
+    kendall.add_argument("--buckets", type=int, default=10)
+    kendall.add_argument("--max-pairs", type=int, default=200_000, help="pairs per bucket (random subset; 0 = all)")
+    kendall.add_argument("--seed", type=int, default=0)
+    kendall.set_defaults(handler=cmd_analyze_kendall)
+
     add_encode_command(commands)
+    add_tune_command(commands)
+    add_leaderboard_command(commands)
     return parser
 
 
@@ -111,8 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    if args.command == "train" and not (args.model or args.config):
-        print("raylrec train: give --model or --config", file=sys.stderr)
+    if args.command == "train" and not (args.model or args.config or args.method):
+        print("raylrec train: give --model, --method or --config", file=sys.stderr)
         return 2
     try:
         args.handler(args)
@@ -120,6 +165,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"raylrec: error: {err}", file=sys.stderr)
         return 1
     return 0
+
+
+def run_job(command: list[str], argv: list[str] | None = None) -> int:
+    """Entry point of the `jobs/` scripts (for `ray job submit`): `raylrec <command> ...`, the same parser and
+    handlers as the CLI, with the top-level options (--cache-dir, -v) accepted anywhere on the line."""
+    top = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    top.add_argument("--cache-dir")
+    top.add_argument("-v", "--verbose", action="store_true")
+    known, rest = top.parse_known_args(sys.argv[1:] if argv is None else argv)
+    prefix = (["--cache-dir", known.cache_dir] if known.cache_dir else []) + (["-v"] if known.verbose else [])
+    return main([*prefix, *command, *rest])
 
 
 if __name__ == "__main__":

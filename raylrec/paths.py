@@ -24,7 +24,11 @@ class RunLayout:
     """Named artifact locations under one run directory, so later stages find earlier outputs by name."""
 
     def __init__(self, run_dir: str | os.PathLike):
-        self.root = Path(run_dir).expanduser().resolve()
+        """`run_dir`: a path or a `file://` URI (see raylrec/storage.py)."""
+        from raylrec.storage import local_path
+
+        self.location = str(run_dir)
+        self.root = local_path(run_dir)
 
     def data_dir(self, dataset: str) -> Path:
         return self.root / "data" / dataset

@@ -38,11 +38,15 @@ class PipelineConfig(StrictModel):
     stages: list[StageSpec] = [StageSpec(name="sasrec", preset="sasrec"), StageSpec(name="gru4rec", preset="gru4rec")]
 
     def stage_config(self, spec: StageSpec) -> StageConfig:
-        """The stage's preset with the pipeline's run directory, data and evaluation protocol."""
-        base = load_config(StageConfig, spec.preset) if spec.preset else StageConfig()
-        return base.model_copy(update={
-            "run_dir": self.run_dir, "name": spec.name, "data": self.data, "eval": self.eval,
-            "model": spec.model or base.model, "train": spec.train or base.train})
+        return resolve_stage(spec, self.run_dir, self.data, self.eval)
+
+
+def resolve_stage(spec: StageSpec, run_dir: str, data: DataConfig, eval_config: EvalConfig) -> StageConfig:
+    """The stage's preset with the run directory, data and evaluation protocol of the job it belongs to."""
+    base = load_config(StageConfig, spec.preset) if spec.preset else StageConfig()
+    return base.model_copy(update={
+        "run_dir": run_dir, "name": spec.name, "data": data, "eval": eval_config,
+        "model": spec.model or base.model, "train": spec.train or base.train})
 
 
 def ensure_prepared(data: DataConfig, run_dir: str, cache_root: Path | None = None) -> Path:

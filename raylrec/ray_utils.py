@@ -9,13 +9,17 @@ import ray
 
 
 def ensure_ray(address: str | None = None) -> None:
-    """Join `address` (or $RAY_ADDRESS) if given; otherwise start, or reuse, a local Ray instance."""
+    """Join `address` (or $RAY_ADDRESS) if given; otherwise start a new local Ray instance.
+
+    Without an address Ray would attach to any cluster already running on the host (e.g. another
+    user's); "local" keeps the default run on its own instance. Pass `auto` to join the host's cluster.
+    """
     quiet_ray_data()
     if ray.is_initialized():
         return
     # Ray Data's progress bars garble a terminal shared with our own logs; tqdm covers the long loops.
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
-    ray.init(address=address or os.environ.get("RAY_ADDRESS"), logging_level="WARNING")
+    ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local", logging_level="WARNING")
 
 
 def quiet_ray_data() -> None:

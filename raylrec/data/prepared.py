@@ -55,6 +55,19 @@ def left_pad_tails(csr: CSR, rows: np.ndarray, width: int) -> np.ndarray:
     return out
 
 
+def check_readable(path: Path) -> None:
+    """A parquet file whose footer reads, or a JSON file that parses; else an error naming the file."""
+    try:
+        if path.suffix == ".parquet":
+            pq.read_metadata(path)
+        else:
+            json.loads(path.read_text())
+    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid and json's JSONDecodeError are ValueErrors
+        raise ArtifactError(f"artifact {path} is unreadable ({type(err).__name__}: {err}); it was damaged after "
+                            f"`raylrec data prepare` wrote it: prepare again into a new run directory, or delete "
+                            f"{path.parent} to have it re-prepared") from None
+
+
 class PreparedData:
     """Read-only view of a prepared dataset directory."""
 
@@ -64,6 +77,8 @@ class PreparedData:
         if missing:
             raise ArtifactError(f"prepared data at {self.root} is missing {', '.join(missing)}; "
                                 "run `raylrec data prepare` first")
+        for name in PREPARED_FILES:
+            check_readable(self.root / name)
         self.report = json.loads((self.root / "data_report.json").read_text())
         sequences = pq.read_table(self.root / "sequences.parquet").sort_by("user")
         items_column = sequences.column("items").combine_chunks()

@@ -1,0 +1,35 @@
+"""The LLM-enhanced methods `raylrec train --method NAME` runs, by name.
+
+Each entry takes (config preset or YAML file or None for its default, dotted overrides, cache root, force)
+and returns the summaries of the stages it ran. Implementations are imported on call, so the CLI stays light.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+MethodRunner = Callable[[str | None, dict, Path | None, bool], dict]
+
+
+def train_pad(source: str | None, overrides: dict, cache_root: Path | None = None, force: bool = False) -> dict:
+    from raylrec.config import load_config
+    from raylrec.methods.pad.config import PadConfig
+    from raylrec.methods.pad.pipeline import run_pad
+
+    config = load_config(PadConfig, source or "pad", overrides)
+    print(f"# method pad\n{config.to_yaml()}", flush=True)
+    return run_pad(config, cache_root, force)
+
+
+def train_idle(source: str | None, overrides: dict, cache_root: Path | None = None, force: bool = False) -> dict:
+    from raylrec.config import load_config
+    from raylrec.methods.idle.config import IdleConfig
+    from raylrec.methods.idle.pipeline import run_idle
+
+    config = load_config(IdleConfig, source or "idle", overrides)
+    print(f"# method idle\n{config.to_yaml()}", flush=True)
+    return run_idle(config, cache_root, force)
+
+
+METHODS: dict[str, MethodRunner] = {"pad": train_pad, "idle": train_idle}

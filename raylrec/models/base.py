@@ -37,6 +37,11 @@ class SequentialRecommender(nn.Module):
 
     def encode(self, item_seq: torch.Tensor) -> torch.Tensor:
         """(B, L) item indices → (B, L, d) hidden states; position t summarises items ≤ t."""
+        return self.encode_embeddings(self.item_embedding(item_seq), item_seq)
+
+    def encode_embeddings(self, item_vectors: torch.Tensor, item_seq: torch.Tensor) -> torch.Tensor:
+        """Like `encode`, from (B, L, d) item vectors supplied by the caller (e.g. text-based item towers);
+        `item_seq` still marks which positions are padding (0)."""
         raise NotImplementedError
 
     def user_vector(self, item_seq: torch.Tensor) -> torch.Tensor:

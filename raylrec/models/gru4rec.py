@@ -18,7 +18,7 @@ class GRU4Rec(SequentialRecommender):
         self.output = nn.Linear(config.inner_size, d)
         nn.init.xavier_normal_(self.item_embedding.weight)
 
-    def encode(self, item_seq: torch.Tensor) -> torch.Tensor:
+    def encode_embeddings(self, item_vectors: torch.Tensor, item_seq: torch.Tensor) -> torch.Tensor:
         # The GRU must start at each sequence's first real item, so left padding is moved to the right
         # for the recurrence (packed) and the outputs are moved back.
         batch, length = item_seq.shape
@@ -26,8 +26,8 @@ class GRU4Rec(SequentialRecommender):
         shift = (length - lengths).unsqueeze(1)
         columns = torch.arange(length, device=item_seq.device).unsqueeze(0)
         right_index = (columns + shift) % length
-        right_seq = item_seq.gather(1, right_index)
-        embedded = self.input_dropout(self.item_embedding(right_seq))
+        right_vectors = item_vectors.gather(1, right_index.unsqueeze(-1).expand(-1, -1, item_vectors.size(-1)))
+        embedded = self.input_dropout(right_vectors)
         packed = nn.utils.rnn.pack_padded_sequence(
             embedded, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False
         )

@@ -36,12 +36,12 @@ class SASRec(SequentialRecommender):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
-    def encode(self, item_seq: torch.Tensor) -> torch.Tensor:
+    def encode_embeddings(self, item_vectors: torch.Tensor, item_seq: torch.Tensor) -> torch.Tensor:
         length = item_seq.size(1)
         if length > self.config.max_len:
             raise ValueError(f"sequence length {length} exceeds max_len {self.config.max_len}")
         positions = torch.arange(length, device=item_seq.device)
-        hidden = self.item_embedding(item_seq) + self.position_embedding(positions)
+        hidden = item_vectors + self.position_embedding(positions)
         hidden = self.input_dropout(self.input_norm(hidden))
         not_padding = (item_seq > 0).unsqueeze(-1)
         hidden = self.blocks(hidden * not_padding, mask=self.attention_mask(item_seq))

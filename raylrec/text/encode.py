@@ -21,6 +21,7 @@ from pydantic import Field, model_validator
 from raylrec.config import StrictModel
 from raylrec.data.prepared import PreparedData
 from raylrec.errors import RaylrecError
+from raylrec.monitoring import record_encoded
 from raylrec.paths import RunLayout
 from raylrec.ray_utils import cluster_has_gpus, ensure_ray
 from raylrec.text.artifacts import EmbeddingMeta, embeddings_key, read_meta, write_embeddings
@@ -78,9 +79,13 @@ class ItemEncoder:
                                "install the same version on every node")
         self.encoder = TextEncoder(load_text_model(resolved, device=device), text.pooling, text.normalize,
                                    text.max_length)
+        self.model_name = str(text.model)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {"item": batch["item"], "embedding": self.encoder.encode([str(t) for t in batch["text"]])}
+        started = time.perf_counter()
+        out = {"item": batch["item"], "embedding": self.encoder.encode([str(t) for t in batch["text"]])}
+        record_encoded(self.model_name, len(batch["item"]), time.perf_counter() - started)  # dashboard metrics
+        return out
 
 
 def actor_cpus(requested: float | None, pool_max: int, cluster_cpus: float) -> float:

@@ -16,6 +16,7 @@ class TrainConfig(StrictModel):
     loss: Literal["ce", "bce"] = "ce"  # cross-entropy over all items, or BCE with one sampled negative per position
     lr: float = 1e-3
     weight_decay: float = 0.0
+    optimizer: Literal["adam", "adamw"] = "adam"  # adam: L2 added to the gradient; adamw: decoupled weight decay
     batch_size: int = 256
     window_stride: int | None = None  # training windows end every this many items (default max_len: no overlap)
     max_epochs: int = 200
@@ -27,6 +28,10 @@ class TrainConfig(StrictModel):
     use_gpu: bool | Literal["auto"] = "auto"  # auto = use GPUs when the Ray cluster has any
     seed: int = 2020
     max_failures: int = 2  # worker failures survived by restoring the latest checkpoint
+    valid_users: int | None = None  # per-epoch validation on a fixed random sample of this many users (None: all)
+    # DeepSpeed instead of DDP: a shipped config (zero2, zero3), a JSON/YAML file, or an inline mapping
+    # (see raylrec/train/deepspeed_engine.py). None: plain DDP.
+    deepspeed: str | dict | None = None
 
 
 class StageConfig(StrictModel):

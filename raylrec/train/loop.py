@@ -20,6 +20,9 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 from raylrec.data.prepared import PreparedData
 from raylrec.eval.evaluator import EvalConfig, Evaluator
 from raylrec.eval.metrics import mean_metrics
+from raylrec.errors import ArtifactError
+from raylrec.monitoring import record_epoch
+from raylrec.train import deepspeed_engine
 from raylrec.train.config import TrainConfig
 from raylrec.train.recipe import Recipe
 
@@ -42,27 +45,97 @@ def gather_ranks(local: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {k: np.concatenate([p[k] for p in parts]) for k in local}
 
 
-def train_one_epoch(recipe: Recipe, model, core, loader, optimizer, generator: torch.Generator) -> float:
+def train_one_epoch(recipe: Recipe, model, core, loader, optimizer, generator: torch.Generator,
+                    engine=None) -> float:
+    """One pass over the loader; `engine` (a DeepSpeed engine, also passed as `model`) steps instead of `optimizer`."""
     model.train()
     total, batches = 0.0, 0
     for batch in loader:
         loss = recipe.loss(model, core, batch, generator)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        if engine is not None:
+            engine.backward(loss)
+            engine.step()
+        else:
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
         total += loss.item()
         batches += 1
     return total / max(batches, 1)
 
 
-def load_training_state(checkpoint: ray.train.Checkpoint, core, optimizer) -> tuple[dict, dict]:
+def build_optimizer(recipe: Recipe, core, train: TrainConfig) -> torch.optim.Optimizer:
+    optimizer_class = torch.optim.AdamW if train.optimizer == "adamw" else torch.optim.Adam
+    return optimizer_class(recipe.parameter_groups(core), lr=train.lr, weight_decay=train.weight_decay)
+
+
+def rng_state(generator: torch.Generator) -> dict:
+    """Every random stream one worker draws from (dropout, shuffling, sampled negatives)."""
+    return {"torch": torch.get_rng_state(), "generator": generator.get_state(),
+            "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def gather_rng_states(generator: torch.Generator) -> list[dict]:
+    """Each rank's random streams, in rank order (a collective: every rank calls it)."""
+    local = rng_state(generator)
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [local]
+    parts: list = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, local)
+    return parts
+
+
+def restore_rng(saved: dict, rank: int, world: int, generator: torch.Generator) -> None:
+    """Continue each rank's random streams where the checkpoint left them, so a run restored after a failure
+    draws the same numbers as one that never failed (same world size; otherwise only rank 0's torch stream)."""
+    states = saved.get("rng_by_rank")
+    if states and len(states) == world:
+        state = states[rank]
+        torch.set_rng_state(state["torch"])
+        generator.set_state(state["generator"])
+        np.random.set_state(state["numpy"])
+        random.setstate(state["python"])
+    else:
+        torch.set_rng_state(saved["rng"])
+
+
+def model_state(recipe: Recipe, core, ds_config: dict | None = None) -> dict:
+    """What a checkpoint keeps of the module: all of it, or only the trainable part when the recipe rebuilds its
+    frozen parts (`Recipe.save_frozen = False`, e.g. a frozen LLM) or DeepSpeed trains it (a collective under
+    ZeRO-3: every rank calls it)."""
+    if ds_config is not None or not recipe.save_frozen:
+        return deepspeed_engine.trainable_state(core, ds_config)
+    return copy.deepcopy(core.state_dict())
+
+
+def load_model_state(core, state: dict) -> None:
+    """Load a (possibly trainable-only) state; only frozen parameters may be missing from it."""
+    missing, unexpected = core.load_state_dict(state, strict=False)
+    frozen = deepspeed_engine.frozen_names(core)
+    missing = [k for k in missing if k not in frozen]
+    if missing or unexpected:
+        raise ArtifactError(f"saved model state does not fit the module: missing {missing[:5]}, "
+                            f"unexpected {unexpected[:5]}")
+
+
+def validation_users(num_users: int, train: TrainConfig) -> np.ndarray:
+    """Every user, or a fixed random sample of `train.valid_users` of them (same on every worker and epoch)."""
+    if train.valid_users is None or train.valid_users >= num_users:
+        return np.arange(num_users)
+    return np.sort(np.random.default_rng(train.seed).choice(num_users, train.valid_users, replace=False))
+
+
+def load_training_state(checkpoint: ray.train.Checkpoint, core, optimizer) -> tuple[dict, dict, dict]:
+    """Loop state, best model and the raw saved dict; module and optimizer states when the checkpoint has them
+    (a DeepSpeed checkpoint keeps those in DeepSpeed's own files instead)."""
     with checkpoint.as_directory() as directory:
         saved = torch.load(Path(directory) / STATE_FILE, weights_only=False)
         best_model = torch.load(Path(directory) / BEST_MODEL_FILE, weights_only=True)
-    core.load_state_dict(saved["model"])
-    optimizer.load_state_dict(saved["optimizer"])
-    torch.set_rng_state(saved["rng"])
-    return saved["state"], best_model
+    if "model" in saved:
+        load_model_state(core, saved["model"])
+    if optimizer is not None and "optimizer" in saved:
+        optimizer.load_state_dict(saved["optimizer"])
+    return saved["state"], best_model, saved
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
@@ -76,24 +149,36 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     data = PreparedData(loop_config["data_dir"])
     core = recipe.build(data)
-    trainable = [p for p in core.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(trainable, lr=train.lr, weight_decay=train.weight_decay)
-    state = {"epoch": 0, "best": float("-inf"), "best_epoch": -1, "bad_epochs": 0}
-    best_model = copy.deepcopy(core.state_dict())
+    optimizer = build_optimizer(recipe, core, train)
+    # `history` rides in every checkpoint, so per-epoch metrics survive failures and resumes.
+    state = {"epoch": 0, "best": float("-inf"), "best_epoch": -1, "bad_epochs": 0, "history": []}
     # Ray's own checkpoint after a worker failure; else the latest one a previous run of this stage left.
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None and loop_config.get("resume_from"):
         checkpoint = ray.train.Checkpoint.from_directory(loop_config["resume_from"])
+    saved = None
+    engine, ds_config = None, None
+    if train.deepspeed is not None:  # the engine replaces DDP and steps the optimizer; see deepspeed_engine.py
+        engine, optimizer, ds_config = deepspeed_engine.initialize(core, optimizer, train.deepspeed,
+                                                                   train.batch_size, world)
+    best_model = model_state(recipe, core, ds_config)
     if checkpoint:
-        state, best_model = load_training_state(checkpoint, core, optimizer)
+        state, best_model, saved = load_training_state(checkpoint, core, optimizer if engine is None else None)
+        if engine is not None:
+            with checkpoint.as_directory() as directory:
+                deepspeed_engine.load_checkpoint(engine, Path(directory))
 
-    model = ray.train.torch.prepare_model(core)
+    model = engine if engine is not None else ray.train.torch.prepare_model(core)
     device = ray.train.torch.get_device()
     loader = ray.train.torch.prepare_data_loader(DataLoader(
         TensorDataset(*recipe.training_tensors(data)), batch_size=train.batch_size, shuffle=True))
     generator = torch.Generator(device=device).manual_seed(train.seed + 7919 * rank)
+    if saved is not None:
+        restore_rng(saved, rank, world, generator)
+        if rank == 0:
+            print(f"[{recipe.name}] resumed at epoch {state['epoch']} from checkpoint {checkpoint.path}", flush=True)
     evaluator = Evaluator(data, "valid", eval_config)
-    my_users = np.arange(rank, data.num_users, world)
+    my_users = validation_users(data.num_users, train)[rank::world]
     metric = train.select_metric
     loop_started = time.perf_counter()
 
@@ -103,7 +188,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         if isinstance(loader.sampler, DistributedSampler):
             loader.sampler.set_epoch(epoch)
         started = time.perf_counter()
-        train_loss = train_one_epoch(recipe, model, core, loader, optimizer, generator)
+        train_loss = train_one_epoch(recipe, model, core, loader, optimizer, generator, engine)
         train_seconds = time.perf_counter() - started
         core.eval()
         with torch.no_grad():
@@ -111,7 +196,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         valid = mean_metrics(ranks["full"], eval_config.ks)
         if valid[metric] > state["best"]:
             state.update(best=valid[metric], best_epoch=epoch, bad_epochs=0)
-            best_model = copy.deepcopy(core.state_dict())
+            best_model = model_state(recipe, core, ds_config)
         else:
             state["bad_epochs"] += 1
         state["epoch"] = epoch + 1
@@ -120,15 +205,23 @@ def train_loop_per_worker(loop_config: dict) -> None:
                    "elapsed_s": time.perf_counter() - loop_started,
                    **{f"valid_{k}": v for k, v in valid.items() if k != "n"},
                    f"best_valid_{metric}": state["best"], "best_epoch": state["best_epoch"], "stopped": stop}
+        state["history"].append(metrics)
         if rank == 0:
+            record_epoch(recipe.name, epoch, train.max_epochs, train_loss, valid, metric)
             print(f"[{recipe.name}] epoch {epoch}: loss {train_loss:.4f}, valid {metric} {valid[metric]:.4f} "
                   f"(best {state['best']:.4f} @ {state['best_epoch']}), {train_seconds:.1f} s", flush=True)
+        rng_by_rank = gather_rng_states(generator)
         with tempfile.TemporaryDirectory() as directory:
             reported = None
+            if engine is not None:  # every rank writes its ZeRO partition; Ray merges the ranks' folders
+                deepspeed_engine.save_checkpoint(engine, Path(directory))
             if rank == 0:
-                torch.save({"model": core.state_dict(), "optimizer": optimizer.state_dict(), "state": state,
-                            "rng": torch.get_rng_state()}, Path(directory) / STATE_FILE)
+                loop_state = {"state": state, "rng": torch.get_rng_state(), "rng_by_rank": rng_by_rank}
+                if engine is None:
+                    loop_state.update(model=model_state(recipe, core), optimizer=optimizer.state_dict())
+                torch.save(loop_state, Path(directory) / STATE_FILE)
                 torch.save(best_model, Path(directory) / BEST_MODEL_FILE)
+            if rank == 0 or engine is not None:
                 reported = ray.train.Checkpoint.from_directory(directory)
             ray.train.report(metrics, checkpoint=reported)
         if stop:

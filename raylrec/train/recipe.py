@@ -20,6 +20,11 @@ from raylrec.eval.evaluator import ScoreFn
 
 class Recipe:
     name: str = "recipe"
+    # False: checkpoints and model.safetensors keep only trainable parameters (and buffers); build() recreates
+    # the frozen ones (e.g. a frozen LLM loaded from its own files).
+    save_frozen: bool = True
+    # Splits export_stage evaluates with the recipe's scorer; () when the method's pipeline evaluates itself.
+    export_splits: tuple[str, ...] = ("valid", "test")
 
     def build(self, data: PreparedData) -> nn.Module:
         """The module whose parameters train (frozen parts may live inside it with requires_grad=False)."""
@@ -33,6 +38,10 @@ class Recipe:
              generator: torch.Generator) -> torch.Tensor:
         """Loss of one batch. `model` is the DDP-wrapped module (call it for the forward pass), `core` the bare one."""
         raise NotImplementedError
+
+    def parameter_groups(self, core: nn.Module) -> list[dict]:
+        """Optimizer parameter groups (a group may set its own `weight_decay`); default: every trainable one."""
+        return [{"params": [p for p in core.parameters() if p.requires_grad]}]
 
     def scorer(self, core: nn.Module, data: PreparedData, split: str, device: torch.device) -> ScoreFn:
         """users → (B, num_items + 1) scores for the split's target."""

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import torch
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
@@ -27,10 +28,12 @@ from raylrec.errors import ArtifactError
 from raylrec.eval.evaluator import EvalConfig, Evaluator, write_metrics
 from raylrec.paths import RunLayout
 from raylrec.ray_utils import cluster_has_gpus, ensure_ray
+from raylrec.storage import ray_storage_path
 from raylrec.train.config import StageConfig, TrainConfig
 from raylrec.train.id_model import IDModelRecipe
-from raylrec.train.loop import BEST_MODEL_FILE, train_loop_per_worker
+from raylrec.train.loop import BEST_MODEL_FILE, STATE_FILE, load_model_state, train_loop_per_worker
 from raylrec.train.recipe import Recipe
+from raylrec.train.stage_context import apply_stage_context
 
 log = logging.getLogger(__name__)
 DONE_FILE = "DONE.json"
@@ -51,7 +54,8 @@ class StageJob:
 
 def latest_checkpoint(train_dir: Path) -> Checkpoint | None:
     """The newest complete checkpoint a previous run of this stage left (Ray names them by timestamp)."""
-    candidates = sorted(p for p in train_dir.glob("checkpoint_*") if (p / BEST_MODEL_FILE).exists())
+    candidates = sorted(p for p in train_dir.glob("checkpoint_*")
+                        if (p / BEST_MODEL_FILE).exists() and (p / STATE_FILE).exists())
     return Checkpoint.from_directory(str(candidates[-1])) if candidates else None
 
 
@@ -61,6 +65,8 @@ def run_stage(job: StageJob, force: bool = False) -> dict:
     if done.exists() and not force:
         log.info("stage %s already done (%s); skipping", job.recipe.name, done)
         return json.loads(done.read_text())
+    job, callbacks = apply_stage_context(job)  # inside a Ray Tune trial: its reporting and CPU share
+    PreparedData(job.data_dir)  # fail fast, naming the bad or missing artifact, before anything is written
     out.mkdir(parents=True, exist_ok=True)
     (out / "stage_config.yaml").write_text(job.config_yaml)
     ensure_ray()
@@ -76,10 +82,11 @@ def run_stage(job: StageJob, force: bool = False) -> dict:
                                      resources_per_worker={"CPU": job.train.cpus_per_worker}),
         run_config=RunConfig(
             name=TRAIN_RUN_NAME,
-            storage_path=str(out),
+            storage_path=ray_storage_path(out),
             failure_config=FailureConfig(max_failures=job.train.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             logging_config=LoggingConfig(log_level="WARNING"),
+            callbacks=callbacks or None,
         ),
     )
     started = time.perf_counter()
@@ -88,10 +95,10 @@ def run_stage(job: StageJob, force: bool = False) -> dict:
     final_checkpoint = result.checkpoint or resume_from
     if final_checkpoint is None:
         raise ArtifactError(f"training of {job.recipe.name} reported no checkpoint (see {out / TRAIN_RUN_NAME})")
-    if result.metrics_dataframe is not None:
-        result.metrics_dataframe.to_csv(out / "history.csv", index=False)
     with final_checkpoint.as_directory() as directory:
         best_state = torch.load(Path(directory) / BEST_MODEL_FILE, weights_only=True)
+        history = torch.load(Path(directory) / STATE_FILE, weights_only=False)["state"]["history"]
+    pd.DataFrame(history).to_csv(out / "history.csv", index=False)
     summary = export_stage(job, PreparedData(job.data_dir), best_state)
     summary.update(fit_wall_s=round(wall, 1), final_metrics={k: v for k, v in result.metrics.items()
                                                                if isinstance(v, (int, float))})
@@ -103,7 +110,7 @@ def run_stage(job: StageJob, force: bool = False) -> dict:
 def export_stage(job: StageJob, data: PreparedData, state: dict) -> dict:
     """Save the best model and the recipe's artifacts, and evaluate it on validation and test."""
     core = job.recipe.build(data)
-    core.load_state_dict(state)
+    load_model_state(core, state)  # a trainable-only state when the recipe does not save frozen parts
     core.eval()
     save_file({k: v.contiguous() for k, v in state.items()}, job.out / "model.safetensors")
     summary = {"stage": job.recipe.name,
@@ -111,7 +118,7 @@ def export_stage(job: StageJob, data: PreparedData, state: dict) -> dict:
                **job.recipe.export(core, data, job.out)}
     config = {"method": job.recipe.config_dump(), "train": job.train.model_dump(mode="json"),
               "eval": job.eval.model_dump(mode="json")}
-    for split in ("valid", "test"):
+    for split in job.recipe.export_splits:
         metrics = Evaluator(data, split, job.eval).evaluate(job.recipe.scorer(core, data, split, torch.device("cpu")))
         write_metrics(job.out / f"metrics_{split}.json", model=job.recipe.name, split=split, metrics=metrics,
                       config=config, data=data, extra={"trainable_params": summary["trainable_params"]})

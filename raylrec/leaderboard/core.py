@@ -1,0 +1,270 @@
+"""Aggregate metrics JSONs (raylrec/eval/evaluator.py `write_metrics`) into one leaderboard.
+
+Sources, found under each RUN_DIR (symlinks are not followed, so shared artifacts count once):
+  models/<stage>/metrics_test.json                 one run of a model or method variant
+  sweeps/<sweep>/seeds/seed-<s>/models/<stage>/    the tuned configuration's seed re-runs: "<Method> (tuned)"
+  sweeps/<sweep>/trials/...                        skipped: trials are judged on validation only
+Runs with the same row label (the same stage name across run directories, or a sweep's seeds) are one
+row, reported as mean ± std (sample std) over those runs. Rows are grouped by dataset fingerprint:
+numbers on different splits are never compared.
+
+Columns: HR/NDCG@{5,10,20} full ranking; Hit@1 and NDCG@5 over the stored candidate set (1 positive +
+19 negatives, as A-LLMRec; the smallest stored set when 19 is absent); NDCG@10 and HR@10 for warm / median /
+cold target items; relative improvement over SASRec (the papers' "Improv."); Ray Train fit wall time;
+trainable parameters; the config that produced the row.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from raylrec.errors import RaylrecError
+
+DISPLAY = {
+    "sasrec": "SASRec", "sasrec-bce": "SASRec (BCE)", "gru4rec": "GRU4Rec",
+    "pad": "PAD", "pad-align": "PAD phase 2 (alignment expert)", "hybrid": "Hybrid", "morec": "MoRec",
+    "allmrec": "A-LLMRec", "allmrec-sbert": "A-LLMRec (SBERT)", "idle": "IDLE-Adapter",
+}
+FULL_METRICS = ["hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20"]
+CANDIDATE_METRICS = ["cand_hit@1", "cand_ndcg@5"]
+BUCKET_METRICS = [f"{b}_{m}" for m in ("ndcg@10", "hr@10") for b in ("warm", "median", "cold")]
+METRICS = FULL_METRICS + CANDIDATE_METRICS + BUCKET_METRICS
+HEADERS = {**{m: m.upper().replace("NDCG", "NDCG").replace("HR", "HR") for m in FULL_METRICS},
+           "cand_hit@1": "Hit@1 (cand)", "cand_ndcg@5": "NDCG@5 (cand)",
+           **{f"{b}_{m}": f"{m.upper()} {b}" for m in ("ndcg@10", "hr@10") for b in ("warm", "median", "cold")}}
+BASELINE_PREFERENCE = ("SASRec", "SASRec (tuned)", "SASRec (BCE)")
+IMPROV_METRIC = "ndcg@10"
+
+
+def display_name(model: str) -> str:
+    return DISPLAY.get(model, model)
+
+
+@dataclass
+class Record:
+    """One evaluated run of one model/variant on the test split."""
+
+    label: str
+    model: str
+    dataset: str
+    fingerprint: str
+    stage_dir: Path
+    values: dict[str, float]
+    candidates: int | None
+    config: dict
+    params: int | None
+    wall_s: float | None
+    tuned_params: dict = field(default_factory=dict)
+
+
+def metric_files(root: Path) -> list[Path]:
+    found = []
+    for directory, subdirs, files in os.walk(root):  # does not follow symlinks
+        parts = Path(directory).relative_to(root).parts
+        subdirs[:] = [d for d in subdirs if d not in ("train", "tune", "seeds-tune", "data", "embeddings")
+                      and not (d == "trials" and "sweeps" in parts)]
+        if "metrics_test.json" in files:
+            found.append(Path(directory) / "metrics_test.json")
+    return sorted(found)
+
+
+def candidate_protocol(metrics: dict) -> tuple[str | None, int | None]:
+    sampled = sorted((int(k.split("_")[1]), k) for k in metrics if k.startswith("sampled_"))
+    if not sampled:
+        return None, None
+    chosen = next((s for s in sampled if s[0] == 19), sampled[0])
+    return chosen[1], chosen[0] + 1
+
+
+def record_values(metrics: dict) -> tuple[dict[str, float], int | None]:
+    full = metrics.get("full", {})
+    values = {m: full[m] for m in FULL_METRICS if m in full}
+    protocol, count = candidate_protocol(metrics)
+    if protocol:
+        sampled = metrics[protocol]
+        if "hr@1" in sampled:
+            values["cand_hit@1"] = sampled["hr@1"]
+        if "ndcg@5" in sampled:
+            values["cand_ndcg@5"] = sampled["ndcg@5"]
+    warm_cold = metrics.get("buckets", {}).get("warm_cold", {})
+    for bucket in ("warm", "median", "cold"):
+        for metric in ("ndcg@10", "hr@10"):
+            if metric in warm_cold.get(bucket, {}):
+                values[f"{bucket}_{metric}"] = warm_cold[bucket][metric]
+    return values, count
+
+
+def sweep_of(path: Path) -> tuple[str, Path] | None:
+    """(sweep name, sweep dir) when `path` lies in a sweep's seed re-runs."""
+    parts = path.parts
+    for i in range(len(parts) - 2):
+        if parts[i] == "sweeps" and i + 2 < len(parts) and parts[i + 2] == "seeds":
+            return parts[i + 1], Path(*parts[:i + 2])
+    return None
+
+
+def read_record(path: Path) -> Record:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise RaylrecError(f"{path}: unreadable metrics file ({err})") from err
+    stage_dir = path.parent
+    model = record.get("model") or stage_dir.name
+    label, tuned = display_name(model), {}
+    sweep = sweep_of(path)
+    if sweep:
+        name, sweep_dir = sweep
+        label = f"{label} (tuned)" if name in (model, stage_dir.name) else f"{label} (tuned: {name})"
+        best = sweep_dir / "best.json"
+        if best.exists():
+            tuned = json.loads(best.read_text()).get("best_params", {})
+    values, count = record_values(record.get("metrics", {}))
+    done = stage_dir / "DONE.json"
+    wall = json.loads(done.read_text()).get("fit_wall_s") if done.exists() else None
+    return Record(label=label, model=model, dataset=str(record.get("dataset") or "?"),
+                  fingerprint=str(record.get("data_fingerprint") or "?"), stage_dir=stage_dir, values=values,
+                  candidates=count, config=record.get("config") or {}, params=record.get("trainable_params"),
+                  wall_s=wall, tuned_params=tuned)
+
+
+def collect_records(run_dirs: list[str | Path]) -> list[Record]:
+    records = []
+    for run_dir in run_dirs:
+        root = Path(run_dir)
+        if not root.is_dir():
+            raise RaylrecError(f"{root} is not a directory")
+        records += [read_record(path) for path in metric_files(root)]
+    if not records:
+        raise RaylrecError(f"no metrics_test.json under {', '.join(map(str, run_dirs))}: run `raylrec run`, "
+                           "`raylrec train` or `raylrec tune` first")
+    return records
+
+
+def choose_baseline(labels: list[str], baseline: str | None) -> str | None:
+    if baseline:
+        wanted = display_name(baseline)
+        return wanted if wanted in labels else None
+    return next((label for label in BASELINE_PREFERENCE if label in labels), None)
+
+
+def leaderboard_frame(records: list[Record], baseline: str | None = None) -> pd.DataFrame:
+    """One row per (dataset, label): n, mean and std of every metric, improvement over the baseline row."""
+    rows = []
+    groups: dict[tuple[str, str], list[Record]] = {}
+    for record in records:
+        groups.setdefault((record.fingerprint, record.label), []).append(record)
+    for (fingerprint, label), group in groups.items():
+        row: dict = {"dataset": group[0].dataset, "data_fingerprint": fingerprint, "method": label,
+                     "model": group[0].model, "n": len(group), "candidates": group[0].candidates}
+        for metric in METRICS:
+            values = [r.values[metric] for r in group if metric in r.values]
+            row[metric] = float(np.mean(values)) if values else math.nan
+            row[f"{metric}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
+        walls = [r.wall_s for r in group if r.wall_s is not None]
+        row["wall_s"] = float(np.mean(walls)) if walls else math.nan
+        row["trainable_params"] = group[0].params
+        row["tuned_params"] = json.dumps(group[0].tuned_params) if group[0].tuned_params else ""
+        row["config"] = json.dumps(group[0].config, sort_keys=True)
+        row["runs"] = ";".join(str(r.stage_dir) for r in group)
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    improv = []
+    for fingerprint, part in frame.groupby("data_fingerprint", sort=False):
+        reference = choose_baseline(part["method"].tolist(), baseline)
+        for index, row in part.iterrows():
+            entry = {"index": index, "baseline": reference or ""}
+            for metric in METRICS:
+                base = part.loc[part["method"] == reference, metric].iloc[0] if reference else math.nan
+                entry[f"improv_{metric}"] = (row[metric] - base) / base * 100 if base and base > 0 else math.nan
+            improv.append(entry)
+    frame = frame.join(pd.DataFrame(improv).set_index("index"))
+    order = {label: i for i, label in enumerate(["SASRec", "GRU4Rec", "SASRec (BCE)"])}
+    frame["_order"] = frame["method"].map(lambda m: (order.get(m.split(" (tuned")[0], 9), m))
+    return frame.sort_values(["dataset", "_order"]).drop(columns="_order").reset_index(drop=True)
+
+
+def fmt(mean: float, std: float) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "–"
+    return f"{mean:.4f} ± {std:.4f}" if not math.isnan(std) else f"{mean:.4f}"
+
+
+def relative(path: str) -> str:
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return path
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """One Markdown table per dataset."""
+    out = []
+    for dataset, part in frame.groupby("dataset", sort=False):
+        candidates = part["candidates"].dropna()
+        cand = f"{int(candidates.iloc[0])} cand." if len(candidates) else "cand."
+        reference = part["baseline"].iloc[0] or "—"
+        columns = ["Method", "n", *[HEADERS[m] for m in FULL_METRICS], f"Hit@1 ({cand})", f"NDCG@5 ({cand})",
+                   "NDCG@10 warm", "NDCG@10 median", "NDCG@10 cold", f"Improv. NDCG@10 vs {reference}",
+                   "fit wall s", "params", "config"]
+        lines = [f"### {dataset} (test split)", "", "| " + " | ".join(columns) + " |",
+                 "|" + "---|" * len(columns)]
+        for _, row in part.iterrows():
+            metrics = FULL_METRICS + CANDIDATE_METRICS + ["warm_ndcg@10", "median_ndcg@10", "cold_ndcg@10"]
+            cells = [row["method"], str(row["n"]), *[fmt(row[m], row[f"{m}_std"]) for m in metrics]]
+            improv = row[f"improv_{IMPROV_METRIC}"]
+            cells.append("–" if math.isnan(improv) or row["method"] == row["baseline"] else f"{improv:+.1f}%")
+            cells.append("–" if math.isnan(row["wall_s"]) else f"{row['wall_s']:.0f}")
+            cells.append("–" if row["trainable_params"] is None or pd.isna(row["trainable_params"])
+                         else f"{int(row['trainable_params']):,}")
+            if row["tuned_params"]:
+                config = ", ".join(f"{k}={v}" for k, v in json.loads(row["tuned_params"]).items())
+            else:
+                config = f"`{relative(row['runs'].split(';')[0])}`"
+            cells.append(config)
+            lines.append("| " + " | ".join(cells) + " |")
+        out.append("\n".join(lines))
+    notes = ("mean ± sample std over n runs (seeds); full ranking over all items unless marked (cand) = "
+             "the stored 1 positive + negatives; warm/median/cold = target item popularity groups; "
+             "Improv. = relative change of NDCG@10 over the SASRec row; fit wall s = Ray Train fit time of "
+             "the stage; config = the stage folder (stage_config.yaml, metrics JSONs) or the tuned parameters.")
+    return "\n\n".join(out) + "\n\n" + notes + "\n"
+
+
+def sweep_dirs(run_dirs: list[str | Path]) -> list[Path]:
+    found = []
+    for run_dir in run_dirs:
+        found += sorted(p.parent for p in Path(run_dir).glob("**/sweeps/*/sweep_results.csv"))
+        if (Path(run_dir) / "sweep_results.csv").exists():
+            found.append(Path(run_dir))
+    return sorted(set(found))
+
+
+def build_leaderboard(run_dirs: list[str | Path], out_dir: str | Path | None = None, baseline: str | None = None,
+                      plots: bool = True) -> dict:
+    """Write leaderboard.md, leaderboard.csv and the PNG plots; returns their paths and the Markdown."""
+    records = collect_records(run_dirs)
+    frame = leaderboard_frame(records, baseline)
+    out = Path(out_dir) if out_dir else Path(run_dirs[0]) / "leaderboard"
+    out.mkdir(parents=True, exist_ok=True)
+    markdown = markdown_table(frame)
+    (out / "leaderboard.md").write_text("# Leaderboard\n\n" + markdown)
+    frame.to_csv(out / "leaderboard.csv", index=False)
+    result = {"markdown": markdown, "md": out / "leaderboard.md", "csv": out / "leaderboard.csv", "plots": [],
+              "frame": frame}
+    if plots:
+        from raylrec.leaderboard.plots import plot_metric_bars, plot_sweep, plot_warm_cold
+
+        result["plots"].append(plot_metric_bars(frame, out / "metrics.png"))
+        result["plots"].append(plot_warm_cold(frame, out / "warm_cold.png"))
+        for sweep in sweep_dirs(run_dirs):
+            png = plot_sweep(sweep, out / f"sweep_{sweep.name}.png")
+            if png:
+                result["plots"].append(png)
+    return result

@@ -1,0 +1,80 @@
+"""Typed configuration of IDLE-Adapter."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from raylrec.config import StrictModel
+from raylrec.data.prepare import DataConfig
+from raylrec.eval.evaluator import EvalConfig
+from raylrec.pipeline import StageSpec
+from raylrec.train.config import TrainConfig
+
+
+class AdapterConfig(StrictModel):
+    """Eq. 5–11. The three ablation switches of Table 4 are `layerwise`, `refinement` and (in MMDConfig) `weight`."""
+
+    prompt_length: int = Field(2, ge=1)  # L': virtual tokens per layer (Figure 3: 1–4)
+    # kv: the virtual tokens are hidden states of layer l, turned into keys/values by the layer's own frozen
+    # (norm +) key/value projections (+ rotary at positions 0..L'-1) — eq. 10–11. ptuning_v2: D^(l) is mapped
+    # straight to key/value vectors by a trainable linear map per layer (works for any backbone with a KV cache).
+    injection: Literal["kv", "ptuning_v2"] = "kv"
+    layerwise: bool = True  # False = "w/o LayerWise": one projection/prefix/gate shared by every layer
+    refinement: bool = True  # False = "w/o Refinement": D = P (no learned prefix C, no gate)
+    gate_per_layer: bool = False  # the paper writes one W_g ∈ R^{2d'} for all layers
+    init_std: float = Field(0.02, gt=0)  # truncated normal, cut at ±init_std (the paper: "in [-0.02, 0.02]")
+
+
+class MMDConfig(StrictModel):
+    """Eq. 12: Gaussian-kernel MMD between D^(l) and the frozen LLM's own hidden states H̃^(l), summed over layers."""
+
+    weight: float = Field(0.1, ge=0)  # λ of eq. 15; 0 = "w/o Distribution" (and no frozen pass is run)
+    rho: float | None = Field(None, gt=0)  # K(x, y) = exp(-‖x−y‖² / 2ρ); None = median heuristic per layer and batch
+    samples_per_batch: int = Field(8, ge=1)  # prompts of a batch run through the frozen LLM for H̃
+    max_rows: int = Field(256, ge=2)  # H̃ token rows per layer (random subset of the real tokens)
+
+
+class PromptConfig(StrictModel):
+    """§4.1 hard prompt: an instruction around the user's most recent item texts, cut to a token budget."""
+
+    template: str | None = None  # must contain {history}; None = the dataset's domain default (prompt.py)
+    item_template: str = "{title}"  # fields of the items table, e.g. "{title} ({year})"
+    separator: str = ", "
+    max_items: int = Field(20, ge=1)  # most recent items considered
+    max_tokens: int = Field(64, ge=8)  # whole prompt incl. special tokens; the oldest items are dropped first
+
+
+class IdleTrainConfig(TrainConfig):
+    """The paper: AdamW, lr 5e-4 (its linear decay is not applied: the shared loop has no scheduler)."""
+
+    optimizer: Literal["adam", "adamw"] = "adamw"
+    lr: float = 5e-4
+    batch_size: int = 32
+    max_epochs: int = 20
+    patience: int = 3
+
+
+class IdleConfig(StrictModel):
+    """Everything `raylrec train --method idle` runs: the ID backbone stage, then the IDLE-Adapter stage."""
+
+    run_dir: str = "runs/idle"
+    name: str = "idle"  # the IDLE stage's folder under models/
+    data: DataConfig = DataConfig()
+    eval: EvalConfig = EvalConfig()
+    # The frozen ID model (SASRec by default: ComiRec, the paper's default, is not in the model registry).
+    id_model: StageSpec = StageSpec(name="sasrec", preset="sasrec")
+    backbone: str = "minilm"  # text model: packaged short name, local folder/.gguf, or hub id (registry.py)
+    # Sequence representation fed to the item head (eq. 14): auto = the sentence-transformers pooling of an SBERT
+    # folder (mean for minilm), [CLS] for other encoders, the last real token for decoders.
+    pooling: Literal["auto", "cls", "mean", "last"] = "auto"
+    attn_implementation: Literal["sdpa", "eager"] = "sdpa"
+    adapter: AdapterConfig = AdapterConfig()
+    mmd: MMDConfig = MMDConfig()
+    prompt: PromptConfig = PromptConfig()
+    # Eq. 13 trains on every prefix of every user's training sequence; on CPU keep only each user's most recent
+    # this-many prefixes (None = all, as the paper).
+    subsequences_per_user: int | None = Field(None, ge=1)
+    head_bias: bool = False  # eq. 14 has none
+    train: IdleTrainConfig = IdleTrainConfig()

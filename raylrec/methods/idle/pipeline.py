@@ -1,0 +1,35 @@
+"""IDLE-Adapter end to end: the frozen ID model's stage (trained if missing) → the IDLE-Adapter stage.
+
+  <run_dir>/models/<id_model.name>/   the ID backbone (an ID-model stage, shared with other methods)
+  <run_dir>/models/<name>/            adapter + item head (model.safetensors), metrics, idle_config.json
+A finished stage (DONE.json) is skipped and an interrupted one resumes from its latest checkpoint.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from raylrec.methods.idle.config import IdleConfig
+from raylrec.methods.idle.recipe import IdleRecipe
+from raylrec.paths import RunLayout
+from raylrec.pipeline import ensure_prepared, resolve_stage
+from raylrec.text.registry import resolve_model
+from raylrec.train.stage import StageJob, run_stage, run_training_stage, stage_dir
+
+
+def idle_job(config: IdleConfig, data_dir: Path, cache_root: Path | None = None) -> StageJob:
+    id_stage = resolve_stage(config.id_model, config.run_dir, config.data, config.eval)
+    # Resolve (and for GGUF decoders convert, once) in the driver, so workers only read a local folder.
+    resolved = resolve_model(config.backbone, cache_root)
+    recipe = IdleRecipe(config, stage_dir(id_stage), resolved.path, resolved.family)
+    return StageJob(recipe=recipe, train=config.train, eval=config.eval, data_dir=Path(data_dir),
+                    out=RunLayout(config.run_dir).model_dir(config.name), config_yaml=config.to_yaml())
+
+
+def run_idle(config: IdleConfig, cache_root: Path | None = None, force: bool = False) -> dict[str, dict]:
+    """Train what is not done yet; `force` retrains the IDLE stage (never the shared ID model)."""
+    data_dir = ensure_prepared(config.data, config.run_dir, cache_root)
+    id_stage = resolve_stage(config.id_model, config.run_dir, config.data, config.eval)
+    summaries = {"id_model": run_training_stage(id_stage, data_dir)}
+    summaries["idle"] = run_stage(idle_job(config, data_dir, cache_root), force=force)
+    return summaries

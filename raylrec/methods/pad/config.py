@@ -1,0 +1,119 @@
+"""Typed configuration of PAD (pre-train, align, disentangle) and of the baselines built from the same code."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from raylrec.config import StrictModel
+from raylrec.data.prepare import DataConfig
+from raylrec.eval.evaluator import EvalConfig
+from raylrec.pipeline import StageSpec
+from raylrec.text.encode import EncodeConfig
+from raylrec.text.encoder import TextModelConfig
+from raylrec.train.config import TrainConfig
+
+ExpertName = Literal["id", "align", "llm"]
+EXPERT_ORDER: tuple[ExpertName, ...] = ("id", "align", "llm")
+Baseline = Literal["hybrid", "morec"]
+
+
+class PhaseTrainConfig(TrainConfig):
+    """Training settings of phases 2 and 3: BCE with one sampled negative per position (eq. 1 and 6)."""
+
+    loss: Literal["bce"] = "bce"
+
+
+class AlignmentLossConfig(StrictModel):
+    """The distribution-matching term of phase 2 (eq. 5) and the alternatives compared in RQ3."""
+
+    kernel: Literal["gaussian", "laplacian", "linear", "cosine", "infonce"] = "gaussian"
+    # Gaussian/Laplacian kernel u has bandwidth σ_u² = 2^k_u · (mean pairwise distance of the batch), as tllib.
+    bandwidth_exponents: list[float] = Field(default_factory=lambda: [-3.0, -2.0, -1.0, 0.0, 1.0], min_length=1)
+    estimator: Literal["unbiased", "biased"] = "unbiased"
+    temperature: float = Field(0.07, gt=0)  # InfoNCE τ
+    # The kernel matrix is quadratic in the rows compared: at most this many non-padding rows of a batch
+    # (drawn at random) enter the loss. None = every row.
+    max_samples: int | None = Field(512, ge=4)
+
+
+class TowerConfig(StrictModel):
+    """How items become vectors: the text MLP f_MLP (eq. 7) and the alignment expert's fusion."""
+
+    text_mlp_layers: int = Field(1, ge=1)  # Linear layers from the text dimension down to the ID dimension
+    dropout: float = Field(0.1, ge=0, lt=1)
+    fuse: Literal["cat", "add"] = "cat"  # alignment expert: Linear([text; ID]) or text + ID
+    # Decoder hidden states have a few dimensions of huge magnitude; z-scoring each dimension over the items
+    # keeps them from dominating the MLP's input.
+    standardize_text: bool = True
+
+
+class AlignConfig(StrictModel):
+    """Phase 2: the alignment expert trained with L_REC + γ · alignment loss."""
+
+    variant: Literal["none", "non_anchored", "rec_anchored", "rec_anchored_frozen"] = "rec_anchored"
+    gamma: float = Field(0.2, ge=0)
+    loss: AlignmentLossConfig = AlignmentLossConfig()
+    train: PhaseTrainConfig = PhaseTrainConfig()
+
+
+def public_gate_init() -> dict[str, tuple[float, float]]:
+    # Gate logits on (rarest bucket, most popular bucket), interpolated linearly in between, as the public
+    # code: the ID expert trusted on popular items, the LLM expert on rare ones, the alignment expert nearly off.
+    return {"id": (0.0, 1.0), "align": (-5.0, -4.0), "llm": (1.0, 0.0)}
+
+
+class ExpertsConfig(StrictModel):
+    """Phase 3: experts fused by a frequency-aware gate, trained with L_REC only."""
+
+    experts: list[ExpertName] = Field(default_factory=lambda: list(EXPERT_ORDER), min_length=1)
+    # frequency: a learned logit per expert per bucket of the target item; frequency_embedding: plus a linear
+    # term in the expert's target item embedding (eq. 11); global: one logit per expert for every item.
+    gating: Literal["frequency", "frequency_embedding", "global"] = "frequency"
+    num_buckets: int = Field(10, ge=1)
+    gate_init: dict[ExpertName, tuple[float, float]] = Field(default_factory=public_gate_init)
+    init: Literal["pretrained", "scratch"] = "pretrained"  # pretrained: ID expert from phase 1, alignment from 2
+    train: PhaseTrainConfig = PhaseTrainConfig()
+
+    @field_validator("experts")
+    @classmethod
+    def _canonical_order(cls, experts: list[str]) -> list[str]:
+        if len(set(experts)) != len(experts):
+            raise ValueError(f"experts repeat a name: {experts}")
+        return [name for name in EXPERT_ORDER if name in experts]
+
+    @model_validator(mode="after")
+    def _every_expert_has_a_gate_init(self) -> "ExpertsConfig":
+        missing = [name for name in self.experts if name not in self.gate_init]
+        if missing:
+            raise ValueError(f"gate_init has no entry for {missing}")
+        return self
+
+
+def default_text() -> EncodeConfig:
+    # A small decoder with mean pooling stands in for LLM2Vec (Llama-3-8B), which does not fit this hardware.
+    return EncodeConfig(text=TextModelConfig(model="smollm2-135m", pooling="mean"))
+
+
+class PadConfig(StrictModel):
+    """Everything `raylrec train --method pad` runs: phase 1 → text encoding → phase 2 → phase 3 → baselines."""
+
+    run_dir: str = "runs/pad"
+    name: str = "pad"  # phase 3's stage folder; phase 2 is `<name>-align`
+    data: DataConfig = DataConfig()
+    eval: EvalConfig = EvalConfig()
+    pretrain: StageSpec = StageSpec(name="sasrec-bce", preset="sasrec-bce")
+    text: EncodeConfig = Field(default_factory=default_text)
+    towers: TowerConfig = TowerConfig()
+    align: AlignConfig = AlignConfig()
+    experts: ExpertsConfig = ExpertsConfig()
+    baselines: list[Baseline] = Field(default_factory=list)
+
+    @property
+    def align_stage_name(self) -> str:
+        return f"{self.name}-align"
+
+    @property
+    def needs_alignment_phase(self) -> bool:
+        return self.experts.init == "pretrained" and "align" in self.experts.experts

@@ -1,0 +1,402 @@
+"""Hyperparameter sweeps: Ray Tune trials, each running a method's Ray Train stages.
+
+The pattern Ray documents for Train V2 inside Tune: the trial is a Tune *function* that runs the method
+(which builds a `TorchTrainer` per stage); the stage's `RunConfig.callbacks` carries
+`ray.tune.integration.ray_train.TuneReportCallback`, which forwards every epoch's `ray.train.report`
+(metrics incl. `valid_ndcg@10`) to Tune. `Tuner(trainable=TorchTrainer(...))` does not work under Train V2,
+and `ray.train.report` called in the Tune function itself fails the trial, so neither is used here.
+The function holds a small CPU share (`tune.with_resources`); its Train workers reserve `trial_cpus` each.
+
+Layout under `<run_dir>/sweeps/<name>/`:
+  sweep.yaml              the search space as run (a resumed sweep must match it)
+  tune/                   Ray Tune's experiment state (what `Tuner.restore` resumes)
+  trials/<trial_id>/      each trial's run directory (stages, metrics, trial_config.yaml); shared
+                          artifacts (prepared data, PAD's backbone and text embeddings) are symlinks into
+                          the run directory
+  sweep_results.csv       one row per trial: status (COMPLETED / EARLY_STOPPED / ERROR), best validation
+                          metric, parameters, error
+  seeds-tune/, seeds/seed-<s>/   the best configuration re-run with S seeds, evaluated on test
+  best.json               best trial, its parameters, per-seed valid/test metrics, test mean ± std
+
+Selection uses validation only; the test split is read only from the seed re-runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from raylrec.config import deep_merge, set_dotted
+from raylrec.errors import RaylrecError
+from raylrec.paths import RunLayout
+from raylrec.ray_utils import ensure_ray
+from raylrec.train.stage_context import StageContext, stage_context
+from raylrec.tune.space import SweepSpec, flatten, nested, param_space
+from raylrec.tune.targets import TuneTarget, get_target
+
+log = logging.getLogger(__name__)
+TRIAL_FN_CPUS = 0.05  # the Tune function only waits on its TorchTrainer (Tune rejects 0)
+FINAL_FLAG = "final_report"
+
+
+class SweepInterrupted(RaylrecError):
+    pass
+
+
+@dataclass
+class SweepPaths:
+    root: Path
+
+    @property
+    def spec_file(self) -> Path:
+        return self.root / "sweep.yaml"
+
+    @property
+    def trials(self) -> Path:
+        return self.root / "trials"
+
+    @property
+    def seeds(self) -> Path:
+        return self.root / "seeds"
+
+    @property
+    def results_csv(self) -> Path:
+        return self.root / "sweep_results.csv"
+
+    @property
+    def best_json(self) -> Path:
+        return self.root / "best.json"
+
+
+@dataclass
+class TrialSetup:
+    """Everything a trial needs, shipped to it by `tune.with_parameters`."""
+
+    method: str
+    preset: str | None
+    base_overrides: dict
+    shared_root: str
+    shared_paths: list[str]
+    trials_dir: str
+    metric: str
+    metric_key: str
+    cpus_per_worker: float
+    cache_root: str | None = None
+    extra_train: dict = field(default_factory=dict)
+
+
+def link_shared(shared_root: Path, trial_dir: Path, paths: list[str]) -> None:
+    """Symlink the shared artifacts into a trial's run directory (so the method finds and skips them)."""
+    for relative in paths:
+        source, link = (shared_root / relative).resolve(), trial_dir / relative
+        if link.is_symlink() or link.exists():
+            continue
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(source, target_is_directory=source.is_dir())
+
+
+def read_split_metrics(stage_dir: Path, split: str) -> dict:
+    path = stage_dir / f"metrics_{split}.json"
+    if not path.exists():
+        raise RaylrecError(f"{path} missing: the stage did not finish")
+    return json.loads(path.read_text())["metrics"]["full"]
+
+
+def run_trial(config: dict, setup: TrialSetup) -> None:
+    """The Tune function: one configuration of the method, trained and validated in its own run directory."""
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    target = get_target(setup.method)
+    seed = config.get("seed")
+    name = f"seed-{seed}" if seed is not None else tune.get_context().get_trial_id()
+    trial_dir = Path(setup.trials_dir) / name
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    link_shared(Path(setup.shared_root), trial_dir, setup.shared_paths)
+    overrides = deep_merge(setup.base_overrides, config.get("params") or {})
+    overrides["run_dir"] = str(trial_dir)
+    method_config = target.load(setup.preset, overrides)
+    (trial_dir / "trial_config.yaml").write_text(method_config.to_yaml())
+    stage = target.stage_name(method_config)
+    updates = {"cpus_per_worker": setup.cpus_per_worker, **setup.extra_train}
+    if seed is not None:
+        updates["seed"] = int(seed)
+    cache_root = Path(setup.cache_root) if setup.cache_root else None
+    with stage_context(StageContext(callbacks=[TuneReportCallback()], report_stages={stage},
+                                    train_updates=updates)):
+        target.run(method_config, cache_root)
+    valid = read_split_metrics(trial_dir / "models" / stage, "valid")
+    # The selected stage's best model on validation (also what a trial whose stage was already done reports).
+    tune.report({setup.metric: valid[setup.metric_key], FINAL_FLAG: True, "trial_dir": str(trial_dir)})
+
+
+def default_concurrency(config: Any, trial_cpus: float) -> int:
+    """How many trials fit at once: by reserved CPUs, by cores actually used (threads), and by GPUs."""
+    import ray
+
+    resources = ray.cluster_resources()
+    cpus, gpus = resources.get("CPU", 1.0), resources.get("GPU", 0.0)
+    train = getattr(config, "train", None)
+    workers = getattr(train, "num_workers", 1)
+    threads = getattr(train, "threads_per_worker", 1)
+    limit = min(int(cpus // (TRIAL_FN_CPUS + workers * trial_cpus)), int(cpus // max(1, workers * threads)))
+    if gpus > 0 and getattr(train, "use_gpu", "auto") in (True, "auto"):
+        limit = min(limit, int(gpus // workers))
+    return max(1, limit)
+
+
+def searcher(spec: SweepSpec, search: str, concurrency: int):
+    """Grid and random: Tune's BasicVariantGenerator. optuna / hyperopt: Tune's wrappers, if installed."""
+    if search in ("grid", "random"):
+        from ray.tune.search import BasicVariantGenerator
+
+        return BasicVariantGenerator(max_concurrent=concurrency, random_state=spec.seed_base), None
+    try:
+        if search == "optuna":
+            from ray.tune.search.optuna import OptunaSearch
+
+            algorithm = OptunaSearch(seed=spec.seed_base)
+        else:
+            from ray.tune.search.hyperopt import HyperOptSearch
+
+            algorithm = HyperOptSearch(random_state_seed=spec.seed_base)
+    except (ImportError, AssertionError) as err:
+        raise RaylrecError(f"search {search!r} needs the {search} package (pip install {search}); "
+                           "grid and random need nothing extra") from err
+    return algorithm, concurrency
+
+
+def run_tuner(storage: Path, name: str, trainable, space: dict, spec: SweepSpec, search: str, num_samples: int,
+              concurrency: int, scheduler: bool, retry_failed: bool):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    path = storage / name
+    if tune.Tuner.can_restore(str(path)):
+        log.info("resuming the interrupted sweep at %s", path)
+        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True,
+                                   restart_errored=retry_failed)
+    else:
+        algorithm, limit = searcher(spec, search, concurrency)
+        asha = None
+        if scheduler and spec.scheduler.type == "asha":
+            asha = ASHAScheduler(time_attr="training_iteration", max_t=spec.scheduler.max_t,
+                                 grace_period=spec.scheduler.grace_period,
+                                 reduction_factor=spec.scheduler.reduction_factor)
+        tuner = tune.Tuner(
+            trainable, param_space=space,
+            tune_config=tune.TuneConfig(metric=spec.metric, mode=spec.mode, search_alg=algorithm, scheduler=asha,
+                                        num_samples=num_samples, max_concurrent_trials=limit),
+            run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=1,
+                                      failure_config=tune.FailureConfig(max_failures=0)))
+    return tuner.fit()
+
+
+def trial_id_of(result) -> str:
+    if result.metrics.get("trial_id"):
+        return str(result.metrics["trial_id"])
+    match = re.search(r"([0-9a-f]{5}_\d{5})", Path(result.path).name)
+    return match.group(1) if match else Path(result.path).name
+
+
+def best_of(frame: pd.DataFrame | None, metric: str, mode: str) -> float:
+    if frame is None or metric not in frame or frame[metric].dropna().empty:
+        return math.nan
+    values = frame[metric].dropna()
+    return float(values.max() if mode == "max" else values.min())
+
+
+def short_error(error: BaseException | None) -> str:
+    if error is None:
+        return ""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return (lines[-1] if lines else type(error).__name__)[:300]
+
+
+def tune_statuses(grid) -> dict[str, str]:
+    """Tune's own status of each trial (TERMINATED, ERROR, RUNNING/PENDING/PAUSED when interrupted)."""
+    try:
+        return {trial.trial_id: trial.status for trial in grid._experiment_analysis.trials}
+    except AttributeError:  # a Ray without that attribute: judge by the results alone
+        return {}
+
+
+def trial_rows(grid, spec: SweepSpec) -> pd.DataFrame:
+    """One row per trial: id, status, best validation metric over its reports, its parameters, its error.
+
+    COMPLETED: trained to the end (the final report arrived); EARLY_STOPPED: stopped by ASHA;
+    ERROR: crashed (recorded, the other trials go on); INTERRUPTED: not finished when the sweep stopped."""
+    statuses = tune_statuses(grid)
+    rows = []
+    for result in grid:
+        params = flatten((result.config or {}).get("params") or {})
+        trial_id = trial_id_of(result)
+        tune_status = statuses.get(trial_id, "TERMINATED")
+        status = ("ERROR" if result.error is not None or tune_status == "ERROR" else
+                  "INTERRUPTED" if tune_status != "TERMINATED" else
+                  "COMPLETED" if result.metrics.get(FINAL_FLAG) else
+                  "EARLY_STOPPED" if result.metrics else "INTERRUPTED")
+        row = {"trial_id": trial_id, "status": status,
+               spec.metric: best_of(result.metrics_dataframe, spec.metric, spec.mode),
+               "reports": int(result.metrics.get("training_iteration", 0) or 0),
+               "error": short_error(result.error)}
+        row.update({f"param:{k}": json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in params.items()})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def pick_best(rows: pd.DataFrame, spec: SweepSpec) -> pd.Series:
+    ok = rows[rows["status"].isin(["COMPLETED", "EARLY_STOPPED"]) & rows[spec.metric].notna()]
+    if ok.empty:
+        raise RaylrecError("every trial of the sweep failed; see the error column of sweep_results.csv")
+    return ok.sort_values(spec.metric, ascending=spec.mode == "min", kind="stable").iloc[0]
+
+
+def params_of(row: pd.Series) -> dict:
+    flat = {}
+    for column, value in row.items():
+        if column.startswith("param:"):
+            if isinstance(value, str) and value[:1] in "[{":
+                value = json.loads(value)
+            elif isinstance(value, (np.integer, np.floating, np.bool_)):
+                value = value.item()
+            flat[column.removeprefix("param:")] = value
+    return flat
+
+
+def mean_std(values: list[dict]) -> tuple[dict, dict]:
+    keys = sorted(set().union(*values)) if values else []
+    mean = {k: float(np.mean([v[k] for v in values if k in v])) for k in keys}
+    std = {k: float(np.std([v[k] for v in values if k in v], ddof=1)) if len(values) > 1 else 0.0 for k in keys}
+    return mean, std
+
+
+SEARCH_FIELDS = ("method", "preset", "metric", "mode", "search", "num_samples", "scheduler", "fixed", "space")
+
+
+def check_spec_unchanged(paths: SweepPaths, spec: SweepSpec) -> None:
+    """A resumed sweep must search the same space (seeds and concurrency may change)."""
+    if not paths.spec_file.exists():
+        return
+    import yaml
+
+    saved = yaml.safe_load(paths.spec_file.read_text()) or {}
+    current = spec.model_dump(mode="json")
+    if any(saved.get(key) != current.get(key) for key in SEARCH_FIELDS):
+        raise RaylrecError(f"{paths.root} holds a sweep with another search space ({paths.spec_file}); "
+                           "give another --name or --run-dir, or delete that folder")
+
+
+def validate_space(target: TuneTarget, spec: SweepSpec, base: dict) -> None:
+    """Build the config of one point of the space, so a typo in a key fails before any trial starts."""
+    point: dict = {}
+    for key, domain in spec.space.items():
+        kind, args = next(iter(domain.items()))
+        set_dotted(point, key, args[0])
+    target.check_space(list(spec.space))
+    target.load(spec.preset, deep_merge(base, point))
+
+
+def run_sweep(spec: SweepSpec, run_dir: str = "runs/default", *, name: str | None = None, dataset: str | None = None,
+              cache_root: Path | None = None, num_samples: int | None = None, seeds: int | None = None,
+              search: str | None = None, max_concurrent: int | None = None, retry_failed: bool = False) -> dict:
+    """Run (or resume) the sweep, pick the best trial on validation, re-run it with seeds, evaluate on test."""
+    from ray import tune
+
+    target = get_target(spec.method)
+    search = search or spec.search
+    spec = spec.model_copy(update={"search": search, "num_samples": num_samples or spec.num_samples,
+                                   "seeds": spec.seeds if seeds is None else seeds})
+    run_root = RunLayout(run_dir).root
+    base = nested(spec.fixed)
+    if dataset:
+        set_dotted(base, "data.dataset", dataset)
+    shared_config = target.load(spec.preset, {**base, "run_dir": str(run_root)})
+    validate_space(target, spec, {**base, "run_dir": str(run_root)})
+    paths = SweepPaths(run_root / "sweeps" / (name or spec.method))
+    check_spec_unchanged(paths, spec)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    paths.spec_file.write_text(spec.to_yaml())
+
+    ensure_ray()
+    print(f"[sweep {paths.root.name}] shared artifacts (data, prerequisites) in {run_root}", flush=True)
+    shared = target.prepare_shared(shared_config, cache_root)
+    concurrency = max_concurrent or spec.max_concurrent_trials or default_concurrency(shared_config, spec.trial_cpus)
+    setup = TrialSetup(method=spec.method, preset=spec.preset, base_overrides=base, shared_root=str(run_root),
+                       shared_paths=shared, trials_dir=str(paths.trials), metric=spec.metric,
+                       metric_key=spec.metric_key, cpus_per_worker=spec.trial_cpus,
+                       cache_root=str(cache_root) if cache_root else None)
+    trainable = tune.with_resources(tune.with_parameters(run_trial, setup=setup), {"cpu": TRIAL_FN_CPUS})
+    scheduler = f"ASHA on {spec.metric}" if spec.scheduler.type == "asha" else "no early stopping"
+    print(f"[sweep {paths.root.name}] {spec.search} search over {', '.join(spec.space)}; "
+          f"{concurrency} trial(s) at a time; {scheduler}", flush=True)
+    grid = run_tuner(paths.root, "tune", trainable, {"params": param_space(spec)}, spec, spec.search,
+                     spec.num_samples, concurrency, scheduler=True, retry_failed=retry_failed)
+    rows = trial_rows(grid, spec)
+    rows.to_csv(paths.results_csv, index=False)
+    unfinished = int((rows["status"] == "INTERRUPTED").sum())
+    if unfinished:
+        raise SweepInterrupted(f"sweep {paths.root} interrupted with {unfinished} unfinished trial(s); "
+                               "rerun the same command to resume it")
+    failed = rows[rows["status"] == "ERROR"]
+    for _, row in failed.iterrows():
+        log.warning("trial %s failed: %s", row["trial_id"], row["error"])
+    best = pick_best(rows, spec)
+    best_params = params_of(best)
+    summary: dict = {"method": spec.method, "sweep": paths.root.name, "metric": spec.metric, "mode": spec.mode,
+                     "search": spec.search, "trials": len(rows), "failed": len(failed),
+                     "early_stopped": int((rows["status"] == "EARLY_STOPPED").sum()),
+                     "best_trial": best["trial_id"], "best_valid": float(best[spec.metric]),
+                     "best_params": best_params, "results_csv": str(paths.results_csv), "seeds": []}
+    if spec.seeds:
+        seed_values = [spec.seed_base + i for i in range(spec.seeds)]
+        seed_setup = TrialSetup(**{**setup.__dict__, "trials_dir": str(paths.seeds)})
+        seed_trainable = tune.with_resources(tune.with_parameters(run_trial, setup=seed_setup), {"cpu": TRIAL_FN_CPUS})
+        seed_space = {"params": nested(best_params), "seed": tune.grid_search(seed_values)}
+        seed_grid = run_tuner(paths.root, "seeds-tune", seed_trainable, seed_space, spec, "grid", 1, concurrency,
+                              scheduler=False, retry_failed=retry_failed)
+        best_config = target.load(spec.preset, deep_merge({**base, "run_dir": str(run_root)}, nested(best_params)))
+        stage = target.stage_name(best_config)
+        tests, valids = [], []
+        for seed in seed_values:
+            stage_dir = paths.seeds / f"seed-{seed}" / "models" / stage
+            try:
+                valid, test = read_split_metrics(stage_dir, "valid"), read_split_metrics(stage_dir, "test")
+            except RaylrecError as err:
+                log.warning("seed %s: %s", seed, err)
+                summary["seeds"].append({"seed": seed, "error": str(err)})
+                continue
+            valids.append(valid)
+            tests.append(test)
+            summary["seeds"].append({"seed": seed, "dir": str(stage_dir), "valid": valid, "test": test})
+        seed_rows = trial_rows(seed_grid, spec)
+        if (seed_rows["status"] == "INTERRUPTED").any():
+            raise SweepInterrupted(f"the seed re-runs of {paths.root} were interrupted; rerun the same command")
+        if seed_grid.num_errors:
+            log.warning("%d seed re-run(s) failed", seed_grid.num_errors)
+        summary["test_mean"], summary["test_std"] = mean_std(tests)
+        summary["valid_mean"], _ = mean_std(valids)
+    paths.best_json.write_text(json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+def format_summary(summary: dict, rows: pd.DataFrame | None = None) -> str:
+    lines = [f"sweep {summary['sweep']} ({summary['method']}, {summary['search']}): {summary['trials']} trials, "
+             f"{summary['failed']} failed, {summary['early_stopped']} stopped early by ASHA",
+             f"best on validation: trial {summary['best_trial']} {summary['metric']} = {summary['best_valid']:.4f}",
+             "  " + ", ".join(f"{k}={v}" for k, v in summary["best_params"].items())]
+    if summary.get("test_mean"):
+        n = sum(1 for s in summary["seeds"] if "test" in s)
+        lines.append(f"best config re-run with {n} seed(s), test (full ranking), mean ± std:")
+        for key in ("hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20"):
+            if key in summary["test_mean"]:
+                lines.append(f"  {key:8s} {summary['test_mean'][key]:.4f} ± {summary['test_std'][key]:.4f}")
+    return "\n".join(lines)
