@@ -55,6 +55,8 @@ def cmd_train(args) -> None:
     if args.method:
         if args.model:
             raise RaylrecError("give --model (an ID backbone) or --method, not both")
+        if args.stage:  # methods with several stages (allmrec) run only this one, reading the others' artifacts
+            overrides["stages"] = [args.stage]
         summaries = METHODS[args.method](args.config, overrides, cache_root, args.force)
         print(json.dumps(summaries, indent=2, default=str))
         return
@@ -77,6 +79,10 @@ def cmd_run(args) -> None:
     print_config("pipeline", config)
     summaries = run_pipeline(config, Path(args.cache_dir) if args.cache_dir else None)
     print("\n" + results_table(summaries, config.eval.ks))
+    board = RunLayout(config.run_dir).root / "leaderboard"
+    if config.leaderboard and (board / "leaderboard.md").exists():
+        print("\n" + (board / "leaderboard.md").read_text())
+        print(f"leaderboard: {board} (leaderboard.md, leaderboard.csv, *.png)")
     print(f"\nartifacts: {RunLayout(config.run_dir).root}")
 
 
@@ -122,11 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="an LLM-enhanced method, all its stages (--config: its preset or YAML, default <method>)")
     train.add_argument("--config", help="YAML config file or preset name (sasrec, sasrec-bce, gru4rec; pad, pad-paper; idle, idle-paper)")
     train.add_argument("--run-dir")
+    train.add_argument("--stage", help="with --method: run only this stage (allmrec: stage1, stage2, inference)")
     train.add_argument("--force", action="store_true", help="retrain even if the stage is done")
     train.set_defaults(handler=cmd_train)
 
     run = with_overrides(commands.add_parser("run", help="the main job: fetch, prepare, train, evaluate"))
-    run.add_argument("--config", default="default", help="YAML PipelineConfig file or preset name")
+    run.add_argument("--config", "--preset", dest="config", default="default",
+                     help="YAML PipelineConfig file or preset name: default (CPU, minutes) or paper (GPU cluster)")
     run.add_argument("--run-dir")
     run.set_defaults(handler=cmd_run)
 

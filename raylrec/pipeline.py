@@ -1,4 +1,5 @@
-"""The main job: fetch → prepare → train the ID backbones → evaluate → results table.
+"""The main job: fetch → prepare → ID backbones → text encoding → every configured method → evaluation →
+leaderboard (Markdown, CSV, plots under <run_dir>/leaderboard/).
 
 Every stage writes named artifacts under one run directory and is skipped when they already exist,
 so rerunning is cheap and an interrupted run resumes where it stopped.
@@ -8,11 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
-from raylrec.config import StrictModel, load_config
+from raylrec.config import StrictModel, deep_merge, load_config
 from raylrec.data.prepare import DataConfig, prepare_dataset
-from raylrec.errors import ArtifactError
+from raylrec.data.prepared import check_readable
+from raylrec.errors import ArtifactError, RaylrecError
 from raylrec.eval.evaluator import EvalConfig
 from raylrec.models.base import ModelConfig
 from raylrec.paths import RunLayout
@@ -31,11 +35,22 @@ class StageSpec(StrictModel):
     train: TrainConfig | None = None
 
 
+class MethodSpec(StrictModel):
+    """One LLM-enhanced method of the pipeline (a `raylrec.methods.METHODS` name), run with the pipeline's
+    run directory, data and evaluation protocol."""
+
+    name: str
+    preset: str | None = None  # the method's preset or YAML file (default: its own default preset)
+    set: dict = {}  # nested overrides on top of the preset
+
+
 class PipelineConfig(StrictModel):
     run_dir: str = "runs/default"
     data: DataConfig = DataConfig()
     eval: EvalConfig = EvalConfig()
     stages: list[StageSpec] = [StageSpec(name="sasrec", preset="sasrec"), StageSpec(name="gru4rec", preset="gru4rec")]
+    methods: list[MethodSpec] = []
+    leaderboard: bool = True
 
     def stage_config(self, spec: StageSpec) -> StageConfig:
         return resolve_stage(spec, self.run_dir, self.data, self.eval)
@@ -54,6 +69,7 @@ def ensure_prepared(data: DataConfig, run_dir: str, cache_root: Path | None = No
     data_dir = RunLayout(run_dir).data_dir(data.dataset)
     report_file = data_dir / "data_report.json"
     if report_file.exists():
+        check_readable(report_file)  # a damaged report is an error naming it, not a silent re-preparation
         saved = json.loads(report_file.read_text())["config"]
         if saved != data.model_dump(mode="json"):
             raise ArtifactError(f"{data_dir} was prepared with other data settings ({saved}); "
@@ -65,14 +81,73 @@ def ensure_prepared(data: DataConfig, run_dir: str, cache_root: Path | None = No
     return data_dir
 
 
+class Progress:
+    """One line per pipeline step on stdout: `[run 3/7] training sasrec ...` then its wall time."""
+
+    def __init__(self, total: int):
+        self.total, self.step, self.started = total, 0, time.perf_counter()
+
+    @contextmanager
+    def __call__(self, title: str):
+        self.step += 1
+        began = time.perf_counter()
+        print(f"[run {self.step}/{self.total}] {title} ...", flush=True)
+        yield
+        print(f"[run {self.step}/{self.total}] {title}: done in {time.perf_counter() - began:.0f} s "
+              f"(total {time.perf_counter() - self.started:.0f} s)", flush=True)
+
+
+def method_overrides(config: PipelineConfig, spec: MethodSpec) -> dict:
+    return deep_merge({"run_dir": config.run_dir, "data": config.data.model_dump(mode="json"),
+                       "eval": config.eval.model_dump(mode="json")}, spec.set)
+
+
+def method_text_configs(config: PipelineConfig) -> list:
+    """The distinct item-text encodings the configured methods use (methods with a `text` EncodeConfig)."""
+    from raylrec.text.encode import EncodeConfig
+    from raylrec.tune.targets import TARGETS
+
+    found = []
+    for spec in config.methods:
+        if spec.name in TARGETS:
+            text = getattr(TARGETS[spec.name].load(spec.preset, method_overrides(config, spec)), "text", None)
+            if isinstance(text, EncodeConfig) and text not in found:
+                found.append(text)
+    return found
+
+
 def run_pipeline(config: PipelineConfig, cache_root: Path | None = None) -> list[dict]:
-    data_dir = ensure_prepared(config.data, config.run_dir, cache_root)
+    from raylrec.methods import METHODS
+
+    unknown = [m.name for m in config.methods if m.name not in METHODS]
+    if unknown:
+        raise RaylrecError(f"methods {unknown} are not implemented (available: {', '.join(sorted(METHODS))})")
+    texts = method_text_configs(config)
+    progress = Progress(1 + len(config.stages) + len(texts) + len(config.methods) + int(config.leaderboard))
+    with progress(f"fetch + prepare {config.data.dataset}"):
+        data_dir = ensure_prepared(config.data, config.run_dir, cache_root)
     summaries = []
     for spec in config.stages:
-        log.info("stage %s: training %s", spec.name, spec.model.name)
-        summaries.append(run_training_stage(config.stage_config(spec), data_dir))
+        stage = config.stage_config(spec)
+        with progress(f"ID backbone {spec.name} ({stage.model.name})"):
+            summaries.append(run_training_stage(stage, data_dir))
+    for text in texts:
+        from raylrec.text.encode import encode_items
+
+        with progress(f"text encoding ({text.text.model}, {text.text.pooling} pooling)"):
+            encode_items(text, data_dir, config.run_dir, cache_root)
+    for spec in config.methods:
+        with progress(f"method {spec.name} (all its stages)"):
+            result = METHODS[spec.name](spec.preset, method_overrides(config, spec), cache_root, False)
+        summaries += [s for s in (result.values() if isinstance(result, dict) else result or [])
+                      if isinstance(s, dict) and "test" in s and "stage" in s]
     table = results_table(summaries, config.eval.ks)
     (RunLayout(config.run_dir).root / "results.md").write_text(table + "\n")
+    if config.leaderboard:
+        from raylrec.leaderboard.core import build_leaderboard
+
+        with progress("leaderboard (tables and plots)"):
+            build_leaderboard([RunLayout(config.run_dir).root])
     return summaries
 
 
@@ -84,6 +159,6 @@ def results_table(summaries: list[dict], ks: list[int]) -> str:
     for s in summaries:
         test = s["test"]
         lines.append(f"| {s['stage']} | " + " | ".join(f"{test[c]:.4f}" for c in columns)
-                     + f" | {s['final_metrics'].get('best_epoch', '?')} | {s.get('fit_wall_s', '?')} "
+                     + f" | {s.get('final_metrics', {}).get('best_epoch', '?')} | {s.get('fit_wall_s', '?')} "
                      f"| {s['trainable_params']:,} |")
     return "\n".join(lines)

@@ -54,6 +54,16 @@ def runtime_env(cluster) -> dict:
             "excludes": ["runs/", "bench/", "tests/"]}
 
 
+def registered_epoch(stage_dir: Path) -> int:
+    """The epoch of the newest checkpoint Ray Train's controller has registered (-1: none yet). A worker's report
+    is durable once the controller has polled it; a checkpoint folder alone may still be unregistered."""
+    try:
+        snapshot = json.loads((stage_dir / "train" / "checkpoint_manager_snapshot.json").read_text())
+        return int(snapshot["latest_checkpoint_result"]["metrics"]["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return -1
+
+
 def parse_metrics(text: str) -> dict[tuple[str, str], float]:
     return {(name, labels): float(value) for name, labels, value in METRIC_LINE.findall(text)}
 
@@ -93,7 +103,7 @@ def jobs(cluster, synthetic_log, tmp_path_factory):
         except OSError:
             pass
         if "victim" not in events and "killed" not in events["status"]:
-            if len(complete_checkpoints(stage_dir)) >= 2:  # epochs 0 and 1 reported: kill during epoch 2
+            if registered_epoch(stage_dir) >= 1:  # epochs 0 and 1 checkpointed: kill during epoch 2
                 workers = [a for a in cluster.alive_actors("RayTrainWorker")
                            if a.get("job_id") == killed_job_id(cluster)]
                 assert len(workers) == 2, workers
@@ -118,6 +128,8 @@ def jobs(cluster, synthetic_log, tmp_path_factory):
     events["logs"] = {name: cluster.ray("job", "logs", "--address", cluster.dashboard_url, name).stdout
                       for name in roots}
     events["run"] = {name: root / "run" for name, root in roots.items()}
+    for name, root in roots.items():
+        (root / "job.log").write_text(events["logs"][name])
     print(f"\njobs: {events['status']}, baseline {events['baseline_wall_s']:.1f} s, "
           f"killed {events['killed_wall_s']:.1f} s\n`ray job status baseline`: {events['status_cli'].strip()}")
     return events
@@ -210,7 +222,7 @@ def test_resubmitted_pipeline_skips_done_stages_and_resumes_the_stopped_one(clus
     entrypoint = ["python", "jobs/run_pipeline.py", "--config", str(config)]
     cluster.submit(entrypoint, "interrupted", runtime_env(cluster))
     started = time.monotonic()
-    while len(complete_checkpoints(run / "models" / "sasrec")) < 2:
+    while registered_epoch(run / "models" / "sasrec") < 1:
         assert cluster.job_status("interrupted") not in TERMINAL
         assert time.monotonic() - started < 600
         time.sleep(0.2)
@@ -232,3 +244,42 @@ def test_resubmitted_pipeline_skips_done_stages_and_resumes_the_stopped_one(clus
     got = json.loads((run / "models" / "sasrec" / "DONE.json").read_text())
     for metric, value in expected["test"].items():
         assert got["test"][metric] == pytest.approx(value, abs=TOLERANCE), metric
+
+
+@pytest.mark.slow
+def test_encode_job_reports_items_encoded_on_the_metrics_endpoint(cluster, jobs, tmp_path):
+    """`jobs/encode.py` on the cluster (a tiny local BERT over the baseline's prepared items): the encoder actors'
+    counter and throughput gauge reach the Prometheus endpoint."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from test_text import word_tokenizer
+
+    torch.manual_seed(0)
+    model_dir = tmp_path / "tiny-bert"
+    tokenizer = word_tokenizer({"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]",
+                                "sep_token": "[SEP]"})
+    BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=32, max_position_embeddings=64)).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    data_dir = jobs["run"]["baseline"] / "data" / "synthetic"
+    env = runtime_env(cluster)
+    env["env_vars"]["HF_HUB_OFFLINE"] = "1"
+    cluster.submit(["python", "jobs/encode.py", "--data-dir", str(data_dir), "--run-dir", (tmp_path / "run").as_uri(),
+                    "--model", str(model_dir), "--pooling", "mean", "--template", "{item_id}", "--batch-size", "8"],
+                   "encode", env)
+    seen: dict = {}
+    started = time.monotonic()
+    while (status := cluster.job_status("encode")) not in TERMINAL:
+        seen.update(parse_metrics(cluster.scrape_metrics()))
+        assert time.monotonic() - started < 600
+        time.sleep(0.5)
+    for _ in range(5):
+        seen.update(parse_metrics(cluster.scrape_metrics()))
+        time.sleep(1)
+    assert status == "SUCCEEDED", cluster.job_logs("encode")[-3000:]
+    encoded = [v for (name, _), v in seen.items() if name == "ray_raylrec_encode_items_total"]
+    rates = [v for (name, _), v in seen.items() if name == "ray_raylrec_encode_items_per_second"]
+    print(f"\nencode metrics: items_total {encoded}, items_per_second {rates}")
+    assert encoded and sum(encoded) >= 40  # the synthetic dataset's 40 items (a counter per actor)
+    assert rates and all(r > 0 for r in rates)

@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from raylrec.data.prepared import PreparedData
 from raylrec.methods.idle.adapter import IdleAdapter, refine
 from raylrec.methods.idle.config import AdapterConfig, IdleConfig, MMDConfig, PromptConfig
-from raylrec.methods.idle.injection import DecoderBackbone, EncoderBackbone, Prefix, load_backbone, wrap_backbone
+from raylrec.methods.idle.injection import Prefix, wrap_backbone
 from raylrec.methods.idle.mmd import gaussian_mmd, layerwise_mmd
 from raylrec.methods.idle.model import IdleModel
 from raylrec.methods.idle.prompt import PromptBuilder, special_tokens
@@ -55,7 +55,8 @@ def test_gate_shape_and_range():
     adapter = IdleAdapter(8, 16, num_layers=3, config=AdapterConfig(prompt_length=2))
     with torch.no_grad():
         adapter.gate_weight.mul_(300)  # push the gate logits far from 0 to see the range
-    refined, gate = adapter(torch.randn(5, 8) * 10)
+    refined, gate, key_values = adapter(torch.randn(5, 8) * 10)
+    assert key_values is None
     assert refined.shape == (3, 5, 2, 16) and gate.shape == (3, 5, 2)
     assert (gate > 0).all() and (gate < 1).all() and gate.std() > 0.1
 
@@ -208,17 +209,17 @@ def test_mmd_matches_the_direct_formula():
 def test_each_ablation_switch_changes_the_computation():
     batch = batch_of()
     full = idle_model()
-    refined, gate = full.adapter(full.user_vectors(batch[0]))
+    refined, gate, _ = full.adapter(full.user_vectors(batch[0]))
     assert not torch.allclose(refined[0], refined[1])  # a different D per layer
 
     shared = idle_model(layerwise=False)  # w/o LayerWise: one adapter for every layer
     assert shared.adapter.user_weight.shape[0] == 1 and full.adapter.user_weight.shape[0] == 2
-    refined_shared, _ = shared.adapter(shared.user_vectors(batch[0]))
+    refined_shared, _, _ = shared.adapter(shared.user_vectors(batch[0]))
     assert torch.equal(refined_shared[0], refined_shared[1])
 
     plain = idle_model(refinement=False)  # w/o Refinement: D = P
     assert not hasattr(plain.adapter, "prefix") and not hasattr(plain.adapter, "gate_weight")
-    refined_plain, gate_plain = plain.adapter(plain.user_vectors(batch[0]))
+    refined_plain, gate_plain, _ = plain.adapter(plain.user_vectors(batch[0]))
     assert gate_plain is None
     assert torch.equal(refined_plain, plain.adapter.project(plain.user_vectors(batch[0])))
 
@@ -227,7 +228,7 @@ def test_each_ablation_switch_changes_the_computation():
     assert with_mmd.item() > without.item()
 
     longer = idle_model(prompt_length=4)  # L'
-    assert longer.prefix(longer.adapter(longer.user_vectors(batch[0]))[0]).length == 4
+    assert longer.prefix(*longer.adapter(longer.user_vectors(batch[0]))[::2]).length == 4
     logits = {name: model(*batch[:3])[0] for name, model in
               {"full": full, "shared": shared, "plain": plain, "longer": longer,
                "ptuning": idle_model(injection="ptuning_v2")}.items()}
@@ -290,7 +291,10 @@ def artifacts(tmp_path_factory, data, tokenizer):
     save_file(build_model(data.num_items, TINY_ID).state_dict(), str(id_dir / "model.safetensors"))
     (id_dir / "model_config.json").write_text(json.dumps({"num_items": data.num_items, **TINY_ID.model_dump()}))
     folders = {}
-    for kind, model in (("encoder", tiny_bert(vocab=len(tokenizer))), ("decoder", tiny_llama(vocab=len(tokenizer)))):
+    from transformers import LlamaForCausalLM
+
+    decoder = LlamaForCausalLM(tiny_llama(vocab=len(tokenizer)).config)  # a causal-LM folder, as packaged decoders
+    for kind, model in (("encoder", tiny_bert(vocab=len(tokenizer))), ("decoder", decoder)):
         folders[kind] = root / kind
         model.save_pretrained(folders[kind])
         tokenizer.save_pretrained(folders[kind])
@@ -298,7 +302,8 @@ def artifacts(tmp_path_factory, data, tokenizer):
 
 
 def tiny_config(run_dir, **overrides):
-    base = {"run_dir": str(run_dir), "name": "idle", "prompt": {"max_tokens": 32, "max_items": 5},
+    base = {"run_dir": str(run_dir), "name": "idle",
+            "prompt": {"max_tokens": 32, "max_items": 5, "item_template": "item {item_id}"},
             "subsequences_per_user": 3, "mmd": {"weight": 0.1, "samples_per_batch": 4},
             "train": {"max_epochs": 1, "batch_size": 16, "lr": 0.01, "patience": 1}}
     base.update(overrides)
@@ -328,21 +333,28 @@ def test_recipe_trains_and_scores_all_items(artifacts, data, kind):
     assert pickle.loads(pickle.dumps(recipe))._cache == {}
 
 
-def test_stage_runs_on_the_shared_loop(artifacts, prepared_dir, ray_session):
-    from raylrec.methods.idle.recipe import IdleRecipe
-    from raylrec.train.stage import StageJob, run_stage
+@pytest.mark.parametrize("kind", ["encoder", "decoder"])
+def test_stage_runs_on_the_shared_loop(artifacts, prepared_dir, ray_session, kind):
+    """One epoch through run_stage: DDP for the encoder, DeepSpeed ZeRO-2 for the decoder (decoder_deepspeed)."""
+    from raylrec.methods.idle.pipeline import idle_job
+    from raylrec.train.stage import run_stage
 
     root, id_dir, folders = artifacts
-    config = tiny_config(root)
-    job = StageJob(recipe=IdleRecipe(config, id_dir, folders["encoder"], "encoder"), train=config.train,
-                   eval=config.eval.model_copy(update={"num_negatives": [5, 10]}), data_dir=prepared_dir,
-                   out=root / "models" / "idle", config_yaml=config.to_yaml())
+    config = tiny_config(root, name=f"idle-{kind}", backbone=str(folders[kind]),
+                         eval={"num_negatives": [5, 10]}, train={"max_epochs": 1, "batch_size": 16, "lr": 0.01,
+                                                                 "valid_users": 10})
+    job = idle_job(config, prepared_dir)
+    assert job.train.deepspeed == (None if kind == "encoder" else "zero2")
     summary = run_stage(job)
-    assert summary["backbone_kind"] == "encoder" and 0 <= summary["test"]["ndcg@10"] <= 1
-    assert summary["trainable_params"] == sum(p.numel() for p in job.recipe.build(PreparedData(prepared_dir))
-                                              .parameters())
-    saved = (root / "models" / "idle" / "idle_config.json")
-    assert len(json.loads(saved.read_text())["mean_gate_per_layer"]) == 2
+    out = root / "models" / f"idle-{kind}"
+    assert summary["backbone_kind"] == kind and 0 <= summary["test"]["ndcg@10"] <= 1
+    saved = load_file(str(out / "model.safetensors"))
+    assert saved and all(k.startswith(("adapter.", "head.")) for k in saved)  # no frozen weights
+    assert summary["trainable_params"] == sum(v.numel() for v in saved.values())
+    assert len(json.loads((out / "idle_config.json").read_text())["mean_gate_per_layer"]) == 2
+    if kind == "decoder":
+        checkpoint = sorted((out / "train").glob("checkpoint_2*"))[-1]
+        assert (checkpoint / "deepspeed").is_dir()
 
 
 def test_presets_load():

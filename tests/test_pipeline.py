@@ -25,6 +25,8 @@ def test_pipeline_runs_then_skips_finished_stages(ray_session, tmp_path, synthet
     first = run_pipeline(config)
     table = (tmp_path / "run" / "results.md").read_text()
     assert "| tiny-gru |" in table and "test ndcg@10" in table
+    board = (tmp_path / "run" / "leaderboard" / "leaderboard.md").read_text()  # the job ends in the leaderboard
+    assert "| tiny-gru | 1 |" in board and (tmp_path / "run" / "leaderboard" / "metrics.png").stat().st_size > 0
     done = tmp_path / "run" / "models" / "tiny-gru" / "DONE.json"
     stamp = done.stat().st_mtime_ns
     assert run_pipeline(config) == first
@@ -75,3 +77,17 @@ def test_cli_train_prints_full_config(ray_session, tmp_path, synthetic_log, caps
     assert "# stage sasrec" in out and "window_stride: 3" in out and "exclude_history: true" in out
     summary = json.loads(out[out.index("{\n"):])
     assert summary["stage"] == "sasrec" and 0 <= summary["test"]["ndcg@10"] <= 1
+
+
+def test_pipeline_names_unknown_methods_before_running_anything(tmp_path, synthetic_log):
+    config = tiny_pipeline(tmp_path, synthetic_log).model_copy(update={"methods": [{"name": "nope"}]})
+    config = PipelineConfig.model_validate(config.model_dump())
+    with pytest.raises(RaylrecError, match="nope"):
+        run_pipeline(config)
+    assert not (tmp_path / "run").exists()
+
+
+def test_paper_preset_loads_with_methods():
+    config = load_config(PipelineConfig, "paper")
+    assert [m.name for m in config.methods] == ["pad", "allmrec", "idle"] and config.data.user_core == 5
+    assert config.stage_config(config.stages[0]).model.hidden_size == 50

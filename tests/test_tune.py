@@ -110,3 +110,14 @@ def test_sweep_failed_trial_interrupt_resume_and_seeds(ray_session, prepared_dir
     assert summary["test_mean"]["ndcg@10"] == pytest.approx(seed["test"]["ndcg@10"])
     best = json.loads((sweep / "best.json").read_text())
     assert best["best_trial"] == summary["best_trial"]
+
+
+def test_tune_cli_names_a_missing_space_or_method(tmp_path, capsys):
+    from raylrec.cli import main
+
+    assert main(["tune", "--space", str(tmp_path / "nope.yaml")]) == 1
+    assert "not found" in capsys.readouterr().err
+    space = tmp_path / "other.yaml"
+    space.write_text("method: morec2\nspace: {train.lr: {grid: [0.1]}}\n")
+    assert main(["tune", "--space", str(space), "--run-dir", str(tmp_path / "run")]) == 1
+    assert "no sweep target for method 'morec2'" in capsys.readouterr().err

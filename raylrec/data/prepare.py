@@ -17,6 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import ray
+from tqdm import tqdm
 
 from raylrec.config import StrictModel
 from raylrec.data.fetch import fetch_dataset
@@ -105,7 +106,7 @@ def draw_negatives(sequences: list[np.ndarray], num_items: int, count: int, rng:
                    user_ids: list[str]) -> np.ndarray:
     """`count` distinct items per user that the user never interacted with, by rejection sampling."""
     out = np.empty((len(sequences), count), dtype=np.int32)
-    for u, seen in enumerate(sequences):
+    for u, seen in enumerate(tqdm(sequences, desc=f"negatives ({count} per user)", unit="user", leave=False)):
         if num_items - len(np.unique(seen)) < count:
             raise DataError(f"user {user_ids[u]!r} interacted with {len(seen)} of {num_items} items: "
                             f"cannot draw {count} unseen negatives; lower `negatives`")

@@ -8,6 +8,11 @@ Runs with the same row label (the same stage name across run directories, or a s
 row, reported as mean ± std (sample std) over those runs. Rows are grouped by dataset fingerprint:
 numbers on different splits are never compared.
 
+Methods evaluated on the stored candidates only, for a sample of users (A-LLMRec's `<name>-eval/
+metrics_test_<variant>.json`, with its backbone scored on the same users in `metrics_test_backbone.json`),
+go to a second table, "candidate protocol", grouped by the number of evaluated users: their numbers are
+not comparable with full-ranking rows.
+
 Columns: HR/NDCG@{5,10,20} full ranking; Hit@1 and NDCG@5 over the stored candidate set (1 positive +
 19 negatives, as A-LLMRec; the smallest stored set when 19 is absent); NDCG@10 and HR@10 for warm / median /
 cold target items; relative improvement over SASRec (the papers' "Improv."); Ray Train fit wall time;
@@ -39,6 +44,10 @@ METRICS = FULL_METRICS + CANDIDATE_METRICS + BUCKET_METRICS
 HEADERS = {**{m: m.upper().replace("NDCG", "NDCG").replace("HR", "HR") for m in FULL_METRICS},
            "cand_hit@1": "Hit@1 (cand)", "cand_ndcg@5": "NDCG@5 (cand)",
            **{f"{b}_{m}": f"{m.upper()} {b}" for m in ("ndcg@10", "hr@10") for b in ("warm", "median", "cold")}}
+CANDIDATE_TABLE = ["gen_hit@1", "cand_hit@1", "cand_hr@5", "cand_ndcg@5", "cand_ndcg@10",
+                   "warm_gen_hit@1", "cold_gen_hit@1", "warm_cand_ndcg@5", "cold_cand_ndcg@5"]
+METRICS += [m for m in CANDIDATE_TABLE if m not in METRICS]
+VARIANTS = {"e": "", "q": " (SBERT)", "q_cold": " (SBERT for cold items)"}
 BASELINE_PREFERENCE = ("SASRec", "SASRec (tuned)", "SASRec (BCE)")
 IMPROV_METRIC = "ndcg@10"
 
@@ -62,16 +71,25 @@ class Record:
     params: int | None
     wall_s: float | None
     tuned_params: dict = field(default_factory=dict)
+    protocol: str = "full"  # full: the whole split, full ranking; candidates: stored candidates, a user sample
+    users: int | None = None
+
+
+# A-LLMRec's training stages: their metrics rank only the stored candidates (the LLM scores no other item)
+# although written as full ranking; its `<name>-eval` folder holds the real evaluation.
+TRAINING_ONLY_SUFFIXES = ("-stage1", "-stage2")
 
 
 def metric_files(root: Path) -> list[Path]:
     found = []
     for directory, subdirs, files in os.walk(root):  # does not follow symlinks
+        if directory.endswith(TRAINING_ONLY_SUFFIXES):
+            continue
         parts = Path(directory).relative_to(root).parts
         subdirs[:] = [d for d in subdirs if d not in ("train", "tune", "seeds-tune", "data", "embeddings")
                       and not (d == "trials" and "sweeps" in parts)]
-        if "metrics_test.json" in files:
-            found.append(Path(directory) / "metrics_test.json")
+        found += [Path(directory) / f for f in files
+                  if f == "metrics_test.json" or (f.startswith("metrics_test_") and f.endswith(".json"))]
     return sorted(found)
 
 
@@ -81,6 +99,25 @@ def candidate_protocol(metrics: dict) -> tuple[str | None, int | None]:
         return None, None
     chosen = next((s for s in sampled if s[0] == 19), sampled[0])
     return chosen[1], chosen[0] + 1
+
+
+def candidate_values(metrics: dict) -> tuple[dict[str, float], int | None, int | None]:
+    """A candidate-only record: ranking metrics over the stored candidates, generation Hit@1, their buckets."""
+    values: dict[str, float] = {}
+    protocol, count = candidate_protocol(metrics)
+    sampled = metrics.get(protocol, {}) if protocol else {}
+    for key in ("hr@1", "hr@5", "ndcg@5", "ndcg@10"):
+        if key in sampled:
+            values["cand_hit@1" if key == "hr@1" else f"cand_{key}"] = sampled[key]
+    warm_cold = metrics.get("buckets", {}).get("warm_cold", {})
+    for bucket in ("warm", "cold"):
+        if "ndcg@5" in warm_cold.get(bucket, {}):
+            values[f"{bucket}_cand_ndcg@5"] = warm_cold[bucket]["ndcg@5"]
+    generation = metrics.get("generation", {})
+    for name, key in (("all", "gen_hit@1"), ("warm", "warm_gen_hit@1"), ("cold", "cold_gen_hit@1")):
+        if generation.get(name, {}).get("hit@1") is not None:
+            values[key] = generation[name]["hit@1"]
+    return values, count, sampled.get("n")
 
 
 def record_values(metrics: dict) -> tuple[dict[str, float], int | None]:
@@ -118,20 +155,39 @@ def read_record(path: Path) -> Record:
     stage_dir = path.parent
     model = record.get("model") or stage_dir.name
     label, tuned = display_name(model), {}
+    metrics = record.get("metrics", {})
+    protocol, users = "full", None
+    if "full" in metrics:
+        values, count = record_values(metrics)
+    else:
+        protocol = "candidates"
+        values, count, users = candidate_values(metrics)
+        base, _, variant = model.partition("[")
+        variant = variant.rstrip("]")
+        if path.stem.endswith("_backbone"):
+            label = f"{display_name(model)} (same users)"
+        elif variant:
+            label = display_name(base) + VARIANTS.get(variant, f" [{variant}]")
     sweep = sweep_of(path)
     if sweep:
         name, sweep_dir = sweep
-        label = f"{label} (tuned)" if name in (model, stage_dir.name) else f"{label} (tuned: {name})"
+        method = model.partition("[")[0]
+        label = (f"{label} (tuned)" if name in (method, stage_dir.name) or stage_dir.name.startswith(f"{name}-")
+                 else f"{label} (tuned: {name})")
         best = sweep_dir / "best.json"
         if best.exists():
             tuned = json.loads(best.read_text()).get("best_params", {})
-    values, count = record_values(record.get("metrics", {}))
     done = stage_dir / "DONE.json"
-    wall = json.loads(done.read_text()).get("fit_wall_s") if done.exists() else None
+    wall = None
+    if done.exists():
+        try:
+            wall = json.loads(done.read_text()).get("fit_wall_s")
+        except json.JSONDecodeError:
+            wall = None
     return Record(label=label, model=model, dataset=str(record.get("dataset") or "?"),
                   fingerprint=str(record.get("data_fingerprint") or "?"), stage_dir=stage_dir, values=values,
                   candidates=count, config=record.get("config") or {}, params=record.get("trainable_params"),
-                  wall_s=wall, tuned_params=tuned)
+                  wall_s=wall, tuned_params=tuned, protocol=protocol, users=users)
 
 
 def collect_records(run_dirs: list[str | Path]) -> list[Record]:
@@ -157,11 +213,12 @@ def choose_baseline(labels: list[str], baseline: str | None) -> str | None:
 def leaderboard_frame(records: list[Record], baseline: str | None = None) -> pd.DataFrame:
     """One row per (dataset, label): n, mean and std of every metric, improvement over the baseline row."""
     rows = []
-    groups: dict[tuple[str, str], list[Record]] = {}
+    groups: dict[tuple, list[Record]] = {}
     for record in records:
-        groups.setdefault((record.fingerprint, record.label), []).append(record)
-    for (fingerprint, label), group in groups.items():
-        row: dict = {"dataset": group[0].dataset, "data_fingerprint": fingerprint, "method": label,
+        groups.setdefault((record.fingerprint, record.protocol, record.users, record.label), []).append(record)
+    for (fingerprint, protocol, users, label), group in groups.items():
+        row: dict = {"dataset": group[0].dataset, "data_fingerprint": fingerprint, "protocol": protocol,
+                     "users": users, "table": f"{fingerprint}|{protocol}|{users}", "method": label,
                      "model": group[0].model, "n": len(group), "candidates": group[0].candidates}
         for metric in METRICS:
             values = [r.values[metric] for r in group if metric in r.values]
@@ -176,8 +233,9 @@ def leaderboard_frame(records: list[Record], baseline: str | None = None) -> pd.
         rows.append(row)
     frame = pd.DataFrame(rows)
     improv = []
-    for fingerprint, part in frame.groupby("data_fingerprint", sort=False):
-        reference = choose_baseline(part["method"].tolist(), baseline)
+    for _, part in frame.groupby("table", sort=False):
+        labels = part["method"].tolist()
+        reference = choose_baseline(labels, baseline) or next((m for m in labels if m.endswith("(same users)")), None)
         for index, row in part.iterrows():
             entry = {"index": index, "baseline": reference or ""}
             for metric in METRICS:
@@ -187,7 +245,9 @@ def leaderboard_frame(records: list[Record], baseline: str | None = None) -> pd.
     frame = frame.join(pd.DataFrame(improv).set_index("index"))
     order = {label: i for i, label in enumerate(["SASRec", "GRU4Rec", "SASRec (BCE)"])}
     frame["_order"] = frame["method"].map(lambda m: (order.get(m.split(" (tuned")[0], 9), m))
-    return frame.sort_values(["dataset", "_order"]).drop(columns="_order").reset_index(drop=True)
+    frame["_protocol"] = frame["protocol"] != "full"
+    return frame.sort_values(["dataset", "_protocol", "_order"]).drop(columns=["_order", "_protocol"]) \
+        .reset_index(drop=True)
 
 
 def fmt(mean: float, std: float) -> str:
@@ -203,10 +263,47 @@ def relative(path: str) -> str:
         return path
 
 
+def config_cell(row) -> str:
+    if row["tuned_params"]:
+        return ", ".join(f"{k}={v}" for k, v in json.loads(row["tuned_params"]).items())
+    return f"`{relative(row['runs'].split(';')[0])}`"
+
+
+def improv_cell(row, metric: str) -> str:
+    improv = row[f"improv_{metric}"]
+    return "–" if math.isnan(improv) or row["method"] == row["baseline"] else f"{improv:+.1f}%"
+
+
+def candidate_table(part: pd.DataFrame) -> str:
+    """Methods evaluated on the stored candidates for a user sample (A-LLMRec), beside the backbone on those users."""
+    cand = f"{int(part['candidates'].dropna().iloc[0])} cand." if part["candidates"].notna().any() else "cand."
+    users = part["users"].dropna()
+    reference = part["baseline"].iloc[0] or "—"
+    heads = {"gen_hit@1": "Hit@1 (generated)", "cand_hit@1": f"Hit@1 ({cand})", "cand_hr@5": f"HR@5 ({cand})",
+             "cand_ndcg@5": f"NDCG@5 ({cand})", "cand_ndcg@10": f"NDCG@10 ({cand})",
+             "warm_gen_hit@1": "Hit@1 gen. warm", "cold_gen_hit@1": "Hit@1 gen. cold",
+             "warm_cand_ndcg@5": "NDCG@5 warm", "cold_cand_ndcg@5": "NDCG@5 cold"}
+    columns = ["Method", "n", *heads.values(), f"Improv. NDCG@5 vs {reference}", "params", "config"]
+    title = (f"### {part['dataset'].iloc[0]} (test split, candidate protocol: "
+             f"{int(users.iloc[0]) if len(users) else '?'} users)")
+    lines = [title, "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for _, row in part.iterrows():
+        cells = [row["method"], str(row["n"]), *[fmt(row[m], row[f"{m}_std"]) for m in heads],
+                 improv_cell(row, "cand_ndcg@5"),
+                 "–" if row["trainable_params"] is None or pd.isna(row["trainable_params"])
+                 else f"{int(row['trainable_params']):,}", config_cell(row)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def markdown_table(frame: pd.DataFrame) -> str:
-    """One Markdown table per dataset."""
+    """One Markdown table per dataset (and per candidate-protocol user sample)."""
     out = []
-    for dataset, part in frame.groupby("dataset", sort=False):
+    for _, part in frame.groupby("table", sort=False):
+        if part["protocol"].iloc[0] != "full":
+            out.append(candidate_table(part))
+            continue
+        dataset = part["dataset"].iloc[0]
         candidates = part["candidates"].dropna()
         cand = f"{int(candidates.iloc[0])} cand." if len(candidates) else "cand."
         reference = part["baseline"].iloc[0] or "—"
@@ -218,16 +315,11 @@ def markdown_table(frame: pd.DataFrame) -> str:
         for _, row in part.iterrows():
             metrics = FULL_METRICS + CANDIDATE_METRICS + ["warm_ndcg@10", "median_ndcg@10", "cold_ndcg@10"]
             cells = [row["method"], str(row["n"]), *[fmt(row[m], row[f"{m}_std"]) for m in metrics]]
-            improv = row[f"improv_{IMPROV_METRIC}"]
-            cells.append("–" if math.isnan(improv) or row["method"] == row["baseline"] else f"{improv:+.1f}%")
+            cells.append(improv_cell(row, IMPROV_METRIC))
             cells.append("–" if math.isnan(row["wall_s"]) else f"{row['wall_s']:.0f}")
             cells.append("–" if row["trainable_params"] is None or pd.isna(row["trainable_params"])
                          else f"{int(row['trainable_params']):,}")
-            if row["tuned_params"]:
-                config = ", ".join(f"{k}={v}" for k, v in json.loads(row["tuned_params"]).items())
-            else:
-                config = f"`{relative(row['runs'].split(';')[0])}`"
-            cells.append(config)
+            cells.append(config_cell(row))
             lines.append("| " + " | ".join(cells) + " |")
         out.append("\n".join(lines))
     notes = ("mean ± sample std over n runs (seeds); full ranking over all items unless marked (cand) = "
@@ -261,8 +353,10 @@ def build_leaderboard(run_dirs: list[str | Path], out_dir: str | Path | None = N
     if plots:
         from raylrec.leaderboard.plots import plot_metric_bars, plot_sweep, plot_warm_cold
 
-        result["plots"].append(plot_metric_bars(frame, out / "metrics.png"))
-        result["plots"].append(plot_warm_cold(frame, out / "warm_cold.png"))
+        full = frame[frame["protocol"] == "full"]
+        if not full.empty:
+            result["plots"].append(plot_metric_bars(full, out / "metrics.png"))
+            result["plots"].append(plot_warm_cold(full, out / "warm_cold.png"))
         for sweep in sweep_dirs(run_dirs):
             png = plot_sweep(sweep, out / f"sweep_{sweep.name}.png")
             if png:

@@ -21,8 +21,8 @@ PARAM_LABELS = {
     "align.loss.bandwidth_exponents": "MMD bandwidth exponents",
     "stage1.alpha": "α (item reconstruction)",
     "stage1.beta": "β (text reconstruction)",
-    "adapter.mmd_weight": "λ (MMD weight)",
-    "adapter.mmd_bandwidth": "ρ (MMD bandwidth)",
+    "mmd.weight": "λ (MMD weight)",
+    "mmd.rho": "ρ (MMD bandwidth)",
     "adapter.prompt_length": "L' (prompt length)",
     "train.lr": "learning rate",
     "model.dropout": "dropout",
@@ -76,6 +76,8 @@ def plot_warm_cold(frame: pd.DataFrame, path: Path, metric: str = "ndcg@10") -> 
 def _value(raw):
     if isinstance(raw, str) and raw[:1] in "[{":
         return json.dumps(json.loads(raw))
+    if raw is None or (isinstance(raw, float) and math.isnan(raw)):
+        return "None"  # a null in the space, e.g. IDLE's ρ = median heuristic
     return raw
 
 
@@ -88,7 +90,7 @@ def sensitivity(rows: pd.DataFrame, param: str, metric: str, mode: str) -> pd.Da
     held = rows
     for column in others:
         held = held[held[column].map(_value) == _value(best[column])]
-    source = held if held[f"param:{param}"].nunique() >= 2 else rows
+    source = held if held[f"param:{param}"].map(_value).nunique() >= 2 else rows
     grouped = source.groupby(source[f"param:{param}"].map(_value))[metric]
     return (grouped.max() if mode == "max" else grouped.min()).reset_index()
 
@@ -114,9 +116,9 @@ def plot_sweep(sweep_dir: Path, path: Path) -> Path | None:
     for ax, param in zip(axes[0], params):
         curve = sensitivity(rows, param, metric, mode)
         xs = curve[f"param:{param}"]
-        numeric = pd.api.types.is_numeric_dtype(xs)
+        numeric = all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) for v in xs)
         if numeric:
-            curve = curve.sort_values(f"param:{param}")
+            curve = curve.astype({f"param:{param}": float}).sort_values(f"param:{param}")
             ax.plot(curve[f"param:{param}"], curve[metric], marker="o")
             if param.endswith("lr") and (curve[f"param:{param}"] > 0).all():
                 ax.set_xscale("log")

@@ -32,4 +32,14 @@ def train_idle(source: str | None, overrides: dict, cache_root: Path | None = No
     return run_idle(config, cache_root, force)
 
 
-METHODS: dict[str, MethodRunner] = {"pad": train_pad, "idle": train_idle}
+def train_allmrec(source: str | None, overrides: dict, cache_root: Path | None = None, force: bool = False) -> dict:
+    from raylrec.config import load_config
+    from raylrec.methods.allmrec.config import ALLMRecConfig
+    from raylrec.methods.allmrec.pipeline import run_allmrec
+
+    config = load_config(ALLMRecConfig, source or "allmrec", overrides)
+    print(f"# method allmrec\n{config.to_yaml()}", flush=True)
+    return run_allmrec(config, cache_root, force)
+
+
+METHODS: dict[str, MethodRunner] = {"pad": train_pad, "idle": train_idle, "allmrec": train_allmrec}

@@ -33,13 +33,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from raylrec.config import deep_merge, set_dotted
 from raylrec.errors import RaylrecError
 from raylrec.paths import RunLayout
 from raylrec.ray_utils import ensure_ray
 from raylrec.train.stage_context import StageContext, stage_context
-from raylrec.tune.space import SweepSpec, flatten, nested, param_space
+from raylrec.tune.space import SweepSpec, flatten, grid_size, nested, param_space
 from raylrec.tune.targets import TuneTarget, get_target
 
 log = logging.getLogger(__name__)
@@ -222,11 +223,20 @@ def short_error(error: BaseException | None) -> str:
 
 
 def tune_statuses(grid) -> dict[str, str]:
-    """Tune's own status of each trial (TERMINATED, ERROR, RUNNING/PENDING/PAUSED when interrupted)."""
+    """Each trial's status in the experiment state Tune saved last (TERMINATED, ERROR; RUNNING, PENDING or
+    PAUSED when the sweep was interrupted). The in-memory trials of an interrupted run read TERMINATED,
+    because Tune stops them after saving, so the saved state is read back."""
+    from ray.tune import ExperimentAnalysis
+
     try:
-        return {trial.trial_id: trial.status for trial in grid._experiment_analysis.trials}
-    except AttributeError:  # a Ray without that attribute: judge by the results alone
+        return {trial.trial_id: trial.status for trial in ExperimentAnalysis(grid.experiment_path).trials}
+    except Exception as err:  # unreadable state: judge by the results alone
+        log.warning("could not read the saved trial states of %s: %s", grid.experiment_path, err)
         return {}
+
+
+def expected_trials(spec: SweepSpec, search: str) -> int:
+    return grid_size(spec) * spec.num_samples if search == "grid" else spec.num_samples
 
 
 def trial_rows(grid, spec: SweepSpec) -> pd.DataFrame:
@@ -268,6 +278,8 @@ def params_of(row: pd.Series) -> dict:
                 value = json.loads(value)
             elif isinstance(value, (np.integer, np.floating, np.bool_)):
                 value = value.item()
+            if isinstance(value, float) and math.isnan(value):  # a null in the space (e.g. ρ = median heuristic)
+                value = None
             flat[column.removeprefix("param:")] = value
     return flat
 
@@ -282,15 +294,17 @@ def mean_std(values: list[dict]) -> tuple[dict, dict]:
 SEARCH_FIELDS = ("method", "preset", "metric", "mode", "search", "num_samples", "scheduler", "fixed", "space")
 
 
-def check_spec_unchanged(paths: SweepPaths, spec: SweepSpec) -> None:
-    """A resumed sweep must search the same space (seeds and concurrency may change)."""
+def spec_record(spec: SweepSpec, dataset: str | None) -> str:
+    return spec.to_yaml() + yaml.safe_dump({"dataset": dataset})
+
+
+def check_spec_unchanged(paths: SweepPaths, spec: SweepSpec, dataset: str | None) -> None:
+    """A resumed sweep must search the same space on the same data (seeds and concurrency may change)."""
     if not paths.spec_file.exists():
         return
-    import yaml
-
     saved = yaml.safe_load(paths.spec_file.read_text()) or {}
-    current = spec.model_dump(mode="json")
-    if any(saved.get(key) != current.get(key) for key in SEARCH_FIELDS):
+    current = {**spec.model_dump(mode="json"), "dataset": dataset}
+    if any(saved.get(key) != current.get(key) for key in (*SEARCH_FIELDS, "dataset")):
         raise RaylrecError(f"{paths.root} holds a sweep with another search space ({paths.spec_file}); "
                            "give another --name or --run-dir, or delete that folder")
 
@@ -322,9 +336,10 @@ def run_sweep(spec: SweepSpec, run_dir: str = "runs/default", *, name: str | Non
     shared_config = target.load(spec.preset, {**base, "run_dir": str(run_root)})
     validate_space(target, spec, {**base, "run_dir": str(run_root)})
     paths = SweepPaths(run_root / "sweeps" / (name or spec.method))
-    check_spec_unchanged(paths, spec)
+    dataset = shared_config.data.dataset if hasattr(shared_config, "data") else dataset
+    check_spec_unchanged(paths, spec, dataset)
     paths.root.mkdir(parents=True, exist_ok=True)
-    paths.spec_file.write_text(spec.to_yaml())
+    paths.spec_file.write_text(spec_record(spec, dataset))
 
     ensure_ray()
     print(f"[sweep {paths.root.name}] shared artifacts (data, prerequisites) in {run_root}", flush=True)
@@ -342,7 +357,8 @@ def run_sweep(spec: SweepSpec, run_dir: str = "runs/default", *, name: str | Non
                      spec.num_samples, concurrency, scheduler=True, retry_failed=retry_failed)
     rows = trial_rows(grid, spec)
     rows.to_csv(paths.results_csv, index=False)
-    unfinished = int((rows["status"] == "INTERRUPTED").sum())
+    # Trials are generated lazily (as concurrency allows), so an interrupted sweep may also lack some.
+    unfinished = int((rows["status"] == "INTERRUPTED").sum()) + max(0, expected_trials(spec, spec.search) - len(rows))
     if unfinished:
         raise SweepInterrupted(f"sweep {paths.root} interrupted with {unfinished} unfinished trial(s); "
                                "rerun the same command to resume it")
@@ -378,7 +394,7 @@ def run_sweep(spec: SweepSpec, run_dir: str = "runs/default", *, name: str | Non
             tests.append(test)
             summary["seeds"].append({"seed": seed, "dir": str(stage_dir), "valid": valid, "test": test})
         seed_rows = trial_rows(seed_grid, spec)
-        if (seed_rows["status"] == "INTERRUPTED").any():
+        if (seed_rows["status"] == "INTERRUPTED").any() or len(seed_rows) < len(seed_values):
             raise SweepInterrupted(f"the seed re-runs of {paths.root} were interrupted; rerun the same command")
         if seed_grid.num_errors:
             log.warning("%d seed re-run(s) failed", seed_grid.num_errors)

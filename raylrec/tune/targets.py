@@ -7,8 +7,9 @@ every trial may share instead of recomputing (the prepared data; for PAD also th
 the item text embeddings, which the space must then leave alone).
 
 Adding a method that `raylrec train --method` runs (raylrec/methods/__init__.py) is one line in TARGETS:
-    "idle": TuneTarget("idle", "raylrec.methods.idle.config:IdleConfig", "idle"),
-By default a trial runs `METHODS[name]` and the selected stage is the config's `name`.
+    "newmethod": TuneTarget("newmethod", "raylrec.methods.newmethod.config:NewConfig", "newmethod"),
+By default a trial runs `METHODS[name]`, shares only the prepared data, and selects the stage named by the
+config's `name`; give `prerequisites` to share more (a frozen backbone, text embeddings).
 """
 
 from __future__ import annotations
@@ -111,6 +112,32 @@ def pad_prerequisites(config: Any, cache_root: Path | None) -> list[str]:
     return ["data", f"models/{pretrain.stage_name}", "embeddings"]
 
 
+def backbone_prerequisites(spec_field: str):
+    """(config, cache_root) → prepare the data and train the frozen ID backbone the method reads, once."""
+    def prepare(config: Any, cache_root: Path | None) -> list[str]:
+        from raylrec.pipeline import ensure_prepared, resolve_stage
+        from raylrec.train.stage import run_training_stage
+
+        data_dir = ensure_prepared(config.data, config.run_dir, cache_root)
+        backbone = resolve_stage(getattr(config, spec_field), config.run_dir, config.data, config.eval)
+        run_training_stage(backbone, data_dir)
+        return ["data", f"models/{backbone.stage_name}"]
+
+    return prepare
+
+
+def idle_prerequisites(config: Any, cache_root: Path | None) -> list[str]:
+    return backbone_prerequisites("id_model")(config, cache_root)
+
+
+def allmrec_prerequisites(config: Any, cache_root: Path | None) -> list[str]:
+    return backbone_prerequisites("backbone")(config, cache_root)
+
+
+def allmrec_stage2(config: Any) -> str:
+    return config.stage2_name
+
+
 def id_target(name: str) -> TuneTarget:
     return TuneTarget(name, "raylrec.train.config:StageConfig", name, final_stage=id_stage_name,
                       runner=run_id_stage)
@@ -122,8 +149,14 @@ TARGETS: dict[str, TuneTarget] = {
     "pad": TuneTarget("pad", "raylrec.methods.pad.config:PadConfig", "pad", prerequisites=pad_prerequisites,
                       runner="raylrec.methods.pad.pipeline:run_pad",
                       frozen_prefixes=("data.", "eval.", "run_dir", "pretrain.", "text.", "baselines")),
-    # "allmrec": TuneTarget("allmrec", "raylrec.methods.allmrec.config:AllmrecConfig", "allmrec"),
-    # "idle": TuneTarget("idle", "raylrec.methods.idle.config:IdleConfig", "idle"),
+    "idle": TuneTarget("idle", "raylrec.methods.idle.config:IdleConfig", "idle", prerequisites=idle_prerequisites,
+                       runner="raylrec.methods.idle.pipeline:run_idle",
+                       frozen_prefixes=("data.", "eval.", "run_dir", "id_model.")),
+    # Selected on stage 2 (its per-epoch validation ranks the stored candidates by LLM likelihood).
+    "allmrec": TuneTarget("allmrec", "raylrec.methods.allmrec.config:ALLMRecConfig", "allmrec",
+                          final_stage=allmrec_stage2, prerequisites=allmrec_prerequisites,
+                          runner="raylrec.methods.allmrec.pipeline:run_allmrec",
+                          frozen_prefixes=("data.", "eval.", "run_dir", "backbone.")),
 }
 
 

@@ -52,8 +52,10 @@ class IdleAdapter(nn.Module):
         projected = torch.einsum("nhd,bd->nbh", self.user_weight, user) + self.user_bias.unsqueeze(1)
         return projected.unsqueeze(2).expand(-1, -1, self.config.prompt_length, -1)
 
-    def forward(self, user: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(B, d) user vectors → D (num_layers, B, L', d') and the gate (num_layers, B, L') or None."""
+    def forward(self, user: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(B, d) user vectors → D (num_layers, B, L', d'), the gate (num_layers, B, L') or None, and for the
+        P-tuning-v2 injection the key/value vectors (num_layers, B, L', 2·kv_dim), else None. Everything that reads
+        the adapter's parameters runs inside this forward (DeepSpeed ZeRO-3 gathers them around it)."""
         projected = self.project(user)
         gate = None
         if self.config.refinement:
@@ -63,7 +65,7 @@ class IdleAdapter(nn.Module):
         if not self.config.layerwise:
             refined = refined.expand(self.num_layers, -1, -1, -1)
             gate = gate.expand(self.num_layers, -1, -1) if gate is not None else None
-        return refined, gate
+        return refined, gate, self.key_values(refined) if hasattr(self, "kv_weight") else None
 
     def key_values(self, refined: torch.Tensor) -> torch.Tensor:
         """P-tuning-v2 mapping: D (num_layers, B, L', d') → (num_layers, B, L', 2·kv_dim)."""

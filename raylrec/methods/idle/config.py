@@ -78,3 +78,7 @@ class IdleConfig(StrictModel):
     subsequences_per_user: int | None = Field(None, ge=1)
     head_bias: bool = False  # eq. 14 has none
     train: IdleTrainConfig = IdleTrainConfig()
+    # DeepSpeed for decoder backbones (the issue: decoders train under DeepSpeed ZeRO 2/3 from a config file): a
+    # shipped config (zero2, zero3), a JSON/YAML file or a mapping, used when `train.deepspeed` is not set.
+    # Only the adapter and head are in the engine (the frozen LLM is outside the module). None = plain DDP.
+    decoder_deepspeed: str | dict | None = "zero2"

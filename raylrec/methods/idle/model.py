@@ -50,15 +50,15 @@ class IdleModel(nn.Module):
         """u of eq. 2: the frozen ID model's representation of each (B, max_len) item window."""
         return self.id_model.user_vector(windows)
 
-    def prefix(self, refined: torch.Tensor) -> Prefix:
-        if self.config.injection == "ptuning_v2":
-            return self.backbone.prefix_from_key_values(self.adapter.key_values(refined))
+    def prefix(self, refined: torch.Tensor, key_values: torch.Tensor | None) -> Prefix:
+        if key_values is not None:  # P-tuning-v2 style
+            return self.backbone.prefix_from_key_values(key_values)
         return self.backbone.prefix_from_states(refined)
 
     def forward(self, windows: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor):
         """→ item logits (B, num_items + 1) and D (num_layers, B, L', d') for the alignment loss."""
-        refined, _ = self.adapter(self.user_vectors(windows))
-        output = self.backbone(input_ids, attention_mask, self.prefix(refined))
+        refined, _, key_values = self.adapter(self.user_vectors(windows))
+        output = self.backbone(input_ids, attention_mask, self.prefix(refined, key_values))
         return self.head(self.backbone.pool(output.last_hidden_state, attention_mask)), refined
 
     @torch.no_grad()

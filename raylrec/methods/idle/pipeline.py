@@ -22,8 +22,16 @@ def idle_job(config: IdleConfig, data_dir: Path, cache_root: Path | None = None)
     # Resolve (and for GGUF decoders convert, once) in the driver, so workers only read a local folder.
     resolved = resolve_model(config.backbone, cache_root)
     recipe = IdleRecipe(config, stage_dir(id_stage), resolved.path, resolved.family)
-    return StageJob(recipe=recipe, train=config.train, eval=config.eval, data_dir=Path(data_dir),
+    return StageJob(recipe=recipe, train=train_settings(config, resolved.family), eval=config.eval,
+                    data_dir=Path(data_dir),
                     out=RunLayout(config.run_dir).model_dir(config.name), config_yaml=config.to_yaml())
+
+
+def train_settings(config: IdleConfig, family: str):
+    """The stage's training settings: decoder backbones train under DeepSpeed unless told otherwise."""
+    if family == "decoder" and config.train.deepspeed is None and config.decoder_deepspeed is not None:
+        return config.train.model_copy(update={"deepspeed": config.decoder_deepspeed})
+    return config.train
 
 
 def run_idle(config: IdleConfig, cache_root: Path | None = None, force: bool = False) -> dict[str, dict]:

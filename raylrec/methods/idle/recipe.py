@@ -151,7 +151,7 @@ class IdleRecipe(Recipe):
         if core.config.refinement:
             users = np.arange(min(256, data.num_users))
             windows = torch.from_numpy(left_pad_tails(data.history("test"), users, self.max_len()))
-            _, gate = core.adapter(core.user_vectors(windows))
+            _, gate, _ = core.adapter(core.user_vectors(windows))
             facts["mean_gate_per_layer"] = [round(v, 4) for v in gate.mean(dim=(1, 2)).tolist()]
         (out / "idle_config.json").write_text(json.dumps({**facts, "config": self.config.model_dump(mode="json")},
                                                          indent=2))

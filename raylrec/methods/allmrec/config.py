@@ -1,0 +1,169 @@
+"""Typed configuration of A-LLMRec (Kim et al., KDD'24): stage 1 (collaborative ↔ text alignment), stage 2
+(joint embeddings → a frozen LLM's token space), and inference (generation Hit@1, likelihood ranking)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from raylrec.config import StrictModel
+from raylrec.data.prepare import DataConfig
+from raylrec.eval.evaluator import EvalConfig
+from raylrec.pipeline import StageSpec
+from raylrec.train.config import TrainConfig
+
+USER_SLOT = "[UserRep]"
+ITEM_SLOT = "[ItemEmb]"
+
+
+class TextTowerConfig(StrictModel):
+    """The SBERT-family encoder of item texts, fine-tuned in stage 1 (Q_i = SBERT(text_i))."""
+
+    model: str = "minilm"  # packaged short name, local folder or sentence-transformers / HF id
+    template: str | None = None  # None: the dataset's default (MovieLens "{title}; {genres}", Amazon title+description)
+    max_length: int = Field(64, ge=4)  # tokens per item text
+    pooling: Literal["mean", "cls"] = "mean"  # sentence-transformers' all-* models use mean pooling
+    finetune: bool = True  # False: the "Freeze SBERT" ablation (Table 6)
+
+
+class Stage1Losses(StrictModel):
+    """Switches of the stage-1 loss terms (eq. 6); each off-switch is one row of the paper's Table 6."""
+
+    matching: bool = True  # eq. 2, MSE(e_i, q_i)
+    recon: bool = True  # eq. 3 + 4, item and text reconstruction (the ablation drops both together)
+    rec: bool = True  # eq. 5, BCE of x_u against the decoded positive vs. a sampled negative
+
+
+def stage1_train() -> TrainConfig:
+    # Paper §5.1 / Table 11: batch 32, 10 epochs, lr 1e-4 with Adam.
+    return TrainConfig(lr=1e-4, batch_size=32, max_epochs=10, patience=10)
+
+
+class Stage1Config(StrictModel):
+    joint_dim: int = Field(128, ge=1)  # d' (Table 11)
+    # None: encoder and decoder are one Linear each (the paper's "1-layer MLP"); an int: Linear → act → Linear with
+    # this hidden width (the public code's shape).
+    hidden_dim: int | None = None
+    alpha: float = Field(0.5, ge=0)  # item reconstruction weight
+    beta: float = Field(0.2, ge=0)  # text reconstruction weight
+    losses: Stage1Losses = Stage1Losses()
+    # last: one sample per user, its last training item (paper default); all: every item of the user's last
+    # training window (A-LLMRec_all, §5.4.2).
+    sequence_items: Literal["last", "all"] = "last"
+    text: TextTowerConfig = TextTowerConfig()
+    train: TrainConfig = Field(default_factory=stage1_train)
+
+
+class PromptConfig(StrictModel):
+    """The stage-2 prompt (Figure 3), with the domain's nouns and verbs filled in."""
+
+    template: str = ("{user_sentence}This user has {verb_past} {history} in the previous. Recommend one next {noun} "
+                     "for this user to {verb} next from the following {noun} title set, {candidates}. "
+                     "The recommendation is")
+    user_sentence: str = f"{USER_SLOT} is a user representation. "
+    item_format: str = f'"{{title}}"{ITEM_SLOT}'  # one history or candidate item: its title, then its embedding
+    item_format_no_embedding: str = '"{title}"'  # the "w/o joint embedding" ablation
+    separator: str = ", "
+    title_template: str = "{title}"  # item-table fields, e.g. "{title} ({year})"
+    answer_prefix: str = " "  # between the prompt and the target title
+    noun: str = "movie"
+    verb: str = "watch"
+    verb_past: str = "watched"
+    num_history: int = Field(10, ge=0)  # most recent history items in the prompt
+    num_negatives: int = Field(19, ge=1)  # candidates = 1 target + this many (stored for valid/test; sampled in training)
+    max_title_chars: int = Field(80, ge=8)  # longer titles are cut
+    max_prompt_tokens: int | None = Field(None, ge=16)  # oldest history items are dropped until the prompt fits
+    shuffle_seed: int = 0  # evaluation candidates are shuffled by (seed, split, user)
+
+    @model_validator(mode="after")
+    def _slots_in_place(self) -> "PromptConfig":
+        for field in ("{history}", "{candidates}", "{user_sentence}"):
+            if field not in self.template:
+                raise ValueError(f"prompt.template must contain {field}")
+        if USER_SLOT not in self.user_sentence:
+            raise ValueError(f"prompt.user_sentence must contain {USER_SLOT}")
+        if self.item_format.count(ITEM_SLOT) != 1 or ITEM_SLOT in self.item_format_no_embedding:
+            raise ValueError(f"prompt.item_format needs one {ITEM_SLOT}; item_format_no_embedding none")
+        return self
+
+
+def stage2_train() -> TrainConfig:
+    # Paper: batch 4, 5 epochs, lr 1e-4; DeepSpeed ZeRO-2 over the workers; validation on a user sample.
+    return TrainConfig(lr=1e-4, batch_size=4, max_epochs=5, patience=5, deepspeed="zero2", valid_users=64,
+                       select_metric="ndcg@5")
+
+
+class Stage2Config(StrictModel):
+    llm: str = "smollm2-135m"  # packaged short name, local folder/GGUF, or a causal-LM hub id (OPT-6.7B in the paper)
+    prompt: PromptConfig = PromptConfig()
+    user_representation: bool = True  # False: "w/o user representation" (Table 7 row 2)
+    # joint: e_i from stage 1; none: titles only ("w/o joint embedding", row 3); random: a fixed random table of the
+    # same shape and scale instead of e_i ("random joint embedding", row 4).
+    item_embeddings: Literal["joint", "none", "random"] = "joint"
+    projector_hidden: int | None = None  # F_U, F_I hidden width; None: the LLM's token width
+    # Rescale every projected vector to the mean norm of the LLM's input token embeddings (SmolLM2 ≈ 3, Gemma ≈ 26),
+    # keeping its direction learnable; False: the raw MLP output (the public code).
+    scale_match: bool = True
+    train_users: int | None = Field(None, ge=1)  # a fixed random sample of users to train on (None: all)
+    train: TrainConfig = Field(default_factory=stage2_train)
+
+
+class InferenceConfig(StrictModel):
+    """Evaluation of stage 2: greedy generation Hit@1 and log-likelihood ranking of the candidates."""
+
+    splits: list[Literal["valid", "test"]] = Field(default_factory=lambda: ["test"])
+    users: int | None = Field(None, ge=1)  # a fixed random user sample (None: every user)
+    # Also evaluate every user whose target item is cold, for the cold bucket (a random sample holds few of
+    # them); overall metrics still come from the random sample only.
+    all_cold_users: bool = False
+    # e: joint embeddings e_i for every item (default); q: the text-side q_i for every item ("A-LLMRec (SBERT)");
+    # q_cold: q_i for cold items only (§4.1.4), e_i otherwise.
+    variants: list[Literal["e", "q", "q_cold"]] = Field(default_factory=lambda: ["e", "q"])
+    generate: bool = True
+    rank: bool = True
+    max_new_tokens: int = Field(32, ge=1)
+    repetition_penalty: float = Field(1.0, ge=1.0)  # 1.0 = plain greedy (the public code uses 1.5)
+    # A generation hits when the normalised target title is a substring of the normalised output (the public
+    # code's rule); normalisation lower-cases, and with `strict_punctuation: false` also drops punctuation.
+    strict_punctuation: bool = False
+    length_normalize: bool = False  # rank by mean instead of summed token log-likelihood
+    num_workers: int = Field(2, ge=1)  # Ray tasks, each on a shard of the users
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float = Field(0.0, ge=0)  # > 0 on GPU clusters: each task runs the LLM on its GPU share
+    threads_per_worker: int = Field(1, ge=1)
+
+
+class ALLMRecConfig(StrictModel):
+    """Everything `raylrec train --method allmrec` runs: backbone → stage 1 → stage 2 → inference."""
+
+    run_dir: str = "runs/allmrec"
+    name: str = "allmrec"  # stage folders <name>-stage1, <name>-stage2, <name>-eval under models/
+    data: DataConfig = DataConfig()
+    eval: EvalConfig = EvalConfig(num_negatives=[19], ks=[1, 5, 10])
+    backbone: StageSpec = StageSpec(name="sasrec-bce", preset="sasrec-bce")
+    stage1: Stage1Config = Stage1Config()
+    stage2: Stage2Config = Stage2Config()
+    inference: InferenceConfig = InferenceConfig()
+    stages: list[Literal["stage1", "stage2", "inference"]] = Field(
+        default_factory=lambda: ["stage1", "stage2", "inference"])  # what `raylrec train --method allmrec` runs
+
+    @model_validator(mode="after")
+    def _candidates_are_stored(self) -> "ALLMRecConfig":
+        n = self.stage2.prompt.num_negatives
+        if n not in self.data.negatives or n not in self.eval.num_negatives:
+            raise ValueError(f"stage2.prompt.num_negatives={n} must be among data.negatives {self.data.negatives} "
+                             f"and eval.num_negatives {self.eval.num_negatives} (the stored candidates)")
+        return self
+
+    @property
+    def stage1_name(self) -> str:
+        return f"{self.name}-stage1"
+
+    @property
+    def stage2_name(self) -> str:
+        return f"{self.name}-stage2"
+
+    @property
+    def eval_name(self) -> str:
+        return f"{self.name}-eval"

@@ -1,0 +1,285 @@
+"""A-LLMRec inference and evaluation, run as Ray tasks over shards of the evaluated users.
+
+For each user the Figure-3 prompt (history + the split's 20 stored candidates, shuffled by a fixed seed) is run
+through the frozen LLM once; its key/value cache then serves both
+  - generation: greedy decoding (optionally with a repetition penalty) until EOS or `max_new_tokens`. Hit@1 =
+    the normalised target title is a substring of the normalised output (lower-cased, whitespace collapsed, and
+    punctuation dropped unless `strict_punctuation`) — the public code's lower-cased substring rule;
+  - ranking (beyond the paper): each candidate's log-likelihood as the answer (title tokens + EOS, summed, or
+    averaged with `length_normalize`), scored for all 20 candidates in one batch over the shared prompt cache.
+The ranking goes through the shared Evaluator as a candidate-only score function (−inf off the candidates), so
+HR@K/NDCG@K and the warm/median/cold buckets are computed exactly as for every other model. The ID backbone is
+scored on the same users and candidates for the comparison.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import re
+import string
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import ray
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from raylrec.data.prepared import PreparedData
+from raylrec.eval.buckets import WARM_COLD_ORDER, warm_cold_labels
+from raylrec.eval.evaluator import EvalConfig, Evaluator, write_metrics
+from raylrec.methods.allmrec.config import InferenceConfig
+from raylrec.methods.allmrec.prompt import PromptExample
+from raylrec.methods.allmrec.stage2 import Stage2Model, Stage2Recipe
+from raylrec.train.id_model import load_stage_model, sequence_scorer
+from raylrec.train.loop import load_model_state
+
+log = logging.getLogger(__name__)
+PUNCTUATION = re.compile("[" + re.escape(string.punctuation) + "]")
+
+
+def normalize_title(text: str, strict_punctuation: bool = False) -> str:
+    text = text.lower()
+    if not strict_punctuation:
+        text = PUNCTUATION.sub(" ", text)
+    return " ".join(text.split())
+
+
+def is_hit(generated: str, target_title: str, strict_punctuation: bool = False) -> bool:
+    target = normalize_title(target_title, strict_punctuation)
+    return bool(target) and target in normalize_title(generated, strict_punctuation)
+
+
+@torch.no_grad()
+def prompt_pass(core: Stage2Model, inputs: dict):
+    """Run one prompt (batch of 1) through the LLM: (key/value cache, next-token logits, prompt length)."""
+    from raylrec.methods.allmrec.prompt import PromptBatch
+
+    batch = PromptBatch(inputs["input_ids"], inputs["attention_mask"], inputs["labels"], inputs["user_mask"],
+                        inputs["item_mask"], inputs["slot_items"], inputs["prompt_lengths"])
+    embeds = core.input_embeddings(batch, inputs["user_vectors"], inputs["item_vectors"])
+    out = core.llm(inputs_embeds=embeds, attention_mask=inputs["attention_mask"], use_cache=True)
+    return out.past_key_values, out.logits[0, -1].float(), embeds.shape[1]
+
+
+@torch.no_grad()
+def answers_loglik(core: Stage2Model, cache, last_logits: torch.Tensor, prompt_length: int,
+                   answers: list[list[int]], length_normalize: bool = False) -> torch.Tensor:
+    """(C,) log-likelihood of each answer continuing the cached prompt; the cache is expanded in place."""
+    device = last_logits.device
+    count, width = len(answers), max(len(a) for a in answers)
+    tokens = torch.zeros((count, width), dtype=torch.long, device=device)
+    mask = torch.zeros((count, width), dtype=torch.bool, device=device)
+    for row, answer in enumerate(answers):
+        tokens[row, :len(answer)] = torch.tensor(answer, device=device)
+        mask[row, :len(answer)] = True
+    logp = torch.log_softmax(last_logits, -1)[tokens[:, 0]].unsqueeze(1)  # first answer token: from the prompt
+    if width > 1:
+        cache.batch_repeat_interleave(count)
+        attention = torch.cat([torch.ones((count, prompt_length), dtype=torch.long, device=device),
+                               mask[:, :-1].long()], dim=1)
+        positions = torch.arange(prompt_length, prompt_length + width - 1, device=device).expand(count, -1)
+        out = core.llm(inputs_embeds=core.llm.get_input_embeddings()(tokens[:, :-1]), attention_mask=attention,
+                       position_ids=positions, past_key_values=cache, use_cache=True)
+        rest = torch.log_softmax(out.logits.float(), -1).gather(2, tokens[:, 1:].unsqueeze(-1)).squeeze(-1)
+        logp = torch.cat([logp, rest], dim=1)
+    total = (logp * mask).sum(1)
+    return total / mask.sum(1) if length_normalize else total
+
+
+@torch.no_grad()
+def greedy_decode(core: Stage2Model, cache, last_logits: torch.Tensor, prompt_length: int, eos_id: int,
+                  max_new_tokens: int, repetition_penalty: float = 1.0) -> list[int]:
+    """Greedy continuation of the cached prompt until EOS; extends the cache in place."""
+    device = last_logits.device
+    generated: list[int] = []
+    logits = last_logits
+    embedding = core.llm.get_input_embeddings()
+    for step in range(max_new_tokens):
+        if repetition_penalty != 1.0 and generated:  # as transformers' RepetitionPenaltyLogitsProcessor
+            seen = torch.tensor(sorted(set(generated)), device=device)
+            values = logits[seen]
+            logits = logits.clone()
+            logits[seen] = torch.where(values > 0, values / repetition_penalty, values * repetition_penalty)
+        token = int(logits.argmax())
+        if token == eos_id:
+            break
+        generated.append(token)
+        length = prompt_length + step + 1
+        out = core.llm(inputs_embeds=embedding(torch.tensor([[token]], device=device)),
+                       attention_mask=torch.ones((1, length), dtype=torch.long, device=device),
+                       position_ids=torch.tensor([[length - 1]], device=device), past_key_values=cache, use_cache=True)
+        logits = out.logits[0, -1].float()
+    return generated
+
+
+def candidate_scores(recipe: Stage2Recipe, core: Stage2Model, example: PromptExample, user: int, split: str,
+                     variant: str = "e", length_normalize: bool = False) -> torch.Tensor:
+    """(C,) log-likelihood of each of the example's candidates (in its shown order) as the answer."""
+    inputs = recipe.model_inputs(core, [example], np.array([user]), split, variant, with_answer=False)
+    cache, last_logits, length = prompt_pass(core, inputs)
+    answers = [recipe.context.builder.answer_tokens(c) for c in example.candidates]
+    return answers_loglik(core, cache, last_logits, length, answers, length_normalize).cpu()
+
+
+def evaluate_users(recipe: Stage2Recipe, data_dir: str, stage2_dir: str, split: str, variant: str,
+                   users: np.ndarray, config: InferenceConfig) -> dict:
+    """One shard: per user the generated text, whether it hits, and the candidates' log-likelihoods."""
+    torch.set_num_threads(config.threads_per_worker)
+    data = PreparedData(data_dir)
+    core = recipe.build(data)
+    load_model_state(core, load_file(str(Path(stage2_dir) / "model.safetensors")))
+    core.to("cuda" if config.gpus_per_worker > 0 and torch.cuda.is_available() else "cpu").eval()
+    builder = recipe.context.builder
+    rows = []
+    for user in users:
+        user = int(user)
+        example = recipe.example(split, user, with_target=False)
+        target = int(recipe.context.targets[split][user])
+        inputs = recipe.model_inputs(core, [example], np.array([user]), split, variant, with_answer=False)
+        cache, last_logits, length = prompt_pass(core, inputs)
+        row = {"user": user, "target": target, "candidates": example.candidates}
+        if config.rank:  # on a copy: scoring expands the cache to the candidates, generation extends it
+            answers = [builder.answer_tokens(c) for c in example.candidates]
+            row["loglik"] = answers_loglik(core, copy.deepcopy(cache) if config.generate else cache, last_logits,
+                                           length, answers, config.length_normalize).tolist()
+        if config.generate:
+            tokens = greedy_decode(core, cache, last_logits, length, builder.eos_id, config.max_new_tokens,
+                                   config.repetition_penalty)
+            text = builder.tokenizer.decode(tokens, skip_special_tokens=True)
+            row.update(generated=text, hit=is_hit(text, builder.titles[target], config.strict_punctuation))
+        rows.append(row)
+    return {"rows": rows}
+
+
+@ray.remote
+def _evaluate_shard(recipe, data_dir, stage2_dir, split, variant, users, config):
+    return evaluate_users(recipe, data_dir, stage2_dir, split, variant, users, config)
+
+
+def evaluation_users(data: PreparedData, split: str, config: InferenceConfig, eval_config: EvalConfig,
+                     seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(users for the overall metrics, all evaluated users): a fixed random sample (or everyone), plus every user
+    whose target is cold when `all_cold_users` (they feed the cold bucket only)."""
+    everyone = np.arange(data.num_users)
+    sample = everyone
+    if config.users is not None and config.users < data.num_users:
+        sample = np.sort(np.random.default_rng(seed).choice(everyone, config.users, replace=False))
+    evaluated = sample
+    if config.all_cold_users:
+        labels = warm_cold_labels(data.item_train_counts(), eval_config.warm_cold_fraction)
+        cold = everyone[labels[data.targets(split)] == "cold"]
+        evaluated = np.union1d(sample, cold)
+    return sample, evaluated
+
+
+def candidate_summary(evaluator: Evaluator, ranks: np.ndarray, users: np.ndarray, overall_users: np.ndarray,
+                      num_negatives: int) -> dict:
+    """Metrics over the 1 + n candidates: overall on `overall_users`, buckets on every evaluated user."""
+    position = {int(u): i for i, u in enumerate(users)}
+    overall_index = np.array([position[int(u)] for u in overall_users])
+    overall = evaluator.summarize({"full": ranks[overall_index]}, overall_users)
+    buckets = evaluator.summarize({"full": ranks}, users)["buckets"]
+    return {f"sampled_{num_negatives}": overall["full"], "buckets": buckets}
+
+
+def generation_summary(rows: list[dict], labels: np.ndarray, overall_users: set[int]) -> dict:
+    hits = {"all": [], **{name: [] for name in WARM_COLD_ORDER}}
+    for row in rows:
+        if row["user"] in overall_users:
+            hits["all"].append(row["hit"])
+        hits[labels[row["target"]]].append(row["hit"])
+    return {name: {"hit@1": float(np.mean(v)) if v else None, "n": len(v)} for name, v in hits.items()}
+
+
+def score_table(rows: list[dict], num_items: int) -> dict[int, torch.Tensor]:
+    out = {}
+    for row in rows:
+        scores = torch.full((num_items + 1,), float("-inf"))
+        scores[torch.tensor(row["candidates"])] = torch.tensor(row["loglik"])
+        out[row["user"]] = scores
+    return out
+
+
+def run_inference(recipe: Stage2Recipe, data_dir: Path, stage2_dir: Path, backbone_dir: Path, out: Path,
+                  config: InferenceConfig, eval_config: EvalConfig, seed: int, force: bool = False) -> dict:
+    """Evaluate every configured split and variant; metrics JSONs, predictions CSVs and DONE.json under `out`."""
+    done = out / "DONE.json"
+    if done.exists() and not force:
+        return json.loads(done.read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    data = PreparedData(data_dir)
+    num_negatives = recipe.config.prompt.num_negatives
+    labels = warm_cold_labels(data.item_train_counts(), eval_config.warm_cold_fraction)
+    summary: dict = {"splits": {}, "config": config.model_dump(mode="json")}
+    backbone = load_stage_model(backbone_dir)
+    for split in config.splits:
+        evaluator = Evaluator(data, split, eval_config)
+        sample, users = evaluation_users(data, split, config, eval_config, seed)
+        split_summary = {"users": int(len(sample)), "evaluated_users": int(len(users))}
+        ranks = evaluator.ranks(sequence_scorer(backbone, data, split, torch.device("cpu")), users)
+        backbone_metrics = candidate_summary(evaluator, ranks[f"sampled_{num_negatives}"], users, sample,
+                                             num_negatives)
+        write_metrics(out / f"metrics_{split}_backbone.json", model=backbone.config.name, split=split,
+                      metrics=backbone_metrics, config={"backbone": str(backbone_dir)}, data=data,
+                      extra={"users": sample.tolist(), "evaluated_users": users.tolist()})
+        split_summary["backbone"] = flat_metrics(backbone_metrics, num_negatives)
+        for variant in config.variants:
+            started = time.perf_counter()
+            shards = [users[i::config.num_workers] for i in range(config.num_workers)]
+            remote = _evaluate_shard.options(num_cpus=config.cpus_per_worker, num_gpus=config.gpus_per_worker)
+            parts = ray.get([remote.remote(recipe, str(data_dir), str(stage2_dir), split, variant, shard, config)
+                             for shard in shards if len(shard)])
+            rows = sorted((r for part in parts for r in part["rows"]), key=lambda r: r["user"])
+            seconds = time.perf_counter() - started
+            metrics: dict = {"inference_seconds": round(seconds, 1)}
+            if config.rank:
+                table = score_table(rows, data.num_items)
+                llm_ranks = evaluator.ranks(lambda batch: torch.stack([table[int(u)] for u in batch]), users)
+                metrics.update(candidate_summary(evaluator, llm_ranks["full"], users, sample, num_negatives))
+            if config.generate:
+                metrics["generation"] = generation_summary(rows, labels, set(sample.tolist()))
+            write_metrics(out / f"metrics_{split}_{variant}.json", model=f"{recipe.name}[{variant}]", split=split,
+                          metrics=metrics, config={"stage2": recipe.config_dump(), "inference":
+                                                   config.model_dump(mode="json")}, data=data,
+                          extra={"users": sample.tolist(), "evaluated_users": users.tolist()})
+            pd.DataFrame([{"user": r["user"], "target": r["target"], "target_title":
+                           recipe_title(recipe, data, r["target"]), "bucket": labels[r["target"]],
+                           "generated": r.get("generated"), "hit": r.get("hit"),
+                           "target_loglik": r["loglik"][r["candidates"].index(r["target"])] if "loglik" in r else None}
+                          for r in rows]).to_csv(out / f"predictions_{split}_{variant}.csv", index=False)
+            split_summary[variant] = flat_metrics(metrics, num_negatives)
+            log.info("A-LLMRec %s [%s]: %s", split, variant, split_summary[variant])
+        summary["splits"][split] = split_summary
+    done.write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def recipe_title(recipe: Stage2Recipe, data: PreparedData, item: int) -> str:
+    if recipe.context is None:  # the driver never built the model; titles come from the same rule
+        from raylrec.methods.allmrec.prompt import item_titles
+
+        recipe._titles = getattr(recipe, "_titles", None) or item_titles(
+            data, recipe.config.prompt.title_template, recipe.config.prompt.max_title_chars)
+        return recipe._titles[item]
+    return recipe.context.builder.titles[item]
+
+
+def flat_metrics(metrics: dict, num_negatives: int) -> dict:
+    """The headline numbers: Hit@1 of generation and HR/NDCG over the candidates, overall and warm/cold."""
+    flat: dict = {}
+    sampled = metrics.get(f"sampled_{num_negatives}")
+    if sampled:
+        flat.update({k: v for k, v in sampled.items() if k.split("@")[0] in ("hr", "ndcg") or k == "n"})
+        for bucket in ("warm", "cold"):
+            values = metrics["buckets"]["warm_cold"].get(bucket, {})
+            flat.update({f"{bucket}_{k}": v for k, v in values.items() if k in ("hr@1", "ndcg@5", "n")})
+    if "generation" in metrics:
+        flat.update({f"gen_hit@1{'' if k == 'all' else '_' + k}": v["hit@1"] for k, v in metrics["generation"].items()})
+    if "inference_seconds" in metrics:
+        flat["inference_seconds"] = metrics["inference_seconds"]
+    return flat

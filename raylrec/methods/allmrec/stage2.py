@@ -1,0 +1,264 @@
+"""A-LLMRec stage 2 (§4.2): project the user representation x_u and the joint item embeddings e_i into a frozen
+LLM's token space with two 2-layer MLPs (F_U, F_I; eq. 7) and train them on the next item's title given the
+Figure-3 prompt (eq. 8). Only F_U and F_I train; the LLM, the backbone and stage 1 are frozen.
+
+Runs on the shared Ray Train loop with DeepSpeed (`train.deepspeed`, ZeRO-2 by default); checkpoints and
+`model.safetensors` hold only the projectors (`save_frozen = False`), the LLM is reloaded from its own files.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from raylrec.data.prepared import CSR, PreparedData
+from raylrec.errors import ArtifactError, RaylrecError
+from raylrec.eval.buckets import warm_cold_labels
+from raylrec.methods.allmrec.config import Stage2Config
+from raylrec.methods.allmrec.prompt import (
+    PromptBatch,
+    PromptBuilder,
+    PromptExample,
+    collate,
+    item_titles,
+    sample_training_candidates,
+    shuffled_candidates,
+    splice,
+)
+from raylrec.methods.allmrec.stage1 import backbone_tensors, load_joint_embeddings
+from raylrec.text.registry import resolve_model
+from raylrec.train.recipe import Recipe
+
+PROJECTOR_FILE = "projector_config.json"
+
+
+def load_llm(spec: str, cache_root: str | Path | None = None):
+    """(frozen causal LM in eval mode, tokenizer) from a packaged short name, folder, GGUF file or hub id."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    resolved = resolve_model(spec, cache_root)
+    if resolved.family != "decoder":
+        raise RaylrecError(f"stage 2 needs a causal LM; {spec!r} is a {resolved.family} model")
+    tokenizer = AutoTokenizer.from_pretrained(resolved.path, local_files_only=True)
+    llm = AutoModelForCausalLM.from_pretrained(resolved.path, local_files_only=True, dtype=torch.float32)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    llm.requires_grad_(False)
+    return llm.eval(), tokenizer
+
+
+@torch.no_grad()
+def token_embedding_scale(llm, chunk: int = 8192) -> float:
+    """Mean L2 norm of the LLM's input token embeddings as the model itself produces them (Gemma scales its
+    embedding table inside the embedding layer, so the layer's output is measured, not its weight)."""
+    layer = llm.get_input_embeddings()
+    vocab = layer.num_embeddings
+    total = 0.0
+    for start in range(0, vocab, chunk):
+        ids = torch.arange(start, min(start + chunk, vocab), device=layer.weight.device)
+        total += float(layer(ids).float().norm(dim=-1).sum())
+    return total / vocab
+
+
+def projector(in_dim: int, hidden: int, out_dim: int, activation: nn.Module) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(in_dim, hidden), nn.LayerNorm(hidden), activation, nn.Linear(hidden, out_dim))
+
+
+class Stage2Model(nn.Module):
+    def __init__(self, llm, user_dim: int, joint_dim: int, config: Stage2Config, token_scale: float,
+                 tables: dict[str, torch.Tensor]):
+        super().__init__()
+        self.llm = llm
+        width = llm.get_input_embeddings().embedding_dim
+        hidden = config.projector_hidden or width
+        # F_U and F_I as in the public code: Linear → LayerNorm → LeakyReLU / GELU → Linear. A switched-off input
+        # has no projector at all (DDP and DeepSpeed need every trainable parameter to be used).
+        self.user_proj = projector(user_dim, hidden, width, nn.LeakyReLU()) if config.user_representation else None
+        self.item_proj = projector(joint_dim, hidden, width, nn.GELU()) if config.item_embeddings != "none" else None
+        self.token_scale = token_scale if config.scale_match else None
+        for name, table in tables.items():  # inputs rebuilt from the artifacts: never checkpointed
+            self.register_buffer(name, table.float(), persistent=False)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.llm.eval()  # frozen: no dropout in the LLM, ever
+        return self
+
+    def project(self, proj: nn.Module, vectors: torch.Tensor) -> torch.Tensor:
+        out = proj(vectors.to(proj[0].weight.dtype))
+        if self.token_scale is not None:
+            out = out * (self.token_scale / out.norm(dim=-1, keepdim=True).clamp_min(1e-6))
+        return out
+
+    def input_embeddings(self, batch: PromptBatch, user_vectors: torch.Tensor | None,
+                         item_vectors: torch.Tensor | None) -> torch.Tensor:
+        """Token embeddings of the prompt with the projected vectors spliced in at the placeholders."""
+        embeds = self.llm.get_input_embeddings()(batch.input_ids)
+        if self.user_proj is not None:
+            embeds = splice(embeds, batch.user_mask, self.project(self.user_proj, user_vectors))
+        elif batch.user_mask.any():
+            raise ValueError("the prompt has a user placeholder but the user representation is switched off")
+        if self.item_proj is not None:
+            embeds = splice(embeds, batch.item_mask, self.project(self.item_proj, item_vectors))
+        elif batch.item_mask.any():
+            raise ValueError("the prompt has item placeholders but item embeddings are switched off")
+        return embeds
+
+    def forward(self, input_ids, attention_mask, labels, user_mask, item_mask, slot_items, prompt_lengths,
+                user_vectors, item_vectors) -> torch.Tensor:
+        """Mean negative log-likelihood of the answer tokens (eq. 8); prompt positions carry no loss."""
+        batch = PromptBatch(input_ids, attention_mask, labels, user_mask, item_mask, slot_items, prompt_lengths)
+        embeds = self.input_embeddings(batch, user_vectors, item_vectors)
+        return self.llm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels).loss
+
+
+@dataclass
+class Stage2Context:
+    """What building prompts needs, per process: the builder and the users' sequences."""
+
+    builder: PromptBuilder
+    sequences: CSR  # whole sequences (train + valid + test)
+    histories: dict[str, CSR]  # items before each split's target ("train": before the last training item)
+    targets: dict[str, np.ndarray]
+    negatives: dict[str, np.ndarray]  # stored negatives of valid/test
+    cold: np.ndarray  # (num_items + 1,) True for cold items (the evaluator's warm/cold rule)
+    num_items: int
+
+
+def make_context(data: PreparedData, builder: PromptBuilder, num_negatives: int, cold_fraction: float) -> Stage2Context:
+    train = data.history("train")
+    lengths = np.maximum(train.lengths - 1, 0)  # training prompts: history before the last training item
+    keep = np.concatenate([np.arange(s, s + n) for s, n in zip(train.indptr[:-1], lengths)] or [np.zeros(0, int)])
+    before_last = CSR(np.concatenate([[0], np.cumsum(lengths)]), train.indices[keep.astype(np.int64)])
+    last_train = np.array([train.row(u)[-1] if train.lengths[u] else 0 for u in range(data.num_users)])
+    negatives = {split: data.negatives[(split, num_negatives)] for split in ("valid", "test")
+                 if (split, num_negatives) in data.negatives}
+    cold = warm_cold_labels(data.item_train_counts(), cold_fraction) == "cold"
+    return Stage2Context(builder, data.sequences, {"train": before_last, "valid": data.history("valid"),
+                                                   "test": data.history("test")},
+                         {"train": last_train, "valid": data.targets("valid"), "test": data.targets("test")},
+                         negatives, cold, data.num_items)
+
+
+class Stage2Recipe(Recipe):
+    save_frozen = False  # the LLM is reloaded from its files; checkpoints hold F_U and F_I only
+    export_splits = ()  # evaluated by inference.py (generation + likelihood ranking, on Ray workers)
+
+    def __init__(self, name: str, config: Stage2Config, backbone_dir: str | Path, stage1_dir: str | Path,
+                 cache_root: str | None = None, eval_cold_fraction: float = 0.35):
+        self.name = name
+        self.config = config
+        self.train = config.train
+        self.backbone_dir = str(backbone_dir)
+        self.stage1_dir = str(stage1_dir)
+        self.cache_root = cache_root
+        self.cold_fraction = eval_cold_fraction
+        self.context: Stage2Context | None = None
+
+    def __getstate__(self):  # the per-process context (tokenizer, sequences) is rebuilt where the recipe lands
+        return {**self.__dict__, "context": None}
+
+    def tables(self, data: PreparedData) -> dict[str, torch.Tensor]:
+        items, users = backbone_tensors(Path(self.backbone_dir))
+        joint = load_joint_embeddings(Path(self.stage1_dir))
+        if joint["e"].shape[0] != data.num_items + 1 or items.shape[0] != data.num_items + 1:
+            raise ArtifactError(f"stage-1 / backbone artifacts do not cover the {data.num_items} items of this data")
+        e = joint["e"]
+        if self.config.item_embeddings == "random":  # same shape and overall scale, no collaborative knowledge
+            generator = torch.Generator().manual_seed(self.train.seed)
+            e = torch.randn(e.shape, generator=generator) * e[1:].std()
+            e[0] = 0
+        return {"joint_e": e, "joint_q": joint["q"], "users_train": users["train_hidden"][:, -1],
+                "users_valid": users["valid"], "users_test": users["test"]}
+
+    def build(self, data: PreparedData) -> Stage2Model:
+        llm, tokenizer = load_llm(self.config.llm, self.cache_root)
+        tables = self.tables(data)
+        builder = PromptBuilder(tokenizer, item_titles(data, self.config.prompt.title_template,
+                                                       self.config.prompt.max_title_chars),
+                                self.config.prompt, user_slot=self.config.user_representation,
+                                item_slots=self.config.item_embeddings != "none")
+        self.context = make_context(data, builder, self.config.prompt.num_negatives, self.cold_fraction)
+        return Stage2Model(llm, tables["users_valid"].shape[1], tables["joint_e"].shape[1], self.config,
+                           token_embedding_scale(llm), tables)
+
+    def training_users(self, data: PreparedData) -> np.ndarray:
+        users = np.flatnonzero(data.history("train").lengths > 0)
+        if self.config.train_users is not None and self.config.train_users < len(users):
+            rng = np.random.default_rng(self.train.seed)
+            users = np.sort(rng.choice(users, self.config.train_users, replace=False))
+        return users
+
+    def training_tensors(self, data: PreparedData) -> tuple[torch.Tensor, ...]:
+        return (torch.from_numpy(self.training_users(data)),)
+
+    def example(self, split: str, user: int, rng: np.random.Generator | None = None,
+                with_target: bool = True) -> PromptExample:
+        """The prompt of `user` for predicting the split's target (training candidates drawn from `rng`)."""
+        ctx = self.context
+        target = int(ctx.targets[split][user])
+        if split == "train":
+            candidates = sample_training_candidates(target, ctx.sequences.row(user), self.config.prompt.num_negatives,
+                                                    ctx.num_items, rng)
+        else:
+            candidates = shuffled_candidates(target, ctx.negatives[split][user], self.config.prompt.shuffle_seed,
+                                             split, user)
+        return ctx.builder.build(ctx.histories[split].row(user), candidates, target if with_target else None)
+
+    @staticmethod
+    def item_table(core: Stage2Model, variant: str = "e", cold: np.ndarray | None = None) -> torch.Tensor:
+        if variant == "e":
+            return core.joint_e
+        if variant == "q":
+            return core.joint_q
+        mask = torch.from_numpy(cold).to(core.joint_e.device).unsqueeze(1)
+        return torch.where(mask, core.joint_q, core.joint_e)
+
+    def model_inputs(self, core: Stage2Model, examples: list[PromptExample], users: np.ndarray, split: str,
+                     variant: str = "e", with_answer: bool = True) -> dict:
+        batch = collate(examples, self.context.builder.tokenizer.pad_token_id, with_answer)
+        device = core.joint_e.device
+        table = self.item_table(core, variant, self.context.cold)
+        return {"input_ids": batch.input_ids.to(device), "attention_mask": batch.attention_mask.to(device),
+                "labels": batch.labels.to(device), "user_mask": batch.user_mask.to(device),
+                "item_mask": batch.item_mask.to(device), "slot_items": batch.slot_items.to(device),
+                "prompt_lengths": batch.prompt_lengths.to(device),
+                "user_vectors": getattr(core, f"users_{split}")[torch.from_numpy(users).to(device)],
+                "item_vectors": table[batch.slot_items.to(device)]}
+
+    def loss(self, model, core: Stage2Model, batch, generator):
+        (users,) = batch
+        users = users.cpu().numpy()
+        rng = np.random.default_rng(int(torch.randint(0, 2 ** 31 - 1, (1,), generator=generator)))
+        examples = [self.example("train", int(u), rng) for u in users]
+        return model(**self.model_inputs(core, examples, users, "train"))
+
+    def scorer(self, core: Stage2Model, data: PreparedData, split: str, device: torch.device):
+        """Candidate-only scores: each candidate's log-likelihood as the answer; every other item −inf."""
+        from raylrec.methods.allmrec.inference import candidate_scores
+
+        def score(users: np.ndarray) -> torch.Tensor:
+            out = torch.full((len(users), data.num_items + 1), float("-inf"))
+            for row, user in enumerate(users):
+                example = self.example(split, int(user), with_target=False)
+                scores = candidate_scores(self, core, example, int(user), split)
+                out[row, torch.tensor(example.candidates)] = scores
+            return out
+
+        return score
+
+    def export(self, core: Stage2Model, data: PreparedData, out: Path) -> dict:
+        facts = {"llm": self.config.llm, "token_scale": core.token_scale,
+                 "token_width": core.llm.get_input_embeddings().embedding_dim,
+                 "frozen_llm_params": sum(p.numel() for p in core.llm.parameters()),
+                 "stage1": self.stage1_dir, "backbone": self.backbone_dir}
+        (out / PROJECTOR_FILE).write_text(json.dumps(facts, indent=2))
+        return facts
+
+    def config_dump(self) -> dict:
+        return self.config.model_dump(mode="json")

@@ -1,0 +1,355 @@
+"""A-LLMRec: prompt builder, stage-1 loss terms, stage-2 projectors on a frozen LLM, cached scoring/generation,
+and the stages on Ray Train (DeepSpeed ZeRO-2 on 2 CPU workers) with resume — all on tiny random-weight models
+built from configs (a word-level tokenizer, a 2-layer BERT, a 2-layer Llama)."""
+
+import copy
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from raylrec.config import load_config
+from raylrec.data.prepared import PreparedData
+from raylrec.methods.allmrec.config import (
+    ALLMRecConfig,
+    PromptConfig,
+    Stage1Config,
+    Stage1Losses,
+    Stage2Config,
+    TextTowerConfig,
+)
+from raylrec.methods.allmrec.inference import answers_loglik, greedy_decode, is_hit, prompt_pass
+from raylrec.methods.allmrec.prompt import PromptBuilder, collate, shuffled_candidates, splice
+from raylrec.methods.allmrec.stage1 import Stage1Recipe
+from raylrec.methods.allmrec.stage2 import Stage2Recipe
+from raylrec.models.base import ModelConfig
+from raylrec.train.config import TrainConfig
+
+NUM_ITEMS = 40
+TINY_BACKBONE = ModelConfig(name="sasrec", hidden_size=8, max_len=8, num_layers=1, num_heads=2, inner_size=16,
+                            dropout=0.1, attn_dropout=0.1)
+GENRES = ["Drama", "Comedy", "Action", "Horror"]
+
+
+def title_of(i: int) -> str:
+    return f"Movie {i} Part {i % 3}"
+
+
+def tiny_tokenizer(texts: list[str]):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = sorted({w for t in texts for w in re.findall(r"\w+|[^\w\s]", t)})
+    vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "<s>", "</s>", *words])}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]", bos_token="<s>",
+                                   eos_token="</s>")
+
+
+def vocabulary_texts() -> list[str]:
+    prompt = PromptConfig()
+    return [prompt.template, prompt.user_sentence, prompt.item_format, "movie watch watched item ; ,",
+            *[f"{title_of(i)}; {g}" for i in range(100, 100 + NUM_ITEMS) for g in GENRES], "0 1 2 3 4 5 6 7 8 9"]
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    """Folders holding a tiny BERT (the SBERT stand-in) and a tiny Llama (the LLM stand-in), random weights."""
+    from transformers import BertConfig, BertModel, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("tiny-models")
+    tokenizer = tiny_tokenizer(vocabulary_texts())
+    bert = BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                intermediate_size=32, max_position_embeddings=128))
+    bert.save_pretrained(root / "bert")
+    tokenizer.save_pretrained(root / "bert")
+    llama = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                         max_position_embeddings=2048, tie_word_embeddings=True,
+                                         bos_token_id=2, eos_token_id=3, pad_token_id=0))
+    llama.save_pretrained(root / "llama")
+    tokenizer.save_pretrained(root / "llama")
+    return {"bert": str(root / "bert"), "llama": str(root / "llama"), "tokenizer": tokenizer}
+
+
+@pytest.fixture(scope="module")
+def titled_data_dir(ray_session, synthetic_log, tmp_path_factory):
+    """The synthetic log prepared with an item file (titles and genres), 5 stored negatives per user."""
+    from raylrec.data.prepare import DataConfig, prepare_dataset
+
+    items = pd.DataFrame({"item_id": [f"i{i}" for i in range(100, 100 + NUM_ITEMS)],
+                          "title": [title_of(i) for i in range(100, 100 + NUM_ITEMS)],
+                          "genres": [GENRES[i % 4] for i in range(NUM_ITEMS)]})
+    root = tmp_path_factory.mktemp("allmrec-data")
+    items.to_csv(root / "items.csv", index=False)
+    out = root / "prepared"
+    prepare_dataset(DataConfig(dataset="synthetic", interactions_path=str(synthetic_log), format="csv",
+                               items_path=str(root / "items.csv"), negatives=[5], num_blocks=2), out)
+    return out
+
+
+def prompt_config(**overrides) -> PromptConfig:
+    return PromptConfig(num_history=4, num_negatives=5, **overrides)
+
+
+# ---------- prompt ----------
+
+def builder(tiny_models, user_slot=True, item_slots=True, **prompt) -> PromptBuilder:
+    titles = [""] + [title_of(i) for i in range(100, 100 + NUM_ITEMS)]
+    return PromptBuilder(tiny_models["tokenizer"], titles, prompt_config(**prompt), user_slot, item_slots)
+
+
+def test_placeholders_match_the_vectors_and_land_in_place(tiny_models):
+    b = builder(tiny_models)
+    example = b.build(history=[1, 2, 3, 4, 5, 6], candidates=[9, 8, 7, 10, 11, 12], target=7)
+    assert example.history == [3, 4, 5, 6]  # the most recent num_history items
+    assert len(example.user_slots) == 1 and example.user_slots[0] == len(b.bos)  # O_u first
+    assert len(example.item_slots) == len(example.slot_items) == 4 + 6
+    assert example.slot_items == [3, 4, 5, 6, 9, 8, 7, 10, 11, 12]
+    assert example.answer[-1] == b.eos_id
+    batch = collate([example, b.build([1], [2, 3, 4, 5, 6, 7], 2)], pad_id=0)
+    assert int(batch.item_mask.sum()) == len(batch.slot_items) == 10 + 7
+    assert (batch.labels[0, :len(example.ids)] == -100).all()  # the prompt carries no loss
+    embeds = torch.zeros(2, batch.input_ids.shape[1], 3)
+    vectors = torch.arange(17 * 3, dtype=torch.float).view(17, 3)
+    spliced = splice(embeds, batch.item_mask, vectors)
+    assert torch.equal(spliced[0, example.item_slots[0]], vectors[0])
+    assert torch.equal(spliced[1, batch.item_mask[1].nonzero()[-1, 0]], vectors[-1])
+    with pytest.raises(ValueError, match="placeholders"):
+        splice(embeds, batch.item_mask, vectors[:-1])
+
+
+def test_ablations_remove_their_slots(tiny_models):
+    no_user = builder(tiny_models, user_slot=False).build([1, 2], [3, 4, 5, 6, 7, 8])
+    assert no_user.user_slots == [] and "user representation" not in no_user_text(tiny_models, no_user)
+    no_items = builder(tiny_models, item_slots=False).build([1, 2], [3, 4, 5, 6, 7, 8])
+    assert no_items.item_slots == [] and no_items.slot_items == [] and len(no_items.user_slots) == 1
+
+
+def no_user_text(tiny_models, example) -> str:
+    return tiny_models["tokenizer"].decode(example.ids)
+
+
+def test_truncation_drops_the_oldest_history_first(tiny_models):
+    full = builder(tiny_models).build([1, 2, 3, 4], [5, 6, 7, 8, 9, 10])
+    limit = len(full.ids) - 3
+    cut = builder(tiny_models, max_prompt_tokens=limit).build([1, 2, 3, 4], [5, 6, 7, 8, 9, 10])
+    assert len(cut.ids) <= limit and cut.history == [2, 3, 4][-len(cut.history):] and len(cut.history) < 4
+    assert len(cut.item_slots) == len(cut.history) + 6
+    with pytest.raises(ValueError, match="max_prompt_tokens"):
+        builder(tiny_models, max_prompt_tokens=20).build([1, 2], [5, 6, 7, 8, 9, 10])
+
+
+def test_candidate_shuffling_is_seeded_per_split_and_user():
+    negatives = np.array([11, 12, 13, 14, 15])
+    first = shuffled_candidates(7, negatives, seed=0, split="test", user=3)
+    assert sorted(first) == [7, 11, 12, 13, 14, 15]
+    assert np.array_equal(first, shuffled_candidates(7, negatives, seed=0, split="test", user=3))
+    orders = {tuple(shuffled_candidates(7, negatives, 0, "test", u)) for u in range(10)}
+    assert len(orders) > 5  # the target is not always in the same slot
+    assert not np.array_equal(first, shuffled_candidates(7, negatives, seed=1, split="test", user=3)) or \
+        not np.array_equal(first, shuffled_candidates(7, negatives, seed=2, split="test", user=3))
+
+
+def test_hit_rule_is_a_normalised_substring_match():
+    assert is_hit(' "Toy Story (1995)" is great', "Toy Story (1995)")
+    assert is_hit("toy story 1995", "Toy Story (1995)")  # punctuation dropped by default
+    assert not is_hit("toy story 1995", "Toy Story (1995)", strict_punctuation=True)
+    assert not is_hit("GoldenEye", "Toy Story")
+    assert not is_hit("anything", "")
+
+
+# ---------- stage 1 ----------
+
+@pytest.fixture(scope="module")
+def backbone_dir(ray_session, titled_data_dir, tmp_path_factory):
+    from raylrec.train.config import StageConfig
+    from raylrec.train.stage import run_training_stage
+
+    run_dir = tmp_path_factory.mktemp("allmrec-run")
+    config = StageConfig(run_dir=str(run_dir), name="sasrec-bce", model=TINY_BACKBONE,
+                         train=TrainConfig(loss="bce", max_epochs=1, batch_size=16),
+                         eval={"num_negatives": [5], "length_edges": [5, 10]})
+    run_training_stage(config, titled_data_dir)
+    return run_dir / "models" / "sasrec-bce"
+
+
+def stage1_config(tiny_models, **overrides) -> Stage1Config:
+    settings = {"joint_dim": 6, "text": TextTowerConfig(model=tiny_models["bert"], max_length=16),
+                "train": TrainConfig(lr=1e-3, batch_size=8, max_epochs=1), **overrides}
+    return Stage1Config(**settings)
+
+
+def test_stage1_loss_terms_are_nonzero_and_switchable(tiny_models, titled_data_dir, backbone_dir):
+    data = PreparedData(titled_data_dir)
+    recipe = Stage1Recipe("s1", stage1_config(tiny_models), backbone_dir)
+    core = recipe.build(data)
+    users, positives, seen = recipe.training_tensors(data)
+    assert len(users) == data.num_users  # one sample per user: the last training item
+    negatives = torch.randint(1, data.num_items + 1, positives.shape)
+    terms = core(users[:8], positives[:8], negatives[:8])
+    assert set(terms) == {"matching", "item_recon", "text_recon", "rec"}
+    assert all(float(v.detach()) > 0 for v in terms.values()), terms
+    full = core.total(terms)
+    assert float(full) == pytest.approx(float(terms["matching"] + 0.5 * terms["item_recon"]
+                                              + 0.2 * terms["text_recon"] + terms["rec"]), rel=1e-6)
+    for switch, gone in (("matching", ["matching"]), ("recon", ["item_recon", "text_recon"]), ("rec", ["rec"])):
+        config = stage1_config(tiny_models, losses=Stage1Losses(**{switch: False}))
+        weights = Stage1Recipe("s1", config, backbone_dir).build(data).loss_weights()
+        assert all(weights[name] == 0 for name in gone) and sum(w > 0 for w in weights.values()) == 4 - len(gone)
+    # Fine-tuned SBERT receives gradients; the frozen-SBERT ablation does not.
+    core.total(terms).backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in core.tower.parameters())
+    frozen = Stage1Recipe("s1", stage1_config(tiny_models, text=TextTowerConfig(
+        model=tiny_models["bert"], max_length=16, finetune=False)), backbone_dir).build(data)
+    frozen.total(frozen(users[:8], positives[:8], negatives[:8])).backward()
+    assert all(p.grad is None for p in frozen.tower.parameters())
+    all_items = Stage1Recipe("s1", stage1_config(tiny_models, sequence_items="all"), backbone_dir)
+    assert len(all_items.training_tensors(data)[0]) > data.num_users
+
+
+# ---------- stage 2 (without Ray) ----------
+
+def stage2_config(tiny_models, **overrides) -> Stage2Config:
+    train = TrainConfig(lr=1e-2, batch_size=2, max_epochs=1, deepspeed="zero2", valid_users=4, select_metric="ndcg@5",
+                        num_workers=2, cpus_per_worker=0.5)
+    return Stage2Config(llm=tiny_models["llama"], prompt=prompt_config(), train=train, **overrides)
+
+
+@pytest.fixture(scope="module")
+def stage1_dir(tiny_models, titled_data_dir, backbone_dir):
+    """A stage-1 artifact made without Ray: its export (joint tables) from an untrained stage-1 model."""
+    from raylrec.train.stage import DONE_FILE
+
+    data = PreparedData(titled_data_dir)
+    recipe = Stage1Recipe("allmrec-stage1", stage1_config(tiny_models), backbone_dir)
+    out = backbone_dir.parent / "untrained-stage1"
+    out.mkdir(exist_ok=True)
+    recipe.export(recipe.build(data).eval(), data, out)
+    (out / DONE_FILE).write_text("{}")
+    return out
+
+
+def test_only_the_projectors_learn_and_vectors_match_the_token_scale(tiny_models, titled_data_dir, backbone_dir,
+                                                                      stage1_dir):
+    data = PreparedData(titled_data_dir)
+    recipe = Stage2Recipe("s2", stage2_config(tiny_models), backbone_dir, stage1_dir)
+    core = recipe.build(data)
+    core.train()
+    assert not core.llm.training  # the frozen LLM stays in eval mode
+    loss = recipe.loss(core, core, (torch.tensor([0, 1, 2]),), torch.Generator().manual_seed(0))
+    loss.backward()
+    assert all(p.grad is None for p in core.llm.parameters())
+    for proj in (core.user_proj, core.item_proj):
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in proj.parameters())
+    projected = core.project(core.item_proj, core.joint_e[1:5])
+    assert torch.allclose(projected.norm(dim=-1), torch.full((4,), core.token_scale), rtol=1e-4)
+    table = core.llm.get_input_embeddings().weight
+    assert core.token_scale == pytest.approx(float(table.norm(dim=-1).mean()), rel=1e-4)
+    # Ablations: no user projector / no item projector / a random table of e's scale.
+    assert Stage2Recipe("s2", stage2_config(tiny_models, user_representation=False), backbone_dir,
+                        stage1_dir).build(data).user_proj is None
+    assert Stage2Recipe("s2", stage2_config(tiny_models, item_embeddings="none"), backbone_dir,
+                        stage1_dir).build(data).item_proj is None
+    random = Stage2Recipe("s2", stage2_config(tiny_models, item_embeddings="random"), backbone_dir,
+                          stage1_dir).build(data)
+    assert not torch.allclose(random.joint_e, core.joint_e)
+    assert float(random.joint_e[1:].std()) == pytest.approx(float(core.joint_e[1:].std()), rel=0.2)
+
+
+def test_cached_candidate_scores_and_greedy_decoding_match_plain_forwards(tiny_models, titled_data_dir,
+                                                                         backbone_dir, stage1_dir):
+    data = PreparedData(titled_data_dir)
+    recipe = Stage2Recipe("s2", stage2_config(tiny_models), backbone_dir, stage1_dir)
+    core = recipe.build(data).eval()
+    example = recipe.example("test", 5, with_target=False)
+    inputs = recipe.model_inputs(core, [example], np.array([5]), "test", with_answer=False)
+    answers = [recipe.context.builder.answer_tokens(c) for c in example.candidates]
+    cache, last, length = prompt_pass(core, inputs)
+    cached = answers_loglik(core, copy.deepcopy(cache), last, length, answers)
+    tokens = greedy_decode(core, cache, last, length, recipe.context.builder.eos_id, max_new_tokens=5)
+    with torch.no_grad():
+        prompt_embeds = core.input_embeddings(collate([example], 0, with_answer=False), inputs["user_vectors"],
+                                              inputs["item_vectors"])
+        embedding = core.llm.get_input_embeddings()
+        for answer, score in zip(answers, cached):
+            full = torch.cat([prompt_embeds, embedding(torch.tensor([answer[:-1]]))], dim=1)
+            logp = torch.log_softmax(core.llm(inputs_embeds=full).logits[0, length - 1:], -1)
+            assert float(score) == pytest.approx(float(logp[torch.arange(len(answer)), answer].sum()), abs=1e-4)
+        sequence, expected = prompt_embeds, []
+        for _ in range(5):  # greedy without a cache
+            token = int(core.llm(inputs_embeds=sequence).logits[0, -1].argmax())
+            if token == recipe.context.builder.eos_id:
+                break
+            expected.append(token)
+            sequence = torch.cat([sequence, embedding(torch.tensor([[token]]))], dim=1)
+    assert tokens == expected
+
+
+# ---------- the pipeline on Ray (DeepSpeed ZeRO-2, 2 CPU workers) ----------
+
+def pipeline_config(tiny_models, run_dir, data_dir, **stage2) -> ALLMRecConfig:
+    return ALLMRecConfig(
+        run_dir=str(run_dir), name="allmrec",
+        data={"dataset": "synthetic", "interactions_path": "unused", "negatives": [5]},
+        eval={"num_negatives": [5], "ks": [1, 5], "length_edges": [5, 10]},
+        backbone={"name": "sasrec-bce", "model": TINY_BACKBONE.model_dump(),
+                  "train": {"loss": "bce", "max_epochs": 1, "batch_size": 16}},
+        stage1=stage1_config(tiny_models),
+        stage2=stage2_config(tiny_models, train_users=8, **stage2),
+        inference={"users": 3, "all_cold_users": True, "num_workers": 1, "cpus_per_worker": 0.5,
+                   "max_new_tokens": 4, "variants": ["e", "q"]})
+
+
+def test_stages_run_on_ray_with_deepspeed_and_resume(ray_session, tiny_models, titled_data_dir, backbone_dir,
+                                                     monkeypatch):
+    from raylrec.methods.allmrec import pipeline
+
+    run_dir = backbone_dir.parent.parent
+    monkeypatch.setattr(pipeline, "ensure_prepared", lambda *args, **kwargs: titled_data_dir)
+    config = pipeline_config(tiny_models, run_dir, titled_data_dir)
+    summaries = pipeline.run_allmrec(config)
+    models = run_dir / "models"
+    joint = load_file(models / "allmrec-stage1" / "joint_embeddings.safetensors")
+    assert joint["e"].shape == joint["q"].shape == (NUM_ITEMS + 1, 6)
+    stage2 = load_file(models / "allmrec-stage2" / "model.safetensors")
+    assert stage2 and all(k.startswith(("user_proj.", "item_proj.")) for k in stage2)  # no frozen LLM weights
+    checkpoint = sorted((models / "allmrec-stage2" / "train").glob("checkpoint_2*"))[-1]
+    assert (checkpoint / "deepspeed").is_dir()
+    saved = [f for f in (checkpoint / "deepspeed").rglob("*.pt")]
+    assert len([f for f in saved if "optim_states" in f.name]) == 2  # one ZeRO partition per worker
+    for file in saved:
+        state = torch.load(file, weights_only=False)
+        module = state.get("module") or {}
+        assert not any(k.startswith("llm.") for k in module), file
+    assert summaries["stage2"]["trainable_params"] == sum(v.numel() for v in stage2.values())
+    metrics = json.loads((models / "allmrec-eval" / "metrics_test_e.json").read_text())["metrics"]
+    assert metrics["sampled_5"]["n"] == 3 and 0 <= metrics["sampled_5"]["ndcg@5"] <= 1
+    assert metrics["generation"]["all"]["n"] == 3 and "cold" in metrics["buckets"]["warm_cold"]
+    assert (models / "allmrec-eval" / "metrics_test_q.json").exists()
+    assert (models / "allmrec-eval" / "metrics_test_backbone.json").exists()
+
+    # Stage 2 alone, longer: reads stage 1's artifact (not retrained) and resumes from its DeepSpeed checkpoint.
+    stage1_done = (models / "allmrec-stage1" / "DONE.json").stat().st_mtime
+    longer = config.model_copy(update={"stages": ["stage2"], "stage2": config.stage2.model_copy(update={
+        "train": config.stage2.train.model_copy(update={"max_epochs": 2})})})
+    resumed = pipeline.run_allmrec(longer, force=True)
+    assert (models / "allmrec-stage1" / "DONE.json").stat().st_mtime == stage1_done
+    assert pd.read_csv(models / "allmrec-stage2" / "history.csv")["epoch"].tolist() == [0, 1]
+    assert resumed["stage2"]["final_metrics"]["epoch"] == 1
+
+
+def test_presets_load(tmp_path):
+    cpu = load_config(ALLMRecConfig, "allmrec")
+    paper = load_config(ALLMRecConfig, "allmrec-paper")
+    assert cpu.stage2.llm == "smollm2-135m" and cpu.stage2.train.deepspeed == "zero2"
+    assert paper.stage1.train.batch_size == 32 and paper.stage2.train.batch_size == 4
+    assert paper.stage2.prompt.num_history == 10 and paper.inference.users is None
+    with pytest.raises(Exception, match="num_negatives"):
+        ALLMRecConfig(stage2={"prompt": {"num_negatives": 7}})
