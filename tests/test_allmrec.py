@@ -298,7 +298,7 @@ def pipeline_config(tiny_models, run_dir, data_dir, **stage2) -> ALLMRecConfig:
     return ALLMRecConfig(
         run_dir=str(run_dir), name="allmrec",
         data={"dataset": "synthetic", "interactions_path": "unused", "negatives": [5]},
-        eval={"num_negatives": [5], "ks": [1, 5], "length_edges": [5, 10]},
+        eval={"num_negatives": [5], "ks": [1, 5, 10], "length_edges": [5, 10]},
         backbone={"name": "sasrec-bce", "model": TINY_BACKBONE.model_dump(),
                   "train": {"loss": "bce", "max_epochs": 1, "batch_size": 16}},
         stage1=stage1_config(tiny_models),
@@ -349,7 +349,8 @@ def test_presets_load(tmp_path):
     cpu = load_config(ALLMRecConfig, "allmrec")
     paper = load_config(ALLMRecConfig, "allmrec-paper")
     assert cpu.stage2.llm == "smollm2-135m" and cpu.stage2.train.deepspeed == "zero2"
-    assert paper.stage1.train.batch_size == 32 and paper.stage2.train.batch_size == 4
+    assert paper.stage1.train.batch_size == 32
+    assert paper.stage2.train.batch_size * paper.stage2.train.num_workers == 4  # global batch 4
     assert paper.stage2.prompt.num_history == 10 and paper.inference.users is None
     with pytest.raises(Exception, match="num_negatives"):
         ALLMRecConfig(stage2={"prompt": {"num_negatives": 7}})
