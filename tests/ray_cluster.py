@@ -148,8 +148,9 @@ class LocalRayCluster:
                 pass
         if getattr(self, "log_file", None):
             self.log_file.close()
-        shutil.copytree(self.temp_dir / "session_latest" / "logs", self.root / "ray_logs", dirs_exist_ok=True,
-                        ignore_dangling_symlinks=True) if (self.temp_dir / "session_latest").exists() else None
+        logs = self.temp_dir / "session_latest" / "logs"
+        if logs.exists():  # keep the cluster's logs beside the test's files for post-mortems
+            shutil.copytree(logs, self.root / "ray_logs", dirs_exist_ok=True, ignore_dangling_symlinks=True)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
     def __enter__(self) -> "LocalRayCluster":

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ray_cluster import REPO, LocalRayCluster
+from ray_cluster import LocalRayCluster
 
 EPOCHS = 8
 TINY_SASREC = {"name": "sasrec", "hidden_size": 16, "max_len": 8, "num_layers": 1, "num_heads": 2,
@@ -24,6 +24,8 @@ TINY_TRAIN = {"max_epochs": EPOCHS, "patience": 50, "batch_size": 16, "lr": 0.01
               "cpus_per_worker": 0.5, "seed": 7}
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 METRIC_LINE = re.compile(r"^(ray_raylrec_\w+)\{([^}]*)\}\s+(\S+)$", re.M)
+# On a shared 2-core machine a job takes 2-8 minutes; pytest-timeout's 600 s would also count fixture setup.
+pytestmark = pytest.mark.timeout(1800)
 TOLERANCE = 1e-6  # same seed, same world size, CPU, one thread: the restored run is expected to be exact
 
 
