@@ -42,7 +42,8 @@ class LocalRayCluster:
         self.token_file.write_text(secrets.token_hex(32))
         self.token_file.chmod(0o600)
         self.ports = {name: free_port() for name in ("gcs", "dashboard", "client", "agent_listen", "agent_grpc",
-                                                      "runtime_env", "node_manager", "object_manager", "metrics")}
+                                                      "runtime_env", "node_manager", "object_manager", "metrics",
+                                                      "dashboard_metrics")}
         self.num_cpus = num_cpus
         self.metrics = metrics
         self.process: subprocess.Popen | None = None
@@ -81,7 +82,11 @@ class LocalRayCluster:
         if self.metrics:
             command.append(f"--metrics-export-port={p['metrics']}")
         # Custom metrics are pushed to the node's agent every `metrics_report_interval_ms` (10 s by default).
-        env = self.env(RAY_metrics_report_interval_ms="1000")
+        # On a busy shared machine the agents start slowly, and the raylet gives up on them (taking the node
+        # down) after `agent_register_timeout_ms`: allow 5 minutes. The dashboard's own metrics port gets a free
+        # port too (its default, 44227, may belong to another cluster on the host).
+        env = self.env(RAY_metrics_report_interval_ms="1000", RAY_agent_register_timeout_ms="300000",
+                       DASHBOARD_METRIC_PORT=str(p["dashboard_metrics"]))
         self.log_file = open(self.root / "ray_start.log", "w")
         self.process = subprocess.Popen(command, env=env, stdout=self.log_file, stderr=subprocess.STDOUT,
                                         start_new_session=True, cwd=self.root)
@@ -91,11 +96,13 @@ class LocalRayCluster:
             if self.process.poll() is not None:
                 raise RuntimeError(f"ray start exited {self.process.returncode}:\n{self.start_log()}")
             self.track_pids()
-            try:
-                self.http_json("/api/version")
-                return self
-            except (OSError, urllib.error.URLError):
-                time.sleep(1)
+            if "Ray runtime started" in (self.root / "ray_start.log").read_text(errors="replace"):
+                try:
+                    self.http_json("/api/version")
+                    return self
+                except (OSError, urllib.error.URLError):
+                    pass
+            time.sleep(1)
         raise TimeoutError(f"the dashboard did not come up in {timeout} s:\n{self.start_log()}")
 
     def start_log(self) -> str:
@@ -189,7 +196,16 @@ class LocalRayCluster:
             args += ["--runtime-env-json", json.dumps(runtime_env)]
         if not wait:
             args.append("--no-wait")
-        return self.ray(*args, "--", *entrypoint)
+        deadline = time.monotonic() + 300
+        while True:
+            result = self.ray(*args, "--", *entrypoint, check=False)
+            # The dashboard answers before the node's agent has registered with it (slow on a busy machine).
+            if "No available agent" not in result.stderr or time.monotonic() > deadline:
+                break
+            time.sleep(3)
+        if result.returncode != 0:
+            raise AssertionError(f"ray job submit exited {result.returncode}\n{result.stdout}\n{result.stderr}")
+        return result
 
     def job_status(self, submission_id: str) -> str:
         return self.http_json(f"/api/jobs/{submission_id}")["status"]

@@ -24,12 +24,12 @@ from raylrec.methods.allmrec.config import (
 )
 from raylrec.methods.allmrec.inference import answers_loglik, greedy_decode, is_hit, prompt_pass
 from raylrec.methods.allmrec.prompt import PromptBuilder, collate, shuffled_candidates, splice
-from raylrec.methods.allmrec.stage1 import Stage1Recipe
+from raylrec.methods.allmrec.stage1 import Stage1Recipe, item_texts
 from raylrec.methods.allmrec.stage2 import Stage2Recipe
 from raylrec.models.base import ModelConfig
 from raylrec.train.config import TrainConfig
 
-NUM_ITEMS = 40
+NUM_ITEMS = 40  # the shared synthetic log: items i100 … i139
 TINY_BACKBONE = ModelConfig(name="sasrec", hidden_size=8, max_len=8, num_layers=1, num_heads=2, inner_size=16,
                             dropout=0.1, attn_dropout=0.1)
 GENRES = ["Drama", "Comedy", "Action", "Horror"]
@@ -54,7 +54,8 @@ def tiny_tokenizer(texts: list[str]):
 def vocabulary_texts() -> list[str]:
     prompt = PromptConfig()
     return [prompt.template, prompt.user_sentence, prompt.item_format, "movie watch watched item ; ,",
-            *[f"{title_of(i)}; {g}" for i in range(100, 100 + NUM_ITEMS) for g in GENRES], "0 1 2 3 4 5 6 7 8 9"]
+            *[f"{title_of(i)}; {g} item i{i}" for i in range(100, 100 + NUM_ITEMS) for g in GENRES],
+            "0 1 2 3 4 5 6 7 8 9"]
 
 
 @pytest.fixture(scope="module")
@@ -79,19 +80,10 @@ def tiny_models(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def titled_data_dir(ray_session, synthetic_log, tmp_path_factory):
-    """The synthetic log prepared with an item file (titles and genres), 5 stored negatives per user."""
-    from raylrec.data.prepare import DataConfig, prepare_dataset
-
-    items = pd.DataFrame({"item_id": [f"i{i}" for i in range(100, 100 + NUM_ITEMS)],
-                          "title": [title_of(i) for i in range(100, 100 + NUM_ITEMS)],
-                          "genres": [GENRES[i % 4] for i in range(NUM_ITEMS)]})
-    root = tmp_path_factory.mktemp("allmrec-data")
-    items.to_csv(root / "items.csv", index=False)
-    out = root / "prepared"
-    prepare_dataset(DataConfig(dataset="synthetic", interactions_path=str(synthetic_log), format="csv",
-                               items_path=str(root / "items.csv"), negatives=[5], num_blocks=2), out)
-    return out
+def titled_data_dir(prepared_dir):
+    """The shared synthetic dataset (5 and 10 stored negatives per user); its items have no text, so their
+    titles and SBERT texts are `item <raw id>`."""
+    return prepared_dir
 
 
 def prompt_config(**overrides) -> PromptConfig:
@@ -168,16 +160,25 @@ def test_hit_rule_is_a_normalised_substring_match():
 # ---------- stage 1 ----------
 
 @pytest.fixture(scope="module")
-def backbone_dir(ray_session, titled_data_dir, tmp_path_factory):
-    from raylrec.train.config import StageConfig
-    from raylrec.train.stage import run_training_stage
+def backbone_dir(titled_data_dir, tmp_path_factory):
+    """A finished backbone stage without Ray: an untrained tiny SASRec exported as an ID stage would be."""
+    from safetensors.torch import save_file
 
+    from raylrec.models.base import build_model
+    from raylrec.train.config import StageConfig
+    from raylrec.train.id_model import IDModelRecipe
+    from raylrec.train.stage import DONE_FILE
+
+    torch.manual_seed(0)
+    data = PreparedData(titled_data_dir)
     run_dir = tmp_path_factory.mktemp("allmrec-run")
-    config = StageConfig(run_dir=str(run_dir), name="sasrec-bce", model=TINY_BACKBONE,
-                         train=TrainConfig(loss="bce", max_epochs=1, batch_size=16),
-                         eval={"num_negatives": [5], "length_edges": [5, 10]})
-    run_training_stage(config, titled_data_dir)
-    return run_dir / "models" / "sasrec-bce"
+    out = run_dir / "models" / "sasrec-bce"
+    out.mkdir(parents=True)
+    model = build_model(data.num_items, TINY_BACKBONE).eval()
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, out / "model.safetensors")
+    IDModelRecipe(StageConfig(name="sasrec-bce", model=TINY_BACKBONE)).export(model, data, out)
+    (out / DONE_FILE).write_text(json.dumps({"stage": "sasrec-bce", "trainable_params": 0}))
+    return out
 
 
 def stage1_config(tiny_models, **overrides) -> Stage1Config:
@@ -192,6 +193,7 @@ def test_stage1_loss_terms_are_nonzero_and_switchable(tiny_models, titled_data_d
     core = recipe.build(data)
     users, positives, seen = recipe.training_tensors(data)
     assert len(users) == data.num_users  # one sample per user: the last training item
+    assert recipe.build(data).tower is not None and "item i" in " ".join(item_texts(data, None))
     negatives = torch.randint(1, data.num_items + 1, positives.shape)
     terms = core(users[:8], positives[:8], negatives[:8])
     assert set(terms) == {"matching", "item_recon", "text_recon", "rec"}
@@ -292,7 +294,32 @@ def test_cached_candidate_scores_and_greedy_decoding_match_plain_forwards(tiny_m
     assert tokens == expected
 
 
-# ---------- the pipeline on Ray (DeepSpeed ZeRO-2, 2 CPU workers) ----------
+# ---------- stage 2 on Ray Train with DeepSpeed ZeRO-2 on 2 CPU workers, from a stage-1 artifact ----------
+
+def test_stage2_trains_with_deepspeed_on_two_workers_from_a_stage1_artifact(ray_session, tiny_models,
+                                                                           titled_data_dir, backbone_dir, stage1_dir):
+    from raylrec.eval.evaluator import EvalConfig
+    from raylrec.train.stage import StageJob, run_stage
+
+    config = stage2_config(tiny_models, train_users=8)
+    recipe = Stage2Recipe("allmrec-stage2", config, backbone_dir, stage1_dir)
+    out = backbone_dir.parent / "ds-smoke"
+    summary = run_stage(StageJob(recipe, config.train, EvalConfig(num_negatives=[5], ks=[1, 5, 10]),
+                                 titled_data_dir, out, "stage2: smoke"))
+    weights = load_file(out / "model.safetensors")
+    assert weights and all(k.startswith(("user_proj.", "item_proj.")) for k in weights)  # never the frozen LLM
+    assert summary["trainable_params"] == sum(v.numel() for v in weights.values())
+    checkpoint = sorted((out / "train").glob("checkpoint_2*"))[-1]
+    files = list((checkpoint / "deepspeed").rglob("*.pt"))
+    assert len([f for f in files if "optim_states" in f.name]) == 2  # each worker's ZeRO-2 partition
+    for file in files:
+        module = torch.load(file, weights_only=False).get("module") or {}
+        assert not any(k.startswith("llm.") for k in module), file
+    history = pd.read_csv(out / "history.csv")
+    assert history["epoch"].tolist() == [0] and 0 <= history["valid_ndcg@5"].iloc[0] <= 1
+
+
+# ---------- the whole method on Ray: stage 1, stage 2 (DeepSpeed), inference, resume ----------
 
 def pipeline_config(tiny_models, run_dir, data_dir, **stage2) -> ALLMRecConfig:
     return ALLMRecConfig(
@@ -307,6 +334,8 @@ def pipeline_config(tiny_models, run_dir, data_dir, **stage2) -> ALLMRecConfig:
                    "max_new_tokens": 4, "variants": ["e", "q"]})
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_stages_run_on_ray_with_deepspeed_and_resume(ray_session, tiny_models, titled_data_dir, backbone_dir,
                                                      monkeypatch):
     from raylrec.methods.allmrec import pipeline

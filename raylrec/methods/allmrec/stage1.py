@@ -25,7 +25,7 @@ from raylrec.data.prepared import PreparedData
 from raylrec.errors import ArtifactError
 from raylrec.methods.allmrec.config import Stage1Config, TextTowerConfig
 from raylrec.text.registry import resolve_model
-from raylrec.text.templates import default_template, render_texts
+from raylrec.text.templates import default_template, render_texts, template_fields
 from raylrec.train.losses import sample_negatives
 from raylrec.train.recipe import Recipe, batched
 
@@ -79,12 +79,20 @@ def load_text_tower(config: TextTowerConfig, cache_root: str | Path | None = Non
 
 
 def item_texts(data: PreparedData, template: str | None) -> list[str]:
-    """Text of every item (index = item, 0 = padding ""), through the dataset's default template if none given."""
+    """Text of every item (index = item, 0 = padding ""), through the dataset's default template if none given.
+    An item whose every field is missing gets its display name (`item <raw id>`), never an empty text."""
+    from raylrec.methods.allmrec.prompt import item_titles
+
     items = data.items_table()
-    rendered = render_texts(items, template or default_template(data.report.get("dataset") or ""))
+    names = item_titles(data)
+    if template is None:
+        template = default_template(data.report.get("dataset") or "")
+        if not set(template_fields(template)) <= set(items.columns):  # a dataset without text: names only
+            return names
+    rendered = render_texts(items, template)
     texts = [""] * (data.num_items + 1)
     for item, text in zip(rendered.items, rendered.texts):
-        texts[item] = text
+        texts[item] = text if text.strip(" ;,") else names[item]
     return texts
 
 
