@@ -96,7 +96,24 @@ def initialize(core: torch.nn.Module, optimizer: torch.optim.Optimizer, spec: st
     backend = torch.distributed.get_backend() if torch.distributed.is_initialized() else "gloo"
     deepspeed.init_distributed(dist_backend=backend)
     engine, ds_optimizer, _, _ = deepspeed.initialize(model=core, optimizer=optimizer, config=config)
+    leave_out_tied_frozen_weights(engine)
     return engine, ds_optimizer, config
+
+
+def leave_out_tied_frozen_weights(engine) -> None:
+    """`save_checkpoint(exclude_frozen_parameters=True)` drops frozen parameters by their first name only, so a
+    tied weight (an LLM's lm_head = its input embedding table) was still written under its other name. Drop
+    frozen parameters under every name they have."""
+    original = engine.module_state_dict
+
+    def module_state_dict(*args, exclude_frozen_parameters: bool = False, **kwargs):
+        state = original(*args, exclude_frozen_parameters=exclude_frozen_parameters, **kwargs)
+        if exclude_frozen_parameters and state is not None:
+            for name in frozen_names(engine.module):
+                state.pop(name, None)
+        return state
+
+    engine.module_state_dict = module_state_dict
 
 
 def trainable_state(core: torch.nn.Module, config: dict | None) -> dict[str, torch.Tensor]:
