@@ -131,3 +131,19 @@ def test_too_few_unseen_items_for_negatives(ray_session, tmp_path):
                          columns=["user_id", "item_id", "rating", "timestamp"])
     with pytest.raises(DataError, match="user 'a' interacted with 3 of 3 items: cannot draw 2"):
         prepare_frame(tmp_path, frame, negatives=[2])
+
+
+@pytest.mark.parametrize("dtype", [object, "str", "large_string[pyarrow]"])
+def test_ids_are_numbered_in_sorted_order_whatever_the_column_type(dtype):
+    """Ray Data hands back Arrow-backed strings; their order of arrival must not decide the numbering."""
+    from raylrec.data.prepare import natural_order
+
+    assert list(natural_order(pd.Series(["i101", "i100", "i117", "i2"], dtype=dtype))) == ["i100", "i101", "i117", "i2"]
+    assert list(natural_order(pd.Series(["10", "9", "100"], dtype=dtype))) == ["9", "10", "100"]
+
+
+def test_prepared_item_ids_are_sorted(prepared_dir):
+    items = pd.read_parquet(prepared_dir / "items.parquet")
+    users = pd.read_parquet(prepared_dir / "users.parquet")
+    assert items["item_id"].tolist() == sorted(items["item_id"]) and items["item"].tolist() == list(range(1, len(items) + 1))
+    assert users["user_id"].tolist() == sorted(users["user_id"])

@@ -51,9 +51,11 @@ class DataConfig(StrictModel):
 def natural_order(raw_ids: pd.Series) -> pd.Series:
     """Raw ids sorted numerically when they are all integers, else lexicographically."""
     unique = pd.Series(raw_ids.unique())
-    numeric = pd.to_numeric(unique, errors="coerce")
-    if numeric.notna().all():
-        return unique.iloc[np.argsort(numeric.to_numpy(), kind="stable")].reset_index(drop=True)
+    # As float with NaN for non-numbers: on Arrow-backed strings (what Ray Data hands back) to_numeric gives
+    # NaN that notna() counts as a value, which used to keep the blocks' arrival order (run-dependent ids).
+    numeric = pd.to_numeric(unique, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    if np.isfinite(numeric).all():
+        return unique.iloc[np.argsort(numeric, kind="stable")].reset_index(drop=True)
     return unique.sort_values(kind="stable").reset_index(drop=True)
 
 
