@@ -102,7 +102,7 @@ def _verified_cache(source: Source, target: Path) -> bool:
         return False
     for kept in source.kept:
         path = target / kept.filename
-        actual = _sha256(path)
+        actual = file_sha256(path)
         expected = kept.sha256 or recorded[kept.filename]
         if actual != expected:
             raise DataError(
@@ -129,7 +129,7 @@ def _download(source: Source, target: Path, timeout_s: float) -> None:
                 staged = staging / kept.filename
                 with zf.open(member) as src, open(staged, "wb") as dst:
                     shutil.copyfileobj(src, dst)
-                actual = _sha256(staged)
+                actual = file_sha256(staged)
                 if kept.sha256 is not None and actual != kept.sha256:
                     raise DataError(
                         f"{kept.member} in {archive.name}: sha256 expected {kept.sha256}, actual {actual}"
@@ -177,7 +177,7 @@ def _read_checksums(path: Path) -> dict[str, str]:
     return {filename: digest for digest, filename in entries}
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

@@ -20,7 +20,7 @@ import ray
 from tqdm import tqdm
 
 from raylrec.config import StrictModel
-from raylrec.data.fetch import fetch_dataset
+from raylrec.data.fetch import fetch_dataset, file_sha256
 from raylrec.data.readers import ColumnMapping, read_interactions, read_items
 from raylrec.data.report import DataReport
 from raylrec.errors import DataError
@@ -119,14 +119,6 @@ def draw_negatives(sequences: list[np.ndarray], num_items: int, count: int, rng:
             picked.extend(x for x in dict.fromkeys(draw.tolist()) if x not in set(picked))
         out[u] = picked[:count]
     return out
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def prepare_dataset(config: DataConfig, out_dir: Path, cache_root: Path | None = None) -> dict:
