@@ -126,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--model", choices=["sasrec", "gru4rec"], help="model preset (when --config is omitted)")
     train.add_argument("--method", choices=sorted(METHODS),
                        help="an LLM-enhanced method, all its stages (--config: its preset or YAML, default <method>)")
-    train.add_argument("--config", help="YAML config file or preset name (sasrec, sasrec-bce, gru4rec; pad, pad-paper; idle, idle-paper)")
+    train.add_argument("--config", help="YAML config file or preset name (sasrec, sasrec-bce, gru4rec; pad, pad-paper; idle, idle-paper; allmrec, allmrec-paper)")
     train.add_argument("--run-dir")
     train.add_argument("--stage", help="with --method: run only this stage (allmrec: stage1, stage2, inference)")
     train.add_argument("--force", action="store_true", help="retrain even if the stage is done")

@@ -318,14 +318,17 @@ def test_cached_candidate_scores_and_greedy_decoding_match_plain_forwards(tiny_m
 
 # ---------- stage 2 on Ray Train with DeepSpeed ZeRO-2 on 2 CPU workers, from a stage-1 artifact ----------
 
+@pytest.mark.parametrize("zero", ["zero2", pytest.param("zero3", marks=pytest.mark.slow)])
 def test_stage2_trains_with_deepspeed_on_two_workers_from_a_stage1_artifact(ray_session, tiny_models,
-                                                                           titled_data_dir, backbone_dir, stage1_dir):
+                                                                           titled_data_dir, backbone_dir, stage1_dir,
+                                                                           zero):
     from raylrec.eval.evaluator import EvalConfig
     from raylrec.train.stage import StageJob, run_stage
 
     config = stage2_config(tiny_models, train_users=8)
+    config = config.model_copy(update={"train": config.train.model_copy(update={"deepspeed": zero})})
     recipe = Stage2Recipe("allmrec-stage2", config, backbone_dir, stage1_dir)
-    out = backbone_dir.parent / "ds-smoke"
+    out = backbone_dir.parent / f"ds-smoke-{zero}"
     summary = run_stage(StageJob(recipe, config.train, EvalConfig(num_negatives=[5], ks=[1, 5, 10]),
                                  titled_data_dir, out, "stage2: smoke"))
     weights = load_file(out / "model.safetensors")
