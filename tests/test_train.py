@@ -50,9 +50,14 @@ def test_training_stage_writes_every_artifact(ray_session, prepared_dir, tmp_pat
 def test_rerun_skips_and_longer_run_resumes_from_checkpoint(ray_session, prepared_dir, tmp_path):
     first = run_training_stage(stage(tmp_path, max_epochs=2, patience=50), prepared_dir)
     assert run_training_stage(stage(tmp_path, max_epochs=2, patience=50), prepared_dir) == first
+    history_file = tmp_path / "models" / "sasrec" / "history.csv"
+    before = pd.read_csv(history_file)
     resumed = run_training_stage(stage(tmp_path, max_epochs=4, patience=50), prepared_dir, force=True)
-    history = pd.read_csv(tmp_path / "models" / "sasrec" / "history.csv")
-    assert history["epoch"].tolist() == [2, 3]  # continued from the epoch-2 checkpoint, not from scratch
+    history = pd.read_csv(history_file)
+    assert history["epoch"].tolist() == [0, 1, 2, 3]
+    # Rows 0–1 are the first run's (kept by save_history), 2–3 the new run's: it continued from the epoch-2
+    # checkpoint (a run from scratch would have rewritten rows 0–1 with its own timings).
+    pd.testing.assert_frame_equal(history.iloc[:2].reset_index(drop=True), before, check_dtype=False)
     assert resumed["final_metrics"]["epoch"] == 3
 
 
