@@ -2,7 +2,7 @@
 
     ray job submit --address http://127.0.0.1:8265 --working-dir . -- python jobs/encode.py --help
 
-Same arguments, parser and library calls as `raylrec encode` (see docs/cluster.md). Inside a Ray job,
+Same arguments, parser and library calls as `raylrec encode` (README, "Running on a Ray cluster"). Inside a Ray job,
 RAY_ADDRESS is set, so the library joins the cluster the job was submitted to.
 """
 

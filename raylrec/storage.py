@@ -3,7 +3,7 @@
 
 raylrec's own artifacts (parquet, safetensors, JSON) are written through a file-system path, so a run directory
 must resolve to one: a plain path or a `file://` URI. On a multi-node cluster that path must be shared storage
-mounted at the same place on every node (EFS, Filestore, NFS, a FUSE-mounted bucket — see docs/cluster.md),
+mounted at the same place on every node (EFS, Filestore, NFS, a FUSE-mounted bucket — see the README, "Storage"),
 because the driver, the Ray Train workers and the encode actors each read and write it from their own node.
 Object-store URIs (`s3://`, `gs://`, …) are recognised and refused with that advice, rather than silently
 written to a local folder named `s3:`.
@@ -45,7 +45,7 @@ def local_path(location: str | os.PathLike) -> Path:
     raise ArtifactError(
         f"run directory {location}: raylrec writes its artifacts through a file-system path, and {scheme}:// is "
         "an object store. Mount shared storage at the same path on every node (EFS/Filestore/NFS, or the bucket "
-        "through a FUSE mount) and give that path or a file:// URI; see docs/cluster.md")
+        "through a FUSE mount) and give that path or a file:// URI; see the README, section Storage")
 
 
 def ray_storage_path(directory: Path) -> str:
