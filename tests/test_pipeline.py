@@ -1,4 +1,7 @@
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -44,6 +47,7 @@ def test_prepared_data_is_not_silently_replaced(ray_session, tmp_path, synthetic
 def test_presets_load_and_unknown_keys_are_errors(tmp_path):
     config = load_config(PipelineConfig, "default")
     assert [s.name for s in config.stages] == ["sasrec", "gru4rec"]
+    assert [m.name for m in config.methods] == ["pad", "allmrec", "idle"]  # every implemented method
     assert config.stage_config(config.stages[0]).model.hidden_size == 64
     bad = tmp_path / "bad.yaml"
     bad.write_text("run_dir: x\ntrain_typo: 1\n")
@@ -51,9 +55,21 @@ def test_presets_load_and_unknown_keys_are_errors(tmp_path):
         load_config(PipelineConfig, str(bad))
 
 
-def test_stride_longer_than_the_window_is_a_config_error(tmp_path):
+def test_stride_longer_than_the_window_is_a_config_error(tmp_path, capsys):
     code = main(["train", "--model", "sasrec", "--run-dir", str(tmp_path), "--set", "model.max_len=6"])
     assert code == 1
+    assert "window_stride" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("script, command", [("run_pipeline", "run"), ("train_stage", "train"),
+                                             ("encode", "encode"), ("tune", "tune"),
+                                             ("leaderboard", "leaderboard")])
+def test_job_entrypoints_are_the_cli_commands(script, command):
+    jobs = Path(__file__).resolve().parents[1] / "jobs"
+    result = subprocess.run([sys.executable, str(jobs / f"{script}.py"), "--help"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert f"raylrec {command}" in result.stdout  # argparse's usage line of that very subcommand
 
 
 def test_cli_reports_bad_input_without_traceback(ray_session, tmp_path, capsys):
