@@ -64,7 +64,11 @@ def main() -> None:
         print("| model | Hit@1 (generation) | HR@1 (likelihood) | NDCG@5 (likelihood) | warm: gen Hit@1 / HR@1 / "
               "NDCG@5 | cold: gen Hit@1 / HR@1 / NDCG@5 |\n|---|---|---|---|---|---|")
         backbone = json.loads((evaluation / f"metrics_{split}_backbone.json").read_text())["metrics"]
-        print(candidate_row(f"{config.backbone.name} (scores)", backbone, n))
+        print(candidate_row(f"{config.backbone.name} (scores, backbone)", backbone, n))
+        for name in config.inference.compare_id_models:
+            other = evaluation / f"metrics_{split}_id_{name}.json"
+            if other.exists():
+                print(candidate_row(f"{name} (scores)", json.loads(other.read_text())["metrics"], n))
         for variant in config.inference.variants:
             label = {"e": "A-LLMRec", "q": "A-LLMRec (SBERT, q_i)", "q_cold": "A-LLMRec (q_i for cold)"}[variant]
             metrics = json.loads((evaluation / f"metrics_{split}_{variant}.json").read_text())["metrics"]

@@ -139,8 +139,10 @@ def run_pipeline(config: PipelineConfig, cache_root: Path | None = None) -> list
     for spec in config.methods:
         with progress(f"method {spec.name} (all its stages)"):
             result = METHODS[spec.name](spec.preset, method_overrides(config, spec), cache_root, False)
-        summaries += [s for s in (result.values() if isinstance(result, dict) else result or [])
-                      if isinstance(s, dict) and "test" in s and "stage" in s]
+        found = [s for s in (result.values() if isinstance(result, dict) else result or [])
+                 if isinstance(s, dict) and "test" in s and "stage" in s]
+        # a method re-reports stages it shares with the pipeline (its ID backbone): list each stage once
+        summaries += [s for s in found if s["stage"] not in {seen["stage"] for seen in summaries}]
     table = results_table(summaries, config.eval.ks)
     (RunLayout(config.run_dir).root / "results.md").write_text(table + "\n")
     if config.leaderboard:

@@ -342,6 +342,32 @@ def test_stage2_trains_with_deepspeed_on_two_workers_from_a_stage1_artifact(ray_
         assert not any(k.startswith("llm.") for k in module), file
     history = pd.read_csv(out / "history.csv")
     assert history["epoch"].tolist() == [0] and 0 <= history["valid_ndcg@5"].iloc[0] <= 1
+    if zero == "zero2":
+        check_inference_on_the_same_candidates(recipe, titled_data_dir, backbone_dir, out)
+
+
+def check_inference_on_the_same_candidates(recipe, data_dir, backbone_dir, stage2_dir):
+    """Inference from a stage-2 artifact: generation + likelihood ranking for 3 sampled users, and every ID model
+    of the run directory scored on exactly those users and candidates; a missing ID stage is reported."""
+    import shutil
+
+    from raylrec.eval.evaluator import EvalConfig
+    from raylrec.methods.allmrec.config import InferenceConfig
+    from raylrec.methods.allmrec.inference import run_inference
+
+    shutil.copytree(backbone_dir, backbone_dir.parent / "other-id", dirs_exist_ok=True)
+    config = InferenceConfig(users=3, num_workers=1, cpus_per_worker=0.5, max_new_tokens=4, variants=["e"],
+                             compare_id_models=["other-id", "not-trained"])
+    out = stage2_dir.parent / "allmrec-eval"
+    summary = run_inference(recipe, data_dir, stage2_dir, backbone_dir, out, config,
+                            EvalConfig(num_negatives=[5], ks=[1, 5, 10], length_edges=[5, 10]), seed=0)
+    assert summary["id_models_missing"] == ["not-trained"]
+    llm = json.loads((out / "metrics_test_e.json").read_text())
+    other = json.loads((out / "metrics_test_id_other-id.json").read_text())
+    backbone = json.loads((out / "metrics_test_backbone.json").read_text())
+    assert llm["users"] == other["users"] == backbone["users"] and len(llm["users"]) == 3
+    assert other["metrics"] == backbone["metrics"]  # the same model on the same candidates scores the same
+    assert llm["metrics"]["generation"]["all"]["n"] == 3 and 0 <= llm["metrics"]["sampled_5"]["ndcg@5"] <= 1
 
 
 # ---------- the whole method on Ray: stage 1, stage 2 (DeepSpeed), inference, resume ----------

@@ -36,6 +36,9 @@ DISPLAY = {
     "sasrec": "SASRec", "sasrec-bce": "SASRec (BCE)", "gru4rec": "GRU4Rec",
     "pad": "PAD", "pad-align": "PAD phase 2 (alignment expert)", "hybrid": "Hybrid", "morec": "MoRec",
     "allmrec": "A-LLMRec", "allmrec-sbert": "A-LLMRec (SBERT)", "idle": "IDLE-Adapter",
+    # bench/idle.py's variant stages
+    "idle-smollm2": "IDLE-Adapter (smollm2-135m)", "idle-no-layerwise": "IDLE-Adapter w/o LayerWise",
+    "idle-no-refinement": "IDLE-Adapter w/o Refinement", "idle-no-distribution": "IDLE-Adapter w/o Distribution",
 }
 FULL_METRICS = ["hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20"]
 CANDIDATE_METRICS = ["cand_hit@1", "cand_ndcg@5"]

@@ -120,6 +120,9 @@ class InferenceConfig(StrictModel):
     # e: joint embeddings e_i for every item (default); q: the text-side q_i for every item ("A-LLMRec (SBERT)");
     # q_cold: q_i for cold items only (§4.1.4), e_i otherwise.
     variants: list[Literal["e", "q", "q_cold"]] = Field(default_factory=lambda: ["e", "q"])
+    # Other finished ID-model stages of the same run directory, scored on the same users and candidates as the
+    # backbone (for a fair comparison); a stage that is not there is reported as missing in the summary.
+    compare_id_models: list[str] = Field(default_factory=lambda: ["sasrec", "gru4rec"])
     generate: bool = True
     rank: bool = True
     max_new_tokens: int = Field(32, ge=1)

@@ -216,18 +216,28 @@ def run_inference(recipe: Stage2Recipe, data_dir: Path, stage2_dir: Path, backbo
     num_negatives = recipe.config.prompt.num_negatives
     labels = warm_cold_labels(data.item_train_counts(), eval_config.warm_cold_fraction)
     summary: dict = {"splits": {}, "config": config.model_dump(mode="json")}
-    backbone = load_stage_model(backbone_dir)
+    id_models = {"backbone": backbone_dir}
+    for name in config.compare_id_models:
+        stage = backbone_dir.parent / name
+        if (stage / "DONE.json").exists() and stage != backbone_dir:
+            id_models[name] = stage
+        elif stage != backbone_dir:
+            log.warning("A-LLMRec inference: ID model stage %s is not finished; not compared", stage)
+    summary["id_models_missing"] = [n for n in config.compare_id_models
+                                    if n not in id_models and backbone_dir.parent / n != backbone_dir]
     for split in config.splits:
         evaluator = Evaluator(data, split, eval_config)
         sample, users = evaluation_users(data, split, config, eval_config, seed)
         split_summary = {"users": int(len(sample)), "evaluated_users": int(len(users))}
-        ranks = evaluator.ranks(sequence_scorer(backbone, data, split, torch.device("cpu")), users)
-        backbone_metrics = candidate_summary(evaluator, ranks[f"sampled_{num_negatives}"], users, sample,
-                                             num_negatives)
-        write_metrics(out / f"metrics_{split}_backbone.json", model=backbone.config.name, split=split,
-                      metrics=backbone_metrics, config={"backbone": str(backbone_dir)}, data=data,
-                      extra={"users": sample.tolist(), "evaluated_users": users.tolist()})
-        split_summary["backbone"] = flat_metrics(backbone_metrics, num_negatives)
+        for label, stage in id_models.items():
+            model = load_stage_model(stage)
+            ranks = evaluator.ranks(sequence_scorer(model, data, split, torch.device("cpu")), users)
+            metrics = candidate_summary(evaluator, ranks[f"sampled_{num_negatives}"], users, sample, num_negatives)
+            suffix = "backbone" if label == "backbone" else f"id_{label}"
+            write_metrics(out / f"metrics_{split}_{suffix}.json", model=model.config.name, split=split,
+                          metrics=metrics, config={"stage": str(stage)}, data=data,
+                          extra={"users": sample.tolist(), "evaluated_users": users.tolist()})
+            split_summary[suffix] = flat_metrics(metrics, num_negatives)
         for variant in config.variants:
             started = time.perf_counter()
             shards = [users[i::config.num_workers] for i in range(config.num_workers)]
