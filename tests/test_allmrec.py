@@ -235,7 +235,9 @@ def test_stage1_loss_terms_are_nonzero_and_switchable(tiny_models, titled_data_d
     frozen.total(frozen(users[:8], positives[:8], negatives[:8])).backward()
     assert all(p.grad is None for p in frozen.tower.parameters())
     all_items = Stage1Recipe("s1", stage1_config(tiny_models, sequence_items="all"), backbone_dir)
-    assert len(all_items.training_tensors(data)[0]) > data.num_users
+    # A-LLMRec_all: one sample per training transition of the whole sequence, not only the last window
+    transitions = sum(max(len(data.history("train").row(u)) - 1, 0) for u in range(data.num_users))
+    assert len(all_items.training_tensors(data)[0]) == transitions
 
 
 # ---------- stage 2 (without Ray) ----------

@@ -26,6 +26,7 @@ from raylrec.errors import ArtifactError
 from raylrec.methods.allmrec.config import Stage1Config, TextTowerConfig
 from raylrec.text.registry import resolve_model
 from raylrec.text.templates import default_template, render_texts, template_fields
+from raylrec.train.id_model import load_stage_model
 from raylrec.train.losses import sample_negatives
 from raylrec.train.recipe import Recipe, batched
 
@@ -193,13 +194,20 @@ class Stage1Recipe(Recipe):
         return Stage1Model(table, tower, tokens["input_ids"], tokens["attention_mask"], self.config)
 
     def training_tensors(self, data: PreparedData) -> tuple[torch.Tensor, ...]:
-        """(x_u, positive, items to avoid as negatives): one row per user (last training item) or per position."""
-        users = self.users()
-        hidden, inputs, targets = users["train_hidden"], users["train_inputs"], users["train_targets"]
-        seen = torch.cat([inputs, targets[:, -1:]], dim=1)  # the user's whole training window
+        """(x_u, positive, items to avoid as negatives): one row per user (last training item), or one per
+        training transition of every user's whole training sequence (A-LLMRec_all)."""
         if self.config.sequence_items == "last":
+            users = self.users()
+            hidden, inputs, targets = users["train_hidden"], users["train_inputs"], users["train_targets"]
+            seen = torch.cat([inputs, targets[:, -1:]], dim=1)  # the user's last training window
             keep = targets[:, -1] > 0
             return hidden[keep, -1].contiguous(), targets[keep, -1].contiguous(), seen[keep].contiguous()
+        # x_u before every training item: the frozen backbone over non-overlapping windows of the whole sequence
+        backbone = load_stage_model(Path(self.backbone_dir))
+        inputs, targets = (torch.from_numpy(a) for a in data.train_windows(backbone.config.max_len))
+        with torch.no_grad():
+            hidden = batched(backbone.encode, inputs)
+        seen = torch.cat([inputs, targets[:, -1:]], dim=1)
         rows, cols = torch.nonzero(targets > 0, as_tuple=True)
         return hidden[rows, cols].contiguous(), targets[rows, cols].contiguous(), seen[rows].contiguous()
 
