@@ -88,3 +88,15 @@ def load_config(cls: type[ConfigT], source: str | Path | None = None, overrides:
     except ValidationError as err:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
         raise RaylrecError(f"invalid {cls.__name__} in {where}: {problems}") from err
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """Nested config dict → dotted keys (the inverse of `raylrec.tune.space.nested`)."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat

@@ -1,4 +1,5 @@
 import json
+import logging
 
 import numpy as np
 import pandas as pd
@@ -47,9 +48,12 @@ def test_training_stage_writes_every_artifact(ray_session, prepared_dir, tmp_pat
     assert len(pd.read_csv(out / "history.csv")) == 2
 
 
-def test_rerun_skips_and_longer_run_resumes_from_checkpoint(ray_session, prepared_dir, tmp_path):
+def test_rerun_skips_and_longer_run_resumes_from_checkpoint(ray_session, prepared_dir, tmp_path, caplog):
     first = run_training_stage(stage(tmp_path, max_epochs=2, patience=50), prepared_dir)
     assert run_training_stage(stage(tmp_path, max_epochs=2, patience=50), prepared_dir) == first
+    with caplog.at_level(logging.WARNING, logger="raylrec.train.stage"):
+        assert run_training_stage(stage(tmp_path, max_epochs=3, patience=50), prepared_dir) == first
+    assert "train.max_epochs: 2 there, 3 here" in caplog.text  # reused, but never silently
     history_file = tmp_path / "models" / "sasrec" / "history.csv"
     before = pd.read_csv(history_file)
     resumed = run_training_stage(stage(tmp_path, max_epochs=4, patience=50), prepared_dir, force=True)

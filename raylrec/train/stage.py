@@ -19,10 +19,12 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+import yaml
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 from safetensors.torch import save_file
 
+from raylrec.config import flatten
 from raylrec.data.prepared import PreparedData
 from raylrec.errors import ArtifactError
 from raylrec.eval.evaluator import EvalConfig, Evaluator, write_metrics
@@ -64,6 +66,7 @@ def run_stage(job: StageJob, force: bool = False) -> dict:
     out, done = job.out, job.out / DONE_FILE
     if done.exists() and not force:
         log.info("stage %s already done (%s); skipping", job.recipe.name, done)
+        warn_if_config_differs(job)
         return json.loads(done.read_text())
     job, callbacks = apply_stage_context(job)  # inside a Ray Tune trial: its reporting and CPU share
     PreparedData(job.data_dir)  # fail fast, naming the bad or missing artifact, before anything is written
@@ -104,6 +107,21 @@ def run_stage(job: StageJob, force: bool = False) -> dict:
                                                                if isinstance(v, (int, float))})
     done.write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def warn_if_config_differs(job: StageJob) -> None:
+    """A finished stage is reused as it is (methods share ID backbones by stage name); say so loudly when it was
+    trained with other settings than this run asks for, naming them."""
+    saved_file = job.out / "stage_config.yaml"
+    if not saved_file.exists():
+        return
+    saved, wanted = (flatten(yaml.safe_load(text) or {}) for text in (saved_file.read_text(), job.config_yaml))
+    differing = sorted(k for k in saved.keys() | wanted.keys() if saved.get(k) != wanted.get(k))
+    if differing:
+        log.warning("stage %s: reusing the finished stage at %s, trained with other settings than requested "
+                    "(%s); use --force or another stage name to train it with these",
+                    job.recipe.name, job.out,
+                    ", ".join(f"{k}: {saved.get(k)!r} there, {wanted.get(k)!r} here" for k in differing))
 
 
 @torch.no_grad()

@@ -8,7 +8,8 @@ from pathlib import Path
 
 def cmd_tune(args) -> None:
     from raylrec.config import parse_overrides
-    from raylrec.tune.space import flatten, load_space
+    from raylrec.config import flatten
+    from raylrec.tune.space import load_space
     from raylrec.tune.sweep import format_summary, run_sweep
 
     fixed = flatten(parse_overrides(args.set))

@@ -26,7 +26,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, field_validator, model_validator
 
-from raylrec.config import StrictModel, set_dotted
+from raylrec.config import StrictModel, flatten, set_dotted
 from raylrec.errors import RaylrecError
 
 DOMAIN_KINDS = ("grid", "choice", "uniform", "loguniform", "quniform", "randint", "qrandint")
@@ -142,18 +142,6 @@ def nested(flat: dict[str, Any]) -> dict:
     for key, value in flat.items():
         set_dotted(tree, key, value)
     return tree
-
-
-def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
-    """Nested config dict → dotted keys (the inverse of `nested`)."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, dotted + "."))
-        else:
-            flat[dotted] = value
-    return flat
 
 
 def grid_size(spec: SweepSpec) -> int:
