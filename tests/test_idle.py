@@ -333,20 +333,23 @@ def test_recipe_trains_and_scores_all_items(artifacts, data, kind):
     assert pickle.loads(pickle.dumps(recipe))._cache == {}
 
 
-@pytest.mark.parametrize("kind", ["encoder", "decoder"])
-def test_stage_runs_on_the_shared_loop(artifacts, prepared_dir, ray_session, kind):
-    """One epoch through run_stage: DDP for the encoder, DeepSpeed ZeRO-2 for the decoder (decoder_deepspeed)."""
+@pytest.mark.parametrize("kind, zero", [("encoder", None), ("decoder", "zero2"),
+                                        pytest.param("decoder", "zero3", marks=pytest.mark.slow)])
+def test_stage_runs_on_the_shared_loop(artifacts, prepared_dir, ray_session, kind, zero):
+    """One epoch through run_stage: DDP for the encoder, DeepSpeed ZeRO-2 / ZeRO-3 (frozen LLM partitioned) for
+    the decoder (decoder_deepspeed)."""
     from raylrec.methods.idle.pipeline import idle_job
     from raylrec.train.stage import run_stage
 
     root, id_dir, folders = artifacts
-    config = tiny_config(root, name=f"idle-{kind}", backbone=str(folders[kind]),
+    name = f"idle-{kind}-{zero}"
+    config = tiny_config(root, name=name, backbone=str(folders[kind]), decoder_deepspeed=zero or "zero2",
                          eval={"num_negatives": [5, 10]}, train={"max_epochs": 1, "batch_size": 16, "lr": 0.01,
                                                                  "valid_users": 10})
     job = idle_job(config, prepared_dir)
-    assert job.train.deepspeed == (None if kind == "encoder" else "zero2")
+    assert job.train.deepspeed == zero
     summary = run_stage(job)
-    out = root / "models" / f"idle-{kind}"
+    out = root / "models" / name
     assert summary["backbone_kind"] == kind and 0 <= summary["test"]["ndcg@10"] <= 1
     saved = load_file(str(out / "model.safetensors"))
     assert saved and all(k.startswith(("adapter.", "head.")) for k in saved)  # no frozen weights
