@@ -110,6 +110,8 @@ def test_token_auth_on_every_node_and_no_secrets_in_the_file(config):
     for command in config["head_start_ray_commands"] + config["worker_start_ray_commands"]:
         if "ray start" in command:
             assert "RAY_AUTH_MODE=token" in command
+        if "ray start --head" in command:  # the dashboard/job server listens on loopback: reached by SSH tunnel only
+            assert "--dashboard-host=127.0.0.1" in command
     assert config["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"  # copied over SSH, not written here
     text = CLUSTER_YAML.read_text()
     for pattern in (r"AKIA[0-9A-Z]{16}", r"(?i)aws_secret_access_key", r"(?i)aws_access_key_id", r"hf_[A-Za-z0-9]{20,}",
