@@ -48,6 +48,12 @@ def test_presets_load_and_unknown_keys_are_errors(tmp_path):
     config = load_config(PipelineConfig, "default")
     assert [s.name for s in config.stages] == ["sasrec", "gru4rec"]
     assert [m.name for m in config.methods] == ["pad", "allmrec", "idle"]  # every implemented method
+    # PAD and A-LLMRec share the sasrec-bce stage of the run directory: their presets must agree on it
+    from raylrec.methods.allmrec.config import ALLMRecConfig
+    from raylrec.methods.pad.config import PadConfig
+
+    allmrec, pad = load_config(ALLMRecConfig, "allmrec"), load_config(PadConfig, "pad")
+    assert allmrec.backbone.name == pad.pretrain.name and allmrec.backbone.train == pad.pretrain.train
     assert config.stage_config(config.stages[0]).model.hidden_size == 64
     bad = tmp_path / "bad.yaml"
     bad.write_text("run_dir: x\ntrain_typo: 1\n")
