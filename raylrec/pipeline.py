@@ -50,6 +50,9 @@ class PipelineConfig(StrictModel):
     eval: EvalConfig = EvalConfig()
     stages: list[StageSpec] = [StageSpec(name="sasrec", preset="sasrec"), StageSpec(name="gru4rec", preset="gru4rec")]
     methods: list[MethodSpec] = []
+    # Train the ID backbones side by side, as many at once as the cluster's CPUs hold (each stage reserves its
+    # Ray Train workers' CPUs); false trains them one after another.
+    concurrent_stages: bool = True
     leaderboard: bool = True
 
     def stage_config(self, spec: StageSpec) -> StageConfig:
@@ -126,11 +129,15 @@ def run_pipeline(config: PipelineConfig, cache_root: Path | None = None) -> list
     progress = Progress(1 + len(config.stages) + len(texts) + len(config.methods) + int(config.leaderboard))
     with progress(f"fetch + prepare {config.data.dataset}"):
         data_dir = ensure_prepared(config.data, config.run_dir, cache_root)
+    stages = [config.stage_config(spec) for spec in config.stages]
     summaries = []
-    for spec in config.stages:
-        stage = config.stage_config(spec)
-        with progress(f"ID backbone {spec.name} ({stage.model.name})"):
-            summaries.append(run_training_stage(stage, data_dir))
+    if config.concurrent_stages and len(stages) > 1:
+        with progress(f"ID backbones {', '.join(s.stage_name for s in stages)} (concurrently, as CPUs allow)"):
+            summaries += run_stages_concurrently(stages, data_dir)
+    else:
+        for stage in stages:
+            with progress(f"ID backbone {stage.stage_name} ({stage.model.name})"):
+                summaries.append(run_training_stage(stage, data_dir))
     for text in texts:
         from raylrec.text.encode import encode_items
 
@@ -151,6 +158,35 @@ def run_pipeline(config: PipelineConfig, cache_root: Path | None = None) -> list
         with progress("leaderboard (tables and plots)"):
             build_leaderboard([RunLayout(config.run_dir).root])
     return summaries
+
+
+def run_stages_concurrently(stages: list[StageConfig], data_dir: Path) -> list[dict]:
+    """Each stage's Ray Train job launched from its own Ray task; a stage starts once the CPUs its workers reserve
+    are free, so a 2-core box trains two 1-worker backbones at a time. Summaries come back in the given order."""
+    import ray
+
+    from raylrec.ray_utils import ensure_ray
+
+    ensure_ray()
+    capacity = ray.cluster_resources().get("CPU", 1)
+    # num_cpus=0: the task only drives the trainer; the trainer's workers hold the stage's CPUs
+    train_remotely = ray.remote(num_cpus=0)(run_training_stage)
+    waiting, running, results = list(enumerate(stages)), {}, {}
+    while waiting or running:
+        in_use = sum(cpus for _, cpus in running.values())
+        while waiting:
+            index, stage = waiting[0]
+            cpus = stage.train.num_workers * stage.train.cpus_per_worker
+            if running and in_use + cpus > capacity:
+                break
+            waiting.pop(0)
+            running[train_remotely.remote(stage, data_dir)] = (index, cpus)
+            in_use += cpus
+        finished, _ = ray.wait(list(running), num_returns=1)
+        index, _ = running.pop(finished[0])
+        results[index] = ray.get(finished[0])  # a failed stage raises here, naming the stage's error
+        print(f"  ID backbone {stages[index].stage_name}: done", flush=True)
+    return [results[i] for i in range(len(stages))]
 
 
 def results_table(summaries: list[dict], ks: list[int]) -> str:

@@ -19,6 +19,9 @@ def tiny_pipeline(tmp_path, synthetic_log) -> PipelineConfig:
         "eval": {"num_negatives": [5], "length_edges": [5, 10]},
         "stages": [{"name": "tiny-gru", "model": {"name": "gru4rec", "hidden_size": 8, "max_len": 6,
                                                    "num_layers": 1, "inner_size": 8},
+                    "train": {"max_epochs": 2, "batch_size": 16}},
+                   {"name": "tiny-sas", "model": {"name": "sasrec", "hidden_size": 8, "max_len": 6, "num_layers": 1,
+                                                  "num_heads": 1, "inner_size": 8},
                     "train": {"max_epochs": 2, "batch_size": 16}}],
     })
 
@@ -26,8 +29,9 @@ def tiny_pipeline(tmp_path, synthetic_log) -> PipelineConfig:
 def test_pipeline_runs_then_skips_finished_stages(ray_session, tmp_path, synthetic_log):
     config = tiny_pipeline(tmp_path, synthetic_log)
     first = run_pipeline(config)
+    assert [s["stage"] for s in first] == ["tiny-gru", "tiny-sas"]  # trained side by side, reported in order
     table = (tmp_path / "run" / "results.md").read_text()
-    assert "| tiny-gru |" in table and "test ndcg@10" in table
+    assert "| tiny-gru |" in table and "| tiny-sas |" in table and "test ndcg@10" in table
     board = (tmp_path / "run" / "leaderboard" / "leaderboard.md").read_text()  # the job ends in the leaderboard
     assert "| tiny-gru | 1 |" in board and (tmp_path / "run" / "leaderboard" / "metrics.png").stat().st_size > 0
     done = tmp_path / "run" / "models" / "tiny-gru" / "DONE.json"
@@ -46,7 +50,7 @@ def test_prepared_data_is_not_silently_replaced(ray_session, tmp_path, synthetic
 
 def test_presets_load_and_unknown_keys_are_errors(tmp_path):
     config = load_config(PipelineConfig, "default")
-    assert [s.name for s in config.stages] == ["sasrec", "gru4rec"]
+    assert [s.name for s in config.stages] == ["sasrec", "gru4rec", "sasrec-bce"]
     assert [m.name for m in config.methods] == ["pad", "allmrec", "idle"]  # every implemented method
     # PAD and A-LLMRec share the sasrec-bce stage of the run directory: their presets must agree on it
     from raylrec.methods.allmrec.config import ALLMRecConfig
@@ -54,6 +58,9 @@ def test_presets_load_and_unknown_keys_are_errors(tmp_path):
 
     allmrec, pad = load_config(ALLMRecConfig, "allmrec"), load_config(PadConfig, "pad")
     assert allmrec.backbone.name == pad.pretrain.name and allmrec.backbone.train == pad.pretrain.train
+    # …and the pipeline trains that stage up front, with the same settings, beside the other backbones
+    shared = config.stage_config(config.stages[2])
+    assert shared.stage_name == pad.pretrain.name and shared.train == pad.pretrain.train
     assert config.stage_config(config.stages[0]).model.hidden_size == 64
     bad = tmp_path / "bad.yaml"
     bad.write_text("run_dir: x\ntrain_typo: 1\n")
