@@ -126,12 +126,14 @@ def run_pipeline(config: PipelineConfig, cache_root: Path | None = None) -> list
     if unknown:
         raise RaylrecError(f"methods {unknown} are not implemented (available: {', '.join(sorted(METHODS))})")
     texts = method_text_configs(config)
-    progress = Progress(1 + len(config.stages) + len(texts) + len(config.methods) + int(config.leaderboard))
+    stages = [config.stage_config(spec) for spec in config.stages]
+    side_by_side = config.concurrent_stages and len(stages) > 1  # one step for all the backbones
+    progress = Progress(1 + (1 if side_by_side else len(stages)) + len(texts) + len(config.methods)
+                        + int(config.leaderboard))
     with progress(f"fetch + prepare {config.data.dataset}"):
         data_dir = ensure_prepared(config.data, config.run_dir, cache_root)
-    stages = [config.stage_config(spec) for spec in config.stages]
     summaries = []
-    if config.concurrent_stages and len(stages) > 1:
+    if side_by_side:
         with progress(f"ID backbones {', '.join(s.stage_name for s in stages)} (concurrently, as CPUs allow)"):
             summaries += run_stages_concurrently(stages, data_dir)
     else:

@@ -369,6 +369,7 @@ def check_inference_on_the_same_candidates(recipe, data_dir, backbone_dir, stage
     backbone = json.loads((out / "metrics_test_backbone.json").read_text())
     assert llm["users"] == other["users"] == backbone["users"] and len(llm["users"]) == 3
     assert other["metrics"] == backbone["metrics"]  # the same model on the same candidates scores the same
+    assert (backbone["model"], other["model"]) == (backbone_dir.name, "other-id")  # named by stage
     assert llm["metrics"]["generation"]["all"]["n"] == 3 and 0 <= llm["metrics"]["sampled_5"]["ndcg@5"] <= 1
 
 

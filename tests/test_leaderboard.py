@@ -103,8 +103,8 @@ def test_candidate_protocol_rows_get_their_own_table(runs):
         return {"model": model, "metrics": metrics, "data_fingerprint": "fp1", "dataset": "ml-100k", "config": {}}
 
     (out / "metrics_test_backbone.json").write_text(json.dumps(candidate_record("sasrec-bce", 0.40)))
-    (out / "metrics_test_e.json").write_text(json.dumps(candidate_record("allmrec[e]", 0.50, gen=0.3)))
-    (out / "metrics_test_q.json").write_text(json.dumps(candidate_record("allmrec[q]", 0.44, gen=0.2)))
+    (out / "metrics_test_e.json").write_text(json.dumps(candidate_record("allmrec-stage2[e]", 0.50, gen=0.3)))
+    (out / "metrics_test_q.json").write_text(json.dumps(candidate_record("allmrec-stage2[q]", 0.44, gen=0.2)))
     frame = leaderboard_frame(collect_records(runs)).set_index("method")
     assert frame.loc["SASRec", "protocol"] == "full"
     assert frame.loc["A-LLMRec", "protocol"] == "candidates" and frame.loc["A-LLMRec", "users"] == 120

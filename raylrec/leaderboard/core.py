@@ -169,8 +169,8 @@ def read_record(path: Path) -> Record:
         variant = variant.rstrip("]")
         if path.stem.endswith("_backbone"):
             label = f"{display_name(model)} (same users)"
-        elif variant:
-            label = display_name(base) + VARIANTS.get(variant, f" [{variant}]")
+        elif variant:  # A-LLMRec's stage 2 (`<name>-stage2[<variant>]`) is the method itself
+            label = display_name(base.removesuffix("-stage2")) + VARIANTS.get(variant, f" [{variant}]")
     sweep = sweep_of(path)
     if sweep:
         name, sweep_dir = sweep

@@ -234,7 +234,8 @@ def run_inference(recipe: Stage2Recipe, data_dir: Path, stage2_dir: Path, backbo
             ranks = evaluator.ranks(sequence_scorer(model, data, split, torch.device("cpu")), users)
             metrics = candidate_summary(evaluator, ranks[f"sampled_{num_negatives}"], users, sample, num_negatives)
             suffix = "backbone" if label == "backbone" else f"id_{label}"
-            write_metrics(out / f"metrics_{split}_{suffix}.json", model=model.config.name, split=split,
+            # named by stage (sasrec-bce, gru4rec, …), not model class: two SASRec stages stay two leaderboard rows
+            write_metrics(out / f"metrics_{split}_{suffix}.json", model=stage.name, split=split,
                           metrics=metrics, config={"stage": str(stage)}, data=data,
                           extra={"users": sample.tolist(), "evaluated_users": users.tolist()})
             split_summary[suffix] = flat_metrics(metrics, num_negatives)
