@@ -52,6 +52,10 @@ def test_rerun_skips_and_longer_run_resumes_from_checkpoint(ray_session, prepare
     first = run_training_stage(stage(tmp_path, max_epochs=2, patience=50), prepared_dir)
     assert run_training_stage(stage(tmp_path, max_epochs=2, patience=50), prepared_dir) == first
     with caplog.at_level(logging.WARNING, logger="raylrec.train.stage"):
+        as_uri = stage(tmp_path, max_epochs=2, patience=50).model_copy(update={"run_dir": tmp_path.as_uri()})
+        assert run_training_stage(as_uri, prepared_dir) == first
+    assert "other settings" not in caplog.text  # the same folder spelt another way is the same stage
+    with caplog.at_level(logging.WARNING, logger="raylrec.train.stage"):
         assert run_training_stage(stage(tmp_path, max_epochs=3, patience=50), prepared_dir) == first
     assert "train.max_epochs: 2 there, 3 here" in caplog.text  # reused, but never silently
     history_file = tmp_path / "models" / "sasrec" / "history.csv"

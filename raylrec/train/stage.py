@@ -116,7 +116,8 @@ def warn_if_config_differs(job: StageJob) -> None:
     if not saved_file.exists():
         return
     saved, wanted = (flatten(yaml.safe_load(text) or {}) for text in (saved_file.read_text(), job.config_yaml))
-    differing = sorted(k for k in saved.keys() | wanted.keys() if saved.get(k) != wanted.get(k))
+    # run_dir: the stage was found in it, whichever way the path is spelt (relative, absolute, file://)
+    differing = sorted(k for k in saved.keys() | wanted.keys() if saved.get(k) != wanted.get(k) and k != "run_dir")
     if differing:
         log.warning("stage %s: reusing the finished stage at %s, trained with other settings than requested "
                     "(%s); use --force or another stage name to train it with these",
