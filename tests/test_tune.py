@@ -112,6 +112,19 @@ def test_sweep_failed_trial_interrupt_resume_and_seeds(ray_session, prepared_dir
     assert best["best_trial"] == summary["best_trial"]
 
 
+def test_optuna_search_runs_a_tiny_sweep(ray_session, prepared_dir, synthetic_log, tmp_path):
+    """A search algorithm from Tune's library (its Optuna wrapper, TPE) proposing from a continuous domain."""
+    run_dir = run_dir_with_data(tmp_path, prepared_dir)
+    spec = SweepSpec(method="sasrec", preset=str(tiny_base(tmp_path, synthetic_log)), search="optuna",
+                     num_samples=2, seeds=0, max_concurrent_trials=1, scheduler={"type": "none"},
+                     space={"train.lr": {"loguniform": [0.005, 0.05]}})
+    summary = run_sweep(spec, str(run_dir), name="tpe")
+    rows = pd.read_csv(run_dir / "sweeps" / "tpe" / "sweep_results.csv")
+    assert len(rows) == 2 and set(rows["status"]) == {"COMPLETED"}
+    assert rows["param:train.lr"].between(0.005, 0.05).all() and rows["param:train.lr"].nunique() == 2
+    assert summary["best_params"]["train.lr"] in rows["param:train.lr"].tolist()
+
+
 def test_tune_cli_names_a_missing_space_or_method(tmp_path, capsys):
     from raylrec.cli import main
 
