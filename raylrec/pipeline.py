@@ -172,7 +172,8 @@ def run_stages_concurrently(stages: list[StageConfig], data_dir: Path) -> list[d
     ensure_ray()
     capacity = ray.cluster_resources().get("CPU", 1)
     # num_cpus=0: the task only drives the trainer; the trainer's workers hold the stage's CPUs
-    train_remotely = ray.remote(num_cpus=0)(run_training_stage)
+    train_remotely = ray.remote(num_cpus=0)(train_stage_task)
+    log_level = logging.getLogger("raylrec").getEffectiveLevel()
     waiting, running, results = list(enumerate(stages)), {}, {}
     while waiting or running:
         in_use = sum(cpus for _, cpus in running.values())
@@ -182,13 +183,20 @@ def run_stages_concurrently(stages: list[StageConfig], data_dir: Path) -> list[d
             if running and in_use + cpus > capacity:
                 break
             waiting.pop(0)
-            running[train_remotely.remote(stage, data_dir)] = (index, cpus)
+            running[train_remotely.remote(stage, data_dir, log_level)] = (index, cpus)
             in_use += cpus
         finished, _ = ray.wait(list(running), num_returns=1)
         index, _ = running.pop(finished[0])
         results[index] = ray.get(finished[0])  # a failed stage raises here, naming the stage's error
         print(f"  ID backbone {stages[index].stage_name}: done", flush=True)
     return [results[i] for i in range(len(stages))]
+
+
+def train_stage_task(stage: StageConfig, data_dir: Path, log_level: int) -> dict:
+    """A stage's Ray task: logs at the driver's level, so "already done" / "resuming" lines reach the job's output."""
+    logging.basicConfig(level=log_level, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    logging.getLogger("raylrec").setLevel(log_level)
+    return run_training_stage(stage, data_dir)
 
 
 def results_table(summaries: list[dict], ks: list[int]) -> str:
