@@ -160,10 +160,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def configure_logging(level: int) -> None:
+    """raylrec's log lines, in the driver and in the Ray tasks it starts."""
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    logging.getLogger("raylrec").setLevel(level)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    configure_logging(logging.DEBUG if args.verbose else logging.INFO)
     if args.command == "train" and not (args.model or args.config or args.method):
         print("raylrec train: give --model, --method or --config", file=sys.stderr)
         return 2

@@ -194,8 +194,9 @@ def run_stages_concurrently(stages: list[StageConfig], data_dir: Path) -> list[d
 
 def train_stage_task(stage: StageConfig, data_dir: Path, log_level: int) -> dict:
     """A stage's Ray task: logs at the driver's level, so "already done" / "resuming" lines reach the job's output."""
-    logging.basicConfig(level=log_level, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    logging.getLogger("raylrec").setLevel(log_level)
+    from raylrec.cli import configure_logging
+
+    configure_logging(log_level)
     return run_training_stage(stage, data_dir)
 
 
