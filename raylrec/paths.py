@@ -24,11 +24,12 @@ class RunLayout:
     """Named artifact locations under one run directory, so later stages find earlier outputs by name."""
 
     def __init__(self, run_dir: str | os.PathLike):
-        """`run_dir`: a path or a `file://` URI (see raylrec/storage.py)."""
-        from raylrec.storage import local_path
+        """`run_dir`: a path or a URI (`file://`, `s3://`, …; see raylrec/storage.py)."""
+        from raylrec.storage import RunStore
 
         self.location = str(run_dir)
-        self.root = local_path(run_dir)
+        self.store = RunStore(run_dir)
+        self.root = self.store.root
 
     def data_dir(self, dataset: str) -> Path:
         return self.root / "data" / dataset
@@ -38,6 +39,3 @@ class RunLayout:
 
     def embeddings_dir(self, key: str) -> Path:
         return self.root / "embeddings" / key
-
-    def ray_storage(self) -> Path:
-        return self.root / "ray"

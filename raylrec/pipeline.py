@@ -69,7 +69,9 @@ def resolve_stage(spec: StageSpec, run_dir: str, data: DataConfig, eval_config: 
 
 def ensure_prepared(data: DataConfig, run_dir: str, cache_root: Path | None = None) -> Path:
     """Prepare the dataset into the run directory once; refuse to silently re-prepare with other settings."""
-    data_dir = RunLayout(run_dir).data_dir(data.dataset)
+    layout = RunLayout(run_dir)
+    data_dir = layout.data_dir(data.dataset)
+    layout.store.pull(data_dir)
     report_file = data_dir / "data_report.json"
     if report_file.exists():
         check_readable(report_file)  # a damaged report is an error naming it, not a silent re-preparation
@@ -80,6 +82,7 @@ def ensure_prepared(data: DataConfig, run_dir: str, cache_root: Path | None = No
         log.info("prepared data found at %s; skipping preparation", data_dir)
         return data_dir
     report = prepare_dataset(data, data_dir, cache_root)
+    layout.store.push(data_dir)
     log.info("prepared %s: %s", data.dataset, report["counts"])
     return data_dir
 
@@ -153,12 +156,14 @@ def run_pipeline(config: PipelineConfig, cache_root: Path | None = None) -> list
         # a method re-reports stages it shares with the pipeline (its ID backbone): list each stage once
         summaries += [s for s in found if s["stage"] not in {seen["stage"] for seen in summaries}]
     table = results_table(summaries, config.eval.ks)
-    (RunLayout(config.run_dir).root / "results.md").write_text(table + "\n")
+    layout = RunLayout(config.run_dir)
+    (layout.root / "results.md").write_text(table + "\n")
+    layout.store.push(layout.root / "results.md")
     if config.leaderboard:
         from raylrec.leaderboard.core import build_leaderboard
 
         with progress("leaderboard (tables and plots)"):
-            build_leaderboard([RunLayout(config.run_dir).root])
+            build_leaderboard([config.run_dir])
     return summaries
 
 

@@ -82,11 +82,3 @@ def test_unreadable_artifact_error_names_the_file(finished_first_stage, tmp_path
     (data / "items.parquet").write_bytes(b"PAR1 not really")
     with pytest.raises(ArtifactError, match=r"items\.parquet is unreadable"):
         PreparedData(data)
-
-
-def test_object_store_run_dir_is_refused_with_advice(tmp_path):
-    from raylrec.paths import RunLayout
-
-    with pytest.raises(ArtifactError, match="Mount shared storage"):
-        RunLayout("s3://bucket/runs/x")
-    assert RunLayout((tmp_path / "r").as_uri()).root == (tmp_path / "r").resolve()

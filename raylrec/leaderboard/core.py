@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from raylrec.errors import RaylrecError
+from raylrec.storage import RunStore
 
 DISPLAY = {
     "sasrec": "SASRec", "sasrec-bce": "SASRec (BCE)", "gru4rec": "GRU4Rec",
@@ -343,10 +344,16 @@ def sweep_dirs(run_dirs: list[str | Path]) -> list[Path]:
 
 def build_leaderboard(run_dirs: list[str | Path], out_dir: str | Path | None = None, baseline: str | None = None,
                       plots: bool = True) -> dict:
-    """Write leaderboard.md, leaderboard.csv and the PNG plots; returns their paths and the Markdown."""
+    """Write leaderboard.md, leaderboard.csv and the PNG plots; returns their paths and the Markdown.
+    Run directories may be URIs (read through their mirrors); by default the tables go to the first one's
+    `leaderboard/` folder."""
+    stores = [RunStore(run_dir) for run_dir in run_dirs]
+    for store in stores:
+        store.pull()
+    run_dirs = [store.root for store in stores]
     records = collect_records(run_dirs)
     frame = leaderboard_frame(records, baseline)
-    out = Path(out_dir) if out_dir else Path(run_dirs[0]) / "leaderboard"
+    out = Path(out_dir) if out_dir else run_dirs[0] / "leaderboard"
     out.mkdir(parents=True, exist_ok=True)
     markdown = markdown_table(frame)
     (out / "leaderboard.md").write_text("# Leaderboard\n\n" + markdown)
@@ -364,4 +371,6 @@ def build_leaderboard(run_dirs: list[str | Path], out_dir: str | Path | None = N
             png = plot_sweep(sweep, out / f"sweep_{sweep.name}.png")
             if png:
                 result["plots"].append(png)
+    if not out_dir:
+        stores[0].push(out)
     return result

@@ -158,7 +158,9 @@ def encode_items(config: EncodeConfig, data_dir: str | Path, run_dir: str | Path
     key = embeddings_key(model=config.text.model, model_source=resolved.source, pooling=pooling,
                          normalize=config.text.normalize, max_length=config.text.max_length, template=template,
                          text_hash=rendered.text_hash, dataset_fingerprint=data.fingerprint)
-    out_dir = RunLayout(run_dir).embeddings_dir(key)
+    layout = RunLayout(run_dir)
+    out_dir = layout.embeddings_dir(key)
+    layout.store.pull(out_dir)
     cached = read_meta(out_dir)
     if cached is not None:
         log.info("item embeddings found at %s; not re-encoding", out_dir)
@@ -176,5 +178,6 @@ def encode_items(config: EncodeConfig, data_dir: str | Path, run_dir: str | Path
                          num_items=data.num_items, missing_fields=rendered.missing, empty_texts=rendered.empty_texts,
                          encode_seconds=round(time.perf_counter() - started, 2))
     write_embeddings(out_dir, vectors, meta)
+    layout.store.push(out_dir)
     log.info("wrote %s (%d × %d)", out_dir, *vectors.shape)
     return EncodeResult(out_dir, meta, cache_hit=False)

@@ -24,6 +24,7 @@ from raylrec.errors import ArtifactError
 from raylrec.monitoring import record_epoch
 from raylrec.train import deepspeed_engine
 from raylrec.train.config import TrainConfig
+from raylrec.storage import RunStore
 from raylrec.train.recipe import Recipe
 
 STATE_FILE = "training_state.pt"
@@ -147,6 +148,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     rank, world = context.get_world_rank(), context.get_world_size()
     seed_everything(train.seed + rank)
 
+    if loop_config.get("run_dir"):  # on a node without the run directory: its mirror, synced
+        RunStore(loop_config["run_dir"]).pull()
     data = PreparedData(loop_config["data_dir"])
     core = recipe.build(data)
     optimizer = build_optimizer(recipe, core, train)
@@ -154,8 +157,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     state = {"epoch": 0, "best": float("-inf"), "best_epoch": -1, "bad_epochs": 0, "history": []}
     # Ray's own checkpoint after a worker failure; else the latest one a previous run of this stage left.
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None and loop_config.get("resume_from"):
-        checkpoint = ray.train.Checkpoint.from_directory(loop_config["resume_from"])
+    if checkpoint is None:
+        checkpoint = loop_config.get("resume_from")
     saved = None
     engine, ds_config = None, None
     if train.deepspeed is not None:  # the engine replaces DDP and steps the optimizer; see deepspeed_engine.py

@@ -30,7 +30,7 @@ from raylrec.errors import ArtifactError
 from raylrec.eval.evaluator import EvalConfig, Evaluator, write_metrics
 from raylrec.paths import RunLayout
 from raylrec.ray_utils import cluster_has_gpus, ensure_ray
-from raylrec.storage import ray_storage_path
+from raylrec.storage import RunStore
 from raylrec.train.config import StageConfig, TrainConfig
 from raylrec.train.id_model import IDModelRecipe
 from raylrec.train.loop import BEST_MODEL_FILE, STATE_FILE, load_model_state, train_loop_per_worker
@@ -52,18 +52,28 @@ class StageJob:
     data_dir: Path
     out: Path
     config_yaml: str
+    run_dir: str | None = None  # the run directory's location; a URI one is synced through its mirror
 
 
-def latest_checkpoint(train_dir: Path) -> Checkpoint | None:
-    """The newest complete checkpoint a previous run of this stage left (Ray names them by timestamp)."""
-    candidates = sorted(p for p in train_dir.glob("checkpoint_*")
-                        if (p / BEST_MODEL_FILE).exists() and (p / STATE_FILE).exists())
-    return Checkpoint.from_directory(str(candidates[-1])) if candidates else None
+def latest_checkpoint(train_uri: str) -> Checkpoint | None:
+    """The newest complete checkpoint a previous run of this stage left (Ray names them by timestamp), wherever
+    Ray Train's storage is (a local folder or an object store)."""
+    import pyarrow.fs
+
+    filesystem, path = pyarrow.fs.FileSystem.from_uri(train_uri)
+    folders = sorted(info.path for info in filesystem.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
+                     if info.type == pyarrow.fs.FileType.Directory and info.base_name.startswith("checkpoint_"))
+    complete = [folder for folder in folders
+                if all(info.type == pyarrow.fs.FileType.File
+                       for info in filesystem.get_file_info([f"{folder}/{BEST_MODEL_FILE}", f"{folder}/{STATE_FILE}"]))]
+    return Checkpoint(path=complete[-1], filesystem=filesystem) if complete else None
 
 
 def run_stage(job: StageJob, force: bool = False) -> dict:
     """Train (or resume, or skip when already done) one stage; returns the stage summary."""
     out, done = job.out, job.out / DONE_FILE
+    store = RunStore(job.run_dir or out)
+    store.pull()  # a stage may read any earlier artifact of the run (backbones, text embeddings)
     if done.exists() and not force:
         log.info("stage %s already done (%s); skipping", job.recipe.name, done)
         warn_if_config_differs(job)
@@ -73,19 +83,20 @@ def run_stage(job: StageJob, force: bool = False) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / "stage_config.yaml").write_text(job.config_yaml)
     ensure_ray()
-    resume_from = latest_checkpoint(out / TRAIN_RUN_NAME)
+    storage = store.uri(out)  # Ray Train's storage: an object-store URI is written by Ray itself
+    resume_from = latest_checkpoint(f"{storage}/{TRAIN_RUN_NAME}")
     if resume_from:
         log.info("resuming %s from %s", job.recipe.name, resume_from.path)
     use_gpu = cluster_has_gpus() if job.train.use_gpu == "auto" else job.train.use_gpu
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"recipe": job.recipe, "train": job.train, "eval": job.eval,
-                           "data_dir": str(job.data_dir), "resume_from": resume_from.path if resume_from else None},
+                           "data_dir": str(job.data_dir), "run_dir": job.run_dir, "resume_from": resume_from},
         scaling_config=ScalingConfig(num_workers=job.train.num_workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": job.train.cpus_per_worker}),
         run_config=RunConfig(
             name=TRAIN_RUN_NAME,
-            storage_path=ray_storage_path(out),
+            storage_path=storage,
             failure_config=FailureConfig(max_failures=job.train.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             logging_config=LoggingConfig(log_level="WARNING"),
@@ -97,7 +108,7 @@ def run_stage(job: StageJob, force: bool = False) -> dict:
     wall = time.perf_counter() - started
     final_checkpoint = result.checkpoint or resume_from
     if final_checkpoint is None:
-        raise ArtifactError(f"training of {job.recipe.name} reported no checkpoint (see {out / TRAIN_RUN_NAME})")
+        raise ArtifactError(f"training of {job.recipe.name} reported no checkpoint (see {storage}/{TRAIN_RUN_NAME})")
     with final_checkpoint.as_directory() as directory:
         best_state = torch.load(Path(directory) / BEST_MODEL_FILE, weights_only=True)
         history = torch.load(Path(directory) / STATE_FILE, weights_only=False)["state"]["history"]
@@ -106,6 +117,7 @@ def run_stage(job: StageJob, force: bool = False) -> dict:
     summary.update(fit_wall_s=round(wall, 1), final_metrics={k: v for k, v in result.metrics.items()
                                                                if isinstance(v, (int, float))})
     done.write_text(json.dumps(summary, indent=2))
+    store.push(out)
     return summary
 
 
@@ -152,5 +164,5 @@ def stage_dir(config: StageConfig) -> Path:
 def run_training_stage(config: StageConfig, data_dir: Path, force: bool = False) -> dict:
     """Train one ID backbone (SASRec, GRU4Rec, …) as configured."""
     job = StageJob(recipe=IDModelRecipe(config), train=config.train, eval=config.eval, data_dir=Path(data_dir),
-                   out=stage_dir(config), config_yaml=config.to_yaml())
+                   out=stage_dir(config), config_yaml=config.to_yaml(), run_dir=config.run_dir)
     return run_stage(job, force=force)

@@ -37,8 +37,8 @@ import yaml
 
 from raylrec.config import deep_merge, set_dotted
 from raylrec.errors import RaylrecError
-from raylrec.paths import RunLayout
 from raylrec.ray_utils import ensure_ray
+from raylrec.storage import RunStore
 from raylrec.train.stage_context import StageContext, stage_context
 from raylrec.tune.space import SweepSpec, flatten, grid_size, nested, param_space
 from raylrec.tune.targets import TuneTarget, get_target
@@ -84,9 +84,9 @@ class TrialSetup:
     method: str
     preset: str | None
     base_overrides: dict
-    shared_root: str
+    shared_location: str  # the run directory (path or URI) holding the shared artifacts
     shared_paths: list[str]
-    trials_dir: str
+    trials_location: str  # where trial run directories go (path or URI)
     metric: str
     metric_key: str
     cpus_per_worker: float
@@ -119,13 +119,19 @@ def run_trial(config: dict, setup: TrialSetup) -> None:
     target = get_target(setup.method)
     seed = config.get("seed")
     name = f"seed-{seed}" if seed is not None else tune.get_context().get_trial_id()
-    trial_dir = Path(setup.trials_dir) / name
+    shared = RunStore(setup.shared_location)
+    for relative in setup.shared_paths:  # a trial on a node without the run directory: into its mirror
+        shared.pull(shared.root / relative)
+    trial_location = f"{setup.trials_location.rstrip('/')}/{name}"
+    trial_store = RunStore(trial_location)
+    trial_dir = trial_store.root
     trial_dir.mkdir(parents=True, exist_ok=True)
-    link_shared(Path(setup.shared_root), trial_dir, setup.shared_paths)
+    link_shared(shared.root, trial_dir, setup.shared_paths)
     overrides = deep_merge(setup.base_overrides, config.get("params") or {})
-    overrides["run_dir"] = str(trial_dir)
+    overrides["run_dir"] = trial_location
     method_config = target.load(setup.preset, overrides)
     (trial_dir / "trial_config.yaml").write_text(method_config.to_yaml())
+    trial_store.push(trial_dir / "trial_config.yaml")
     stage = target.stage_name(method_config)
     updates = {"cpus_per_worker": setup.cpus_per_worker, **setup.extra_train}
     if seed is not None:
@@ -175,12 +181,12 @@ def searcher(spec: SweepSpec, search: str, concurrency: int):
     return algorithm, concurrency
 
 
-def run_tuner(storage: Path, name: str, trainable, space: dict, spec: SweepSpec, search: str, num_samples: int,
+def run_tuner(storage: str, name: str, trainable, space: dict, spec: SweepSpec, search: str, num_samples: int,
               concurrency: int, scheduler: bool, retry_failed: bool):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    path = storage / name
+    path = f"{storage.rstrip('/')}/{name}"
     if tune.Tuner.can_restore(str(path)):
         log.info("resuming the interrupted sweep at %s", path)
         tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True,
@@ -196,7 +202,7 @@ def run_tuner(storage: Path, name: str, trainable, space: dict, spec: SweepSpec,
             trainable, param_space=space,
             tune_config=tune.TuneConfig(metric=spec.metric, mode=spec.mode, search_alg=algorithm, scheduler=asha,
                                         num_samples=num_samples, max_concurrent_trials=limit),
-            run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=1,
+            run_config=tune.RunConfig(name=name, storage_path=storage, verbose=1,
                                       failure_config=tune.FailureConfig(max_failures=0)))
     return tuner.fit()
 
@@ -329,34 +335,39 @@ def run_sweep(spec: SweepSpec, run_dir: str = "runs/default", *, name: str | Non
     search = search or spec.search
     spec = spec.model_copy(update={"search": search, "num_samples": num_samples or spec.num_samples,
                                    "seeds": spec.seeds if seeds is None else seeds})
-    run_root = RunLayout(run_dir).root
+    store = RunStore(run_dir)
+    run_root = store.root
     base = nested(spec.fixed)
     if dataset:
         set_dotted(base, "data.dataset", dataset)
-    shared_config = target.load(spec.preset, {**base, "run_dir": str(run_root)})
-    validate_space(target, spec, {**base, "run_dir": str(run_root)})
+    shared_config = target.load(spec.preset, {**base, "run_dir": str(run_dir)})
+    validate_space(target, spec, {**base, "run_dir": str(run_dir)})
     paths = SweepPaths(run_root / "sweeps" / (name or spec.method))
+    store.pull(paths.root)  # a sweep resumed from another machine
     dataset = shared_config.data.dataset if hasattr(shared_config, "data") else dataset
     check_spec_unchanged(paths, spec, dataset)
     paths.root.mkdir(parents=True, exist_ok=True)
     paths.spec_file.write_text(spec_record(spec, dataset))
+    store.push(paths.spec_file)
 
     ensure_ray()
     print(f"[sweep {paths.root.name}] shared artifacts (data, prerequisites) in {run_root}", flush=True)
     shared = target.prepare_shared(shared_config, cache_root)
     concurrency = max_concurrent or spec.max_concurrent_trials or default_concurrency(shared_config, spec.trial_cpus)
-    setup = TrialSetup(method=spec.method, preset=spec.preset, base_overrides=base, shared_root=str(run_root),
-                       shared_paths=shared, trials_dir=str(paths.trials), metric=spec.metric,
+    setup = TrialSetup(method=spec.method, preset=spec.preset, base_overrides=base,
+                       shared_location=store.locate(run_root), shared_paths=shared,
+                       trials_location=store.locate(paths.trials), metric=spec.metric,
                        metric_key=spec.metric_key, cpus_per_worker=spec.trial_cpus,
                        cache_root=str(cache_root) if cache_root else None)
     trainable = tune.with_resources(tune.with_parameters(run_trial, setup=setup), {"cpu": TRIAL_FN_CPUS})
     scheduler = f"ASHA on {spec.metric}" if spec.scheduler.type == "asha" else "no early stopping"
     print(f"[sweep {paths.root.name}] {spec.search} search over {', '.join(spec.space)}; "
           f"{concurrency} trial(s) at a time; {scheduler}", flush=True)
-    grid = run_tuner(paths.root, "tune", trainable, {"params": param_space(spec)}, spec, spec.search,
+    grid = run_tuner(store.locate(paths.root), "tune", trainable, {"params": param_space(spec)}, spec, spec.search,
                      spec.num_samples, concurrency, scheduler=True, retry_failed=retry_failed)
     rows = trial_rows(grid, spec)
     rows.to_csv(paths.results_csv, index=False)
+    store.push(paths.results_csv)
     # Trials are generated lazily (as concurrency allows), so an interrupted sweep may also lack some.
     unfinished = int((rows["status"] == "INTERRUPTED").sum()) + max(0, expected_trials(spec, spec.search) - len(rows))
     if unfinished:
@@ -374,12 +385,13 @@ def run_sweep(spec: SweepSpec, run_dir: str = "runs/default", *, name: str | Non
                      "best_params": best_params, "results_csv": str(paths.results_csv), "seeds": []}
     if spec.seeds:
         seed_values = [spec.seed_base + i for i in range(spec.seeds)]
-        seed_setup = TrialSetup(**{**setup.__dict__, "trials_dir": str(paths.seeds)})
+        seed_setup = TrialSetup(**{**setup.__dict__, "trials_location": store.locate(paths.seeds)})
         seed_trainable = tune.with_resources(tune.with_parameters(run_trial, setup=seed_setup), {"cpu": TRIAL_FN_CPUS})
         seed_space = {"params": nested(best_params), "seed": tune.grid_search(seed_values)}
-        seed_grid = run_tuner(paths.root, "seeds-tune", seed_trainable, seed_space, spec, "grid", 1, concurrency,
-                              scheduler=False, retry_failed=retry_failed)
-        best_config = target.load(spec.preset, deep_merge({**base, "run_dir": str(run_root)}, nested(best_params)))
+        seed_grid = run_tuner(store.locate(paths.root), "seeds-tune", seed_trainable, seed_space, spec, "grid", 1,
+                              concurrency, scheduler=False, retry_failed=retry_failed)
+        store.pull(paths.seeds)  # the seed runs' metrics, written wherever their trials ran
+        best_config = target.load(spec.preset, deep_merge({**base, "run_dir": str(run_dir)}, nested(best_params)))
         stage = target.stage_name(best_config)
         tests, valids = [], []
         for seed in seed_values:
@@ -401,6 +413,7 @@ def run_sweep(spec: SweepSpec, run_dir: str = "runs/default", *, name: str | Non
         summary["test_mean"], summary["test_std"] = mean_std(tests)
         summary["valid_mean"], _ = mean_std(valids)
     paths.best_json.write_text(json.dumps(summary, indent=2, default=str))
+    store.push(paths.best_json)
     return summary
 
 

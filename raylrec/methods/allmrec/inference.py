@@ -35,6 +35,7 @@ from raylrec.eval.evaluator import EvalConfig, Evaluator, write_metrics
 from raylrec.methods.allmrec.config import InferenceConfig
 from raylrec.methods.allmrec.prompt import PromptExample
 from raylrec.methods.allmrec.stage2 import Stage2Model, Stage2Recipe
+from raylrec.storage import RunStore
 from raylrec.train.id_model import load_stage_model, sequence_scorer
 from raylrec.train.loop import load_model_state
 
@@ -157,7 +158,9 @@ def evaluate_users(recipe: Stage2Recipe, data_dir: str, stage2_dir: str, split: 
 
 
 @ray.remote
-def _evaluate_shard(recipe, data_dir, stage2_dir, split, variant, users, config):
+def _evaluate_shard(recipe, data_dir, stage2_dir, split, variant, users, config, run_dir):
+    if run_dir:  # on a node without the run directory: its mirror, synced
+        RunStore(run_dir).pull()
     return evaluate_users(recipe, data_dir, stage2_dir, split, variant, users, config)
 
 
@@ -206,8 +209,10 @@ def score_table(rows: list[dict], num_items: int) -> dict[int, torch.Tensor]:
 
 
 def run_inference(recipe: Stage2Recipe, data_dir: Path, stage2_dir: Path, backbone_dir: Path, out: Path,
-                  config: InferenceConfig, eval_config: EvalConfig, seed: int, force: bool = False) -> dict:
-    """Evaluate every configured split and variant; metrics JSONs, predictions CSVs and DONE.json under `out`."""
+                  config: InferenceConfig, eval_config: EvalConfig, seed: int, force: bool = False,
+                  run_dir: str | None = None) -> dict:
+    """Evaluate every configured split and variant; metrics JSONs, predictions CSVs and DONE.json under `out`
+    (`run_dir`: the run directory's location, for a URI one synced through its mirror)."""
     done = out / "DONE.json"
     if done.exists() and not force:
         return json.loads(done.read_text())
@@ -243,8 +248,8 @@ def run_inference(recipe: Stage2Recipe, data_dir: Path, stage2_dir: Path, backbo
             started = time.perf_counter()
             shards = [users[i::config.num_workers] for i in range(config.num_workers)]
             remote = _evaluate_shard.options(num_cpus=config.cpus_per_worker, num_gpus=config.gpus_per_worker)
-            parts = ray.get([remote.remote(recipe, str(data_dir), str(stage2_dir), split, variant, shard, config)
-                             for shard in shards if len(shard)])
+            parts = ray.get([remote.remote(recipe, str(data_dir), str(stage2_dir), split, variant, shard, config,
+                                               run_dir) for shard in shards if len(shard)])
             rows = sorted((r for part in parts for r in part["rows"]), key=lambda r: r["user"])
             seconds = time.perf_counter() - started
             metrics: dict = {"inference_seconds": round(seconds, 1)}
@@ -267,6 +272,7 @@ def run_inference(recipe: Stage2Recipe, data_dir: Path, stage2_dir: Path, backbo
             log.info("A-LLMRec %s [%s]: %s", split, variant, split_summary[variant])
         summary["splits"][split] = split_summary
     done.write_text(json.dumps(summary, indent=2))
+    RunStore(run_dir or out).push(out)
     return summary
 
 

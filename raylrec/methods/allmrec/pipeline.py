@@ -48,7 +48,8 @@ def stage2_recipe(config: ALLMRecConfig, cache_root: Path | None = None) -> Stag
 
 def job(recipe, train, config: ALLMRecConfig, data_dir: Path) -> StageJob:
     return StageJob(recipe=recipe, train=train, eval=config.eval, data_dir=Path(data_dir),
-                    out=RunLayout(config.run_dir).model_dir(recipe.name), config_yaml=config.to_yaml())
+                    out=RunLayout(config.run_dir).model_dir(recipe.name), config_yaml=config.to_yaml(),
+                    run_dir=config.run_dir)
 
 
 def require_done(path: Path, what: str) -> None:
@@ -90,7 +91,7 @@ def run_allmrec(config: ALLMRecConfig, cache_root: Path | None = None, force: bo
         started = time.perf_counter()
         summaries["inference"] = run_inference(recipe2, data_dir, stage2_dir, stage_dir(backbone),
                                                layout.model_dir(config.eval_name), config.inference, config.eval,
-                                               seed=config.data.seed, force=force)
+                                               seed=config.data.seed, force=force, run_dir=config.run_dir)
         timings["inference"] = time.perf_counter() - started
     summaries["wall_seconds"] = {k: round(v, 1) for k, v in timings.items()}
     return summaries

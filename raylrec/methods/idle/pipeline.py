@@ -24,7 +24,8 @@ def idle_job(config: IdleConfig, data_dir: Path, cache_root: Path | None = None)
     recipe = IdleRecipe(config, stage_dir(id_stage), resolved.path, resolved.family)
     return StageJob(recipe=recipe, train=train_settings(config, resolved.family), eval=config.eval,
                     data_dir=Path(data_dir),
-                    out=RunLayout(config.run_dir).model_dir(config.name), config_yaml=config.to_yaml())
+                    out=RunLayout(config.run_dir).model_dir(config.name), config_yaml=config.to_yaml(),
+                    run_dir=config.run_dir)
 
 
 def train_settings(config: IdleConfig, family: str):
