@@ -11,7 +11,12 @@ import json
 import logging
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any, Callable
+
+from pydantic import Field
 
 from raylrec.config import StrictModel, deep_merge, load_config
 from raylrec.data.prepare import DataConfig, prepare_dataset
@@ -42,6 +47,9 @@ class MethodSpec(StrictModel):
     name: str
     preset: str | None = None  # the method's preset or YAML file (default: its own default preset)
     set: dict = {}  # nested overrides on top of the preset
+    # CPUs the method's widest step reserves, for running methods side by side (None: read from its config,
+    # the largest num_workers × cpus_per_worker). An entry that runs only some of a method's stages sets its own.
+    cpus: float | None = Field(None, gt=0)
 
 
 class PipelineConfig(StrictModel):
@@ -50,9 +58,9 @@ class PipelineConfig(StrictModel):
     eval: EvalConfig = EvalConfig()
     stages: list[StageSpec] = [StageSpec(name="sasrec", preset="sasrec"), StageSpec(name="gru4rec", preset="gru4rec")]
     methods: list[MethodSpec] = []
-    # Train the ID backbones side by side, as many at once as the cluster's CPUs hold (each stage reserves its
-    # Ray Train workers' CPUs); false trains them one after another.
-    concurrent_stages: bool = True
+    # Run the ID backbones and text encodings side by side, then the methods side by side, as many at once as
+    # the cluster's CPUs hold (each reserves its Ray Train workers' or actors' CPUs); false runs one at a time.
+    side_by_side: bool = True
     leaderboard: bool = True
 
     def stage_config(self, spec: StageSpec) -> StageConfig:
@@ -108,49 +116,140 @@ def method_overrides(config: PipelineConfig, spec: MethodSpec) -> dict:
                        "eval": config.eval.model_dump(mode="json")}, spec.set)
 
 
+def method_configs(config: PipelineConfig) -> list:
+    """Each configured method's resolved config (the method's preset with the pipeline's overrides)."""
+    from raylrec.tune.targets import TARGETS
+
+    return [TARGETS[spec.name].load(spec.preset, method_overrides(config, spec)) if spec.name in TARGETS else None
+            for spec in config.methods]
+
+
 def method_text_configs(config: PipelineConfig) -> list:
     """The distinct item-text encodings the configured methods use (methods with a `text` EncodeConfig)."""
     from raylrec.text.encode import EncodeConfig
-    from raylrec.tune.targets import TARGETS
 
     found = []
-    for spec in config.methods:
-        if spec.name in TARGETS:
-            text = getattr(TARGETS[spec.name].load(spec.preset, method_overrides(config, spec)), "text", None)
-            if isinstance(text, EncodeConfig) and text not in found:
-                found.append(text)
+    for method in method_configs(config):
+        text = getattr(method, "text", None)
+        if isinstance(text, EncodeConfig) and text not in found:
+            found.append(text)
     return found
+
+
+def widest_reservation(config) -> float:
+    """CPUs the widest Ray Train stage or task pool of a config reserves: max num_workers × cpus_per_worker."""
+    from pydantic import BaseModel
+
+    found = [1.0]
+
+    def walk(node) -> None:
+        if isinstance(node, BaseModel):
+            if hasattr(node, "num_workers") and hasattr(node, "cpus_per_worker"):
+                found.append(node.num_workers * node.cpus_per_worker)
+            for name in type(node).model_fields:
+                walk(getattr(node, name))
+        elif isinstance(node, (list, tuple)):
+            for item in node:
+                walk(item)
+
+    walk(config)
+    return max(found)
+
+
+@dataclass
+class Job:
+    """One unit the pipeline runs side by side with others: a backbone, an encoding or a method."""
+
+    label: str
+    cpus: float  # what its Ray Train workers / actors reserve
+    run: Callable[[], Any]  # picklable: it runs in a Ray task
+    after: tuple[int, ...] = ()  # indices of jobs that must finish first
+
+
+def run_side_by_side(jobs: list[Job]) -> list:
+    """Each job from its own Ray task, started in list order (a job that cannot start yet lets later ones pass)
+    once the jobs it comes after are done and the CPUs it reserves are free; so a 2-core box runs two 1-worker
+    stages at a time. Results come back in list order; a failed job raises here, naming its error."""
+    import ray
+
+    from raylrec.ray_utils import ensure_ray
+
+    ensure_ray()
+    capacity = ray.cluster_resources().get("CPU", 1)
+    # num_cpus=0: the task only drives its trainer or actors, which hold the job's CPUs
+    run_remotely = ray.remote(num_cpus=0)(run_job)
+    log_level = logging.getLogger("raylrec").getEffectiveLevel()
+    waiting, running, results = list(range(len(jobs))), {}, {}
+    while waiting or running:
+        in_use = sum(jobs[i].cpus for i in running.values())
+        for index in list(waiting):
+            job = jobs[index]
+            if all(d in results for d in job.after) and (not running or in_use + job.cpus <= capacity):
+                waiting.remove(index)
+                running[run_remotely.remote(job.run, log_level)] = index
+                in_use += job.cpus
+        if not running:
+            raise RaylrecError(f"jobs {[jobs[i].label for i in waiting]} wait for jobs that never run")
+        finished, _ = ray.wait(list(running), num_returns=1)
+        index = running.pop(finished[0])
+        results[index] = ray.get(finished[0])
+        print(f"  {jobs[index].label}: done", flush=True)
+    return [results[i] for i in range(len(jobs))]
+
+
+def run_job(run: Callable[[], Any], log_level: int) -> Any:
+    """A job's Ray task: logs at the driver's level, so "already done" / "resuming" lines reach the job's output."""
+    from raylrec.cli import configure_logging
+
+    configure_logging(log_level)
+    return run()
+
+
+def run_method(name: str, preset: str | None, overrides: dict, cache_root: Path | None) -> Any:
+    from raylrec.methods import METHODS
+
+    return METHODS[name](preset, overrides, cache_root, False)
 
 
 def run_pipeline(config: PipelineConfig, cache_root: Path | None = None) -> list[dict]:
     from raylrec.methods import METHODS
+    from raylrec.text.encode import encode_items, encode_reservation
 
     unknown = [m.name for m in config.methods if m.name not in METHODS]
     if unknown:
         raise RaylrecError(f"methods {unknown} are not implemented (available: {', '.join(sorted(METHODS))})")
     texts = method_text_configs(config)
     stages = [config.stage_config(spec) for spec in config.stages]
-    side_by_side = config.concurrent_stages and len(stages) > 1  # one step for all the backbones
-    progress = Progress(1 + (1 if side_by_side else len(stages)) + len(texts) + len(config.methods)
-                        + int(config.leaderboard))
+    methods = method_configs(config)
+    side_by_side = config.side_by_side and len(stages) + len(texts) + len(config.methods) > 1
+    progress = Progress(1 + (min(1, len(stages) + len(texts)) + min(1, len(config.methods)) if side_by_side
+                             else len(stages) + len(texts) + len(config.methods)) + int(config.leaderboard))
     with progress(f"fetch + prepare {config.data.dataset}"):
         data_dir = ensure_prepared(config.data, config.run_dir, cache_root)
-    summaries = []
-    if side_by_side:
-        with progress(f"ID backbones {', '.join(s.stage_name for s in stages)} (concurrently, as CPUs allow)"):
-            summaries += run_stages_concurrently(stages, data_dir)
-    else:
-        for stage in stages:
-            with progress(f"ID backbone {stage.stage_name} ({stage.model.name})"):
-                summaries.append(run_training_stage(stage, data_dir))
-    for text in texts:
-        from raylrec.text.encode import encode_items
-
-        with progress(f"text encoding ({text.text.model}, {text.text.pooling} pooling)"):
-            encode_items(text, data_dir, config.run_dir, cache_root)
-    for spec in config.methods:
-        with progress(f"method {spec.name} (all its stages)"):
-            result = METHODS[spec.name](spec.preset, method_overrides(config, spec), cache_root, False)
+    first = [Job(f"ID backbone {stage.stage_name} ({stage.model.name})",
+                 stage.train.num_workers * stage.train.cpus_per_worker,
+                 partial(run_training_stage, stage, data_dir)) for stage in stages]
+    first += [Job(f"text encoding ({text.text.model}, {text.text.pooling} pooling)", encode_reservation(text),
+                  partial(encode_items, text, data_dir, config.run_dir, cache_root)) for text in texts]
+    second = [Job(f"method {spec.name}" + (f" ({', '.join(spec.set['stages'])})" if "stages" in spec.set else ""),
+                  spec.cpus or widest_reservation(method),
+                  partial(run_method, spec.name, spec.preset, method_overrides(config, spec), cache_root),
+                  # entries of one method (e.g. its stages split in two) run in the order listed
+                  after=tuple(j for j in range(i) if config.methods[j].name == spec.name))
+              for i, (spec, method) in enumerate(zip(config.methods, methods))]
+    results: list = []
+    for jobs, title in ((first, "ID backbones and text encodings"), (second, "methods")):
+        if not jobs:
+            continue
+        if side_by_side:
+            with progress(f"{title}: {', '.join(job.label for job in jobs)} (side by side, as CPUs allow)"):
+                results += run_side_by_side(jobs)
+        else:
+            for job in jobs:
+                with progress(job.label):
+                    results.append(job.run())
+    summaries = list(results[:len(stages)])
+    for result in results[len(first):]:
         found = [s for s in (result.values() if isinstance(result, dict) else result or [])
                  if isinstance(s, dict) and "test" in s and "stage" in s]
         # a method re-reports stages it shares with the pipeline (its ID backbone): list each stage once
@@ -165,44 +264,6 @@ def run_pipeline(config: PipelineConfig, cache_root: Path | None = None) -> list
         with progress("leaderboard (tables and plots)"):
             build_leaderboard([config.run_dir])
     return summaries
-
-
-def run_stages_concurrently(stages: list[StageConfig], data_dir: Path) -> list[dict]:
-    """Each stage's Ray Train job launched from its own Ray task; a stage starts once the CPUs its workers reserve
-    are free, so a 2-core box trains two 1-worker backbones at a time. Summaries come back in the given order."""
-    import ray
-
-    from raylrec.ray_utils import ensure_ray
-
-    ensure_ray()
-    capacity = ray.cluster_resources().get("CPU", 1)
-    # num_cpus=0: the task only drives the trainer; the trainer's workers hold the stage's CPUs
-    train_remotely = ray.remote(num_cpus=0)(train_stage_task)
-    log_level = logging.getLogger("raylrec").getEffectiveLevel()
-    waiting, running, results = list(enumerate(stages)), {}, {}
-    while waiting or running:
-        in_use = sum(cpus for _, cpus in running.values())
-        while waiting:
-            index, stage = waiting[0]
-            cpus = stage.train.num_workers * stage.train.cpus_per_worker
-            if running and in_use + cpus > capacity:
-                break
-            waiting.pop(0)
-            running[train_remotely.remote(stage, data_dir, log_level)] = (index, cpus)
-            in_use += cpus
-        finished, _ = ray.wait(list(running), num_returns=1)
-        index, _ = running.pop(finished[0])
-        results[index] = ray.get(finished[0])  # a failed stage raises here, naming the stage's error
-        print(f"  ID backbone {stages[index].stage_name}: done", flush=True)
-    return [results[i] for i in range(len(stages))]
-
-
-def train_stage_task(stage: StageConfig, data_dir: Path, log_level: int) -> dict:
-    """A stage's Ray task: logs at the driver's level, so "already done" / "resuming" lines reach the job's output."""
-    from raylrec.cli import configure_logging
-
-    configure_logging(log_level)
-    return run_training_stage(stage, data_dir)
 
 
 def results_table(summaries: list[dict], ks: list[int]) -> str:

@@ -53,7 +53,7 @@ def test_prepared_data_is_not_silently_replaced(ray_session, tmp_path, synthetic
 def test_presets_load_and_unknown_keys_are_errors(tmp_path):
     config = load_config(PipelineConfig, "default")
     assert [s.name for s in config.stages] == ["sasrec", "gru4rec", "sasrec-bce"]
-    assert [m.name for m in config.methods] == ["pad", "allmrec", "idle"]  # every implemented method
+    assert {m.name for m in config.methods} == {"pad", "allmrec", "idle"}  # every implemented method
     # PAD and A-LLMRec share the sasrec-bce stage of the run directory: their presets must agree on it
     from raylrec.methods.allmrec.config import ALLMRecConfig
     from raylrec.methods.pad.config import PadConfig
@@ -122,3 +122,41 @@ def test_paper_preset_loads_with_methods():
     config = load_config(PipelineConfig, "paper")
     assert [m.name for m in config.methods] == ["pad", "allmrec", "idle"] and config.data.user_core == 5
     assert config.stage_config(config.stages[0]).model.hidden_size == 50
+
+
+def test_side_by_side_respects_cpus_and_order(ray_session):
+    """On the session's 2 CPUs: two 1-CPU jobs at once; a 2-CPU job alone; a job listed after another entry of
+    its kind waits for it, and a later job that fits runs meanwhile."""
+    from functools import partial
+
+    from raylrec.pipeline import Job, run_side_by_side
+
+    def timed_job(name: str, seconds: float) -> dict:  # defined here: shipped to the Ray tasks by value
+        import time
+
+        started = time.time()
+        time.sleep(seconds)
+        return {"name": name, "start": started, "end": time.time()}
+
+    jobs = [Job("a", 1, partial(timed_job, "a", 2.0)),
+            Job("b", 1, partial(timed_job, "b", 1.0)),
+            Job("c", 2, partial(timed_job, "c", 0.5), after=(0,)),
+            Job("d", 1, partial(timed_job, "d", 0.5))]
+    a, b, c, d = run_side_by_side(jobs)
+    assert [r["name"] for r in (a, b, c, d)] == ["a", "b", "c", "d"]
+    assert b["start"] < a["end"]  # side by side
+    assert d["start"] >= b["end"] - 0.05 and d["start"] < a["end"]  # the third 1-CPU job passes the waiting 2-CPU one
+    assert c["start"] >= max(a["end"], d["end"]) - 0.05  # after its predecessor, and alone
+
+
+def test_default_preset_reservations():
+    from raylrec.pipeline import method_configs, widest_reservation
+
+    config = load_config(PipelineConfig, "default")
+    reserved = {i: spec.cpus or widest_reservation(method)
+                for i, (spec, method) in enumerate(zip(config.methods, method_configs(config)))}
+    names = [spec.name for spec in config.methods]
+    assert names == ["idle", "pad", "allmrec", "allmrec"]
+    assert reserved == {0: 1, 1: 1, 2: 1, 3: 2}  # A-LLMRec's stage 2 uses 2 DeepSpeed workers, its stage 1 one
+    split = [stage for spec in config.methods if spec.name == "allmrec" for stage in spec.set["stages"]]
+    assert split == ["stage1", "stage2", "inference"]  # the two entries run all of A-LLMRec, in order

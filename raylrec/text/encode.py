@@ -45,6 +45,7 @@ class EncodeConfig(StrictModel):
     cpus_per_actor: float | None = Field(None, gt=0)  # None: up to 1, leaving room for Ray Data's other tasks
     gpus_per_actor: float | None = Field(None, ge=0)  # None: 1 when the cluster has GPUs, else 0
     torch_threads: int = Field(1, ge=1)  # per actor on CPU; more threads per process oversubscribe small hosts
+    batches_in_flight: int = Field(1, ge=1)  # per actor (Ray Data's max_tasks_in_flight_per_actor)
 
     @model_validator(mode="after")
     def _pool_bounds(self):
@@ -103,10 +104,20 @@ def actor_cpus(requested: float | None, pool_max: int, cluster_cpus: float) -> f
     return requested
 
 
+def encode_reservation(config: EncodeConfig) -> float:
+    """CPUs an encode job holds while it runs: its actors' reservations plus the share left for Ray Data's
+    other tasks (what must be free before it starts beside other jobs)."""
+    ensure_ray()
+    cluster = ray.cluster_resources().get("CPU", 0)
+    return config.pool_max * actor_cpus(config.cpus_per_actor, config.pool_max, cluster) + FREE_CPUS_FOR_OTHER_TASKS
+
+
 def length_sorted(rendered: RenderedTexts) -> pd.DataFrame:
-    """Items ordered by text length, so each batch pads to a similar length (less wasted compute)."""
+    """Items ordered by text length, longest first: each batch pads to a similar length (less wasted compute), and
+    the batches left at the end, when actors may run out of work unevenly, are the quickest."""
     frame = pd.DataFrame({"item": np.asarray(rendered.items, dtype=np.int64), "text": rendered.texts})
-    return frame.iloc[np.argsort(frame["text"].str.len().to_numpy(), kind="stable")].reset_index(drop=True)
+    order = np.argsort(-frame["text"].str.len().to_numpy(), kind="stable")
+    return frame.iloc[order].reset_index(drop=True)
 
 
 def embedding_dataset(rendered: RenderedTexts, resolved: ResolvedModel, config: EncodeConfig,
@@ -116,8 +127,11 @@ def embedding_dataset(rendered: RenderedTexts, resolved: ResolvedModel, config: 
     # One block per batch, so the pool's actors share the work evenly.
     blocks = [frame.iloc[start:start + config.batch_size] for start in range(0, len(frame), config.batch_size)]
     gpus = config.gpus_per_actor if config.gpus_per_actor is not None else float(cluster_has_gpus())
-    pool = (ray.data.ActorPoolStrategy(min_size=config.num_actors, max_size=config.max_actors)
-            if config.pool_max > config.num_actors else ray.data.ActorPoolStrategy(size=config.num_actors))
+    # One batch in flight per actor: the next batch goes to whichever actor is free, not to a queue that may be
+    # the last one still busy at the end.
+    in_flight = {"max_tasks_in_flight_per_actor": config.batches_in_flight}
+    pool = (ray.data.ActorPoolStrategy(min_size=config.num_actors, max_size=config.max_actors, **in_flight)
+            if config.pool_max > config.num_actors else ray.data.ActorPoolStrategy(size=config.num_actors, **in_flight))
     return ray.data.from_pandas(blocks).map_batches(
         encoder_class,
         fn_constructor_kwargs=dict(text=config.text.model_copy(update={"model": resolved.spec}),
