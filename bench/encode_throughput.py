@@ -3,9 +3,9 @@
     python bench/encode_throughput.py --data-dir /tmp/rt/data/ml-100k [--models minilm smollm2-135m]
 
 Every mode encodes the same texts in the same length-sorted batches with one torch thread per process.
-"setup s" is everything before the first batch can run: the model load for the loop; for the Ray job, job
-start until the first actor has its model (actor start + model load; the model load alone is shown apart).
-items/s counts encoding only: from the first ready actor (or the loaded model) to the last vector.
+"setup s" is everything before the first batch runs: the model load for the loop; for the Ray job, job start
+until the pool's actors have their models and the first batch starts (actor start + model load — shown apart —
++ the pool's start-up wait). items/s counts encoding only: from the first batch's start to the last vector.
 Starts a Ray instance of its own (never joins another cluster on the host) and shuts it down at the end.
 """
 
@@ -41,9 +41,10 @@ class TimedItemEncoder(ItemEncoder):
         self.load_s = self.ready_at - started
 
     def __call__(self, batch):
+        started = time.time()
         out = super().__call__(batch)
         rows = len(batch["item"])
-        out.update(ready_at=np.full(rows, self.ready_at), load_s=np.full(rows, self.load_s),
+        out.update(started_at=np.full(rows, started), load_s=np.full(rows, self.load_s),
                    pid=np.full(rows, os.getpid()))
         return out
 
@@ -71,17 +72,17 @@ def ray_job(rendered, resolved, model: str, batch_size: int, actors: int) -> tup
     started = time.time()
     dataset = embedding_dataset(rendered, resolved, config, encoder_class=TimedItemEncoder)
     vectors = np.zeros((len(rendered.items) + 1, 0), dtype=np.float32)
-    ready_at, load_s, pids = [], [], set()
+    batch_starts, load_s, pids = [], [], set()
     for batch in dataset.iter_batches(batch_format="numpy", batch_size=None):
         if vectors.shape[1] == 0:
             vectors = np.zeros((len(rendered.items) + 1, batch["embedding"].shape[1]), dtype=np.float32)
         vectors[batch["item"]] = batch["embedding"]
-        ready_at.extend(batch["ready_at"])
+        batch_starts.extend(batch["started_at"])
         load_s.extend(batch["load_s"])
         pids.update(batch["pid"].tolist())
     done = time.time()
-    first_ready = min(ready_at)
-    return dict(setup_s=first_ready - started, load_s=max(load_s), encode_s=done - first_ready,
+    first_batch = min(batch_starts)
+    return dict(setup_s=first_batch - started, load_s=max(load_s), encode_s=done - first_batch,
                 wall_s=done - started, actors_used=len(pids)), vectors
 
 

@@ -45,7 +45,7 @@ class EncodeConfig(StrictModel):
     cpus_per_actor: float | None = Field(None, gt=0)  # None: up to 1, leaving room for Ray Data's other tasks
     gpus_per_actor: float | None = Field(None, ge=0)  # None: 1 when the cluster has GPUs, else 0
     torch_threads: int = Field(1, ge=1)  # per actor on CPU; more threads per process oversubscribe small hosts
-    batches_in_flight: int = Field(1, ge=1)  # per actor (Ray Data's max_tasks_in_flight_per_actor)
+    actor_start_timeout_s: int = Field(600, ge=1)  # for the pool's first actors to load the model
 
     @model_validator(mode="after")
     def _pool_bounds(self):
@@ -127,12 +127,9 @@ def embedding_dataset(rendered: RenderedTexts, resolved: ResolvedModel, config: 
     # One block per batch, so the pool's actors share the work evenly.
     blocks = [frame.iloc[start:start + config.batch_size] for start in range(0, len(frame), config.batch_size)]
     gpus = config.gpus_per_actor if config.gpus_per_actor is not None else float(cluster_has_gpus())
-    # One batch in flight per actor: the next batch goes to whichever actor is free, not to a queue that may be
-    # the last one still busy at the end.
-    in_flight = {"max_tasks_in_flight_per_actor": config.batches_in_flight}
-    pool = (ray.data.ActorPoolStrategy(min_size=config.num_actors, max_size=config.max_actors, **in_flight)
-            if config.pool_max > config.num_actors else ray.data.ActorPoolStrategy(size=config.num_actors, **in_flight))
-    return ray.data.from_pandas(blocks).map_batches(
+    pool = (ray.data.ActorPoolStrategy(min_size=config.num_actors, max_size=config.max_actors)
+            if config.pool_max > config.num_actors else ray.data.ActorPoolStrategy(size=config.num_actors))
+    dataset = ray.data.from_pandas(blocks).map_batches(
         encoder_class,
         fn_constructor_kwargs=dict(text=config.text.model_copy(update={"model": resolved.spec}),
                                    expected_source=resolved.source,
@@ -141,6 +138,10 @@ def embedding_dataset(rendered: RenderedTexts, resolved: ResolvedModel, config: 
         batch_size=config.batch_size, batch_format="numpy", compute=pool,
         num_cpus=actor_cpus(config.cpus_per_actor, config.pool_max, ray.cluster_resources().get("CPU", 0)),
         num_gpus=gpus)
+    # Batches go out once the pool's first actors all have their model, so they share the work from the start;
+    # a pool the cluster cannot place fails after this long, saying so, instead of waiting forever.
+    dataset.context.wait_for_min_actors_s = config.actor_start_timeout_s
+    return dataset
 
 
 def collect_vectors(dataset: ray.data.Dataset, num_items: int) -> np.ndarray:
