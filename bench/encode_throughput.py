@@ -5,7 +5,8 @@
 Every mode encodes the same texts in the same length-sorted batches with one torch thread per process.
 "setup s" is everything before the first batch runs: the model load for the loop; for the Ray job, job start
 until the pool's actors have their models and the first batch starts (actor start + model load — shown apart —
-+ the pool's start-up wait). items/s counts encoding only: from the first batch's start to the last vector.
++ the pool's start-up wait). items/s counts encoding only: from the first batch's start to the last vector. "busy s per actor" sums the time
+each actor spent inside its batches (the rest of "encode s" is dispatch, waiting and the tail).
 Starts a Ray instance of its own (never joins another cluster on the host) and shuts it down at the end.
 """
 
@@ -44,8 +45,8 @@ class TimedItemEncoder(ItemEncoder):
         started = time.time()
         out = super().__call__(batch)
         rows = len(batch["item"])
-        out.update(started_at=np.full(rows, started), load_s=np.full(rows, self.load_s),
-                   pid=np.full(rows, os.getpid()))
+        out.update(started_at=np.full(rows, started), busy_s=np.full(rows, time.time() - started),
+                   load_s=np.full(rows, self.load_s), pid=np.full(rows, os.getpid()))
         return out
 
 
@@ -72,18 +73,20 @@ def ray_job(rendered, resolved, model: str, batch_size: int, actors: int) -> tup
     started = time.time()
     dataset = embedding_dataset(rendered, resolved, config, encoder_class=TimedItemEncoder)
     vectors = np.zeros((len(rendered.items) + 1, 0), dtype=np.float32)
-    batch_starts, load_s, pids = [], [], set()
+    batch_starts, load_s, busy = [], [], {}
     for batch in dataset.iter_batches(batch_format="numpy", batch_size=None):
         if vectors.shape[1] == 0:
             vectors = np.zeros((len(rendered.items) + 1, batch["embedding"].shape[1]), dtype=np.float32)
         vectors[batch["item"]] = batch["embedding"]
         batch_starts.extend(batch["started_at"])
         load_s.extend(batch["load_s"])
-        pids.update(batch["pid"].tolist())
+        for pid, started_at, seconds in set(zip(batch["pid"].tolist(), batch["started_at"].tolist(),
+                                                batch["busy_s"].tolist())):
+            busy[pid] = busy.get(pid, 0.0) + seconds
     done = time.time()
     first_batch = min(batch_starts)
     return dict(setup_s=first_batch - started, load_s=max(load_s), encode_s=done - first_batch,
-                wall_s=done - started, actors_used=len(pids)), vectors
+                wall_s=done - started, actors_used=len(busy), busy_s=sorted(busy.values())), vectors
 
 
 def main() -> None:
@@ -115,15 +118,17 @@ def main() -> None:
     finally:
         ray.shutdown()
 
-    print("\n| model | mode | setup s (model load s) | encode s | items/s | × loop | wall s | max diff vs loop |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("\n| model | mode | setup s (model load s) | encode s | busy s per actor | items/s | × loop | wall s "
+          "| max diff vs loop |")
+    print("|---|---|---|---|---|---|---|---|---|")
     loop_rate = {}
     for model, mode, stats, diff in rows:
         rate = len(rendered.texts) / stats["encode_s"]
         loop_rate.setdefault(model, rate)
         used = f" ({stats['actors_used']} got batches)" if stats["actors_used"] else ""
+        busy = " / ".join(f"{b:.1f}" for b in stats.get("busy_s", [])) or "–"
         print(f"| {model} | {mode}{used} | {stats['setup_s']:.1f} ({stats['load_s']:.1f}) | {stats['encode_s']:.1f} "
-              f"| {rate:.0f} | {rate / loop_rate[model]:.2f} | {stats['wall_s']:.1f} | {diff:.1e} |")
+              f"| {busy} | {rate:.0f} | {rate / loop_rate[model]:.2f} | {stats['wall_s']:.1f} | {diff:.1e} |")
     print(f"\nhost load average after: {os.getloadavg()[0]:.1f}")
 
 

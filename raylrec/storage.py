@@ -67,7 +67,7 @@ class RunStore:
     """A run directory's storage. `root` is the local folder artifacts are read from and written to; when the
     run directory is an object-store URI, `root` is this node's mirror of it and `pull`/`push` sync the two."""
 
-    def __init__(self, location: str | os.PathLike, cache_root: str | os.PathLike | None = None):
+    def __init__(self, location: str | os.PathLike):
         self.location = str(location)
         scheme = uri_scheme(location)
         self.mirrored = scheme not in (None, "file") or (scheme == "file" and os.environ.get(MIRROR_FILE_URIS_ENV)
@@ -79,7 +79,7 @@ class RunStore:
 
         self.filesystem, remote = filesystem_of(self.location)
         self.remote_root = remote.rstrip("/")
-        self.root = cache_dir(cache_root) / "run-mirrors" / scheme / self.remote_root.lstrip("/")
+        self.root = cache_dir() / "run-mirrors" / scheme / self.remote_root.lstrip("/")
 
     def relative(self, path: str | os.PathLike) -> PurePosixPath:
         try:
