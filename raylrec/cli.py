@@ -11,6 +11,7 @@ from pathlib import Path
 from raylrec.config import load_config, parse_overrides
 from raylrec.errors import RaylrecError
 from raylrec.paths import RunLayout
+from raylrec.storage import RUN_DIR_HELP
 from raylrec.methods import METHODS
 from raylrec.text.cli import add_encode_command
 from raylrec.tune.cli import add_tune_command
@@ -119,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     prepare = with_overrides(data.add_parser("prepare", help="prepare a dataset into a run directory"))
     prepare.add_argument("dataset", nargs="?")
     prepare.add_argument("--config", help="YAML file with a DataConfig")
-    prepare.add_argument("--run-dir", default="runs/default")
+    prepare.add_argument("--run-dir", default="runs/default", help=RUN_DIR_HELP)
     prepare.set_defaults(handler=cmd_data_prepare)
 
     train = with_overrides(commands.add_parser("train", help="train one ID model, or a method, with Ray Train"))
@@ -127,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--method", choices=sorted(METHODS),
                        help="an LLM-enhanced method, all its stages (--config: its preset or YAML, default <method>)")
     train.add_argument("--config", help="YAML config file or preset name (sasrec, sasrec-bce, gru4rec; pad, pad-paper; idle, idle-paper; allmrec, allmrec-paper)")
-    train.add_argument("--run-dir")
+    train.add_argument("--run-dir", help=RUN_DIR_HELP)
     train.add_argument("--stage", help="with --method: run only this stage (allmrec: stage1, stage2, inference)")
     train.add_argument("--force", action="store_true", help="retrain even if the stage is done")
     train.set_defaults(handler=cmd_train)
@@ -135,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = with_overrides(commands.add_parser("run", help="the main job: fetch, prepare, train, evaluate"))
     run.add_argument("--config", "--preset", dest="config", default="default",
                      help="YAML PipelineConfig file or preset name: default (CPU, minutes) or paper (GPU cluster)")
-    run.add_argument("--run-dir")
+    run.add_argument("--run-dir", help=RUN_DIR_HELP)
     run.set_defaults(handler=cmd_run)
 
     analyze = commands.add_parser("analyze", help="analyses of trained models").add_subparsers(

@@ -24,6 +24,7 @@ from raylrec.errors import ArtifactError
 
 URI = re.compile(r"^(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*)://")
 MIRROR_FILE_URIS_ENV = "RAYLREC_MIRROR_FILE_URIS"
+RUN_DIR_HELP = "run directory: a path or a URI (file://, s3://, gs://; README, Storage)"
 # Ray Train / Ray Tune storage inside a run directory: written and read by Ray through the URI itself.
 RAY_STORAGE = ("models/*/train", "sweeps/*/tune", "sweeps/*/seeds-tune")
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from raylrec.config import load_config, parse_overrides, set_dotted
+from raylrec.storage import RUN_DIR_HELP
 
 # Command-line flag → EncodeConfig field it overrides (flags win over --config and --set).
 FLAG_FIELDS = {"model": "text.model", "pooling": "text.pooling", "template": "text.template",
@@ -41,7 +42,7 @@ def add_encode_command(subparsers: argparse._SubParsersAction) -> None:
     encode.add_argument("--dataset", default="ml-100k",
                         help="dataset under <run-dir>/data/ (prepared there if missing)")
     encode.add_argument("--data-dir", help="an already prepared dataset folder (instead of --dataset)")
-    encode.add_argument("--run-dir", default="runs/default")
+    encode.add_argument("--run-dir", default="runs/default", help=RUN_DIR_HELP)
     encode.add_argument("--model", help=f"packaged short name ({', '.join(PACKAGED_MODELS)}), local folder or "
                                         "Hugging Face id (default minilm)")
     encode.add_argument("--pooling", help="auto (default: sentence for sentence-transformers models, else mean), "

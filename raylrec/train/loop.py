@@ -22,9 +22,9 @@ from raylrec.eval.evaluator import EvalConfig, Evaluator
 from raylrec.eval.metrics import mean_metrics
 from raylrec.errors import ArtifactError
 from raylrec.monitoring import record_epoch
+from raylrec.storage import RunStore
 from raylrec.train import deepspeed_engine
 from raylrec.train.config import TrainConfig
-from raylrec.storage import RunStore
 from raylrec.train.recipe import Recipe
 
 STATE_FILE = "training_state.pt"
