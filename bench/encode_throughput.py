@@ -5,8 +5,9 @@
 Every mode encodes the same texts in the same length-sorted batches with one torch thread per process.
 "setup s" is everything before the first batch runs: the model load for the loop; for the Ray job, job start
 until the pool's actors have their models and the first batch starts (actor start + model load — shown apart —
-+ the pool's start-up wait). items/s counts encoding only: from the first batch's start to the last vector. "busy s per actor" sums the time
-each actor spent inside its batches (the rest of "encode s" is dispatch, waiting and the tail).
++ the pool's start-up wait). items/s counts encoding only: from the first batch's start to the last vector.
+"busy s per actor" sums the time each actor spent inside its batches (the rest of "encode s" is dispatch,
+waiting and the tail).
 Starts a Ray instance of its own (never joins another cluster on the host) and shuts it down at the end.
 """
 

@@ -88,19 +88,15 @@ class RunStore:
         except ValueError:
             raise ArtifactError(f"{path} is not inside the run directory {self.location} ({self.root})") from None
 
-    def uri(self, path: str | os.PathLike) -> str:
-        """A folder of the run directory as a URI for Ray's `storage_path` (Ray resolves it with pyarrow)."""
+    def locate(self, path: str | os.PathLike) -> str:
+        """A folder of the run directory as a location to hand on (Ray's `storage_path`, a nested run directory):
+        the absolute local path, or for a mirrored run directory its URI (Ray resolves either with pyarrow)."""
         if not self.mirrored:
-            return Path(path).resolve().as_uri()
+            return str(Path(path).resolve())
         relative = self.relative(path)
         scheme = uri_scheme(self.location)
         remote = f"{self.remote_root}/{relative}" if str(relative) != "." else self.remote_root
         return f"{scheme}://{remote}" if scheme != "file" else Path(remote).as_uri()
-
-    def locate(self, path: str | os.PathLike) -> str:
-        """A folder of the run directory as a location to hand on (a nested run directory, Ray Tune's storage):
-        the local path, or for a mirrored run directory its URI."""
-        return self.uri(path) if self.mirrored else str(path)
 
     def pull(self, path: str | os.PathLike | None = None) -> int:
         """Copy into the mirror what the URI holds and the mirror lacks or holds older (all of the run directory

@@ -51,7 +51,7 @@ def test_push_uploads_artifacts_but_not_ray_storage_and_pull_brings_them_to_anot
     assert store.push(stage) == 2
     assert (bucket / "models" / "sasrec" / "DONE.json").read_text() == '{"v": 1}'
     assert not (bucket / "models" / "sasrec" / "train").exists()
-    assert store.uri(stage) == (bucket / "models" / "sasrec").as_uri()
+    assert store.locate(stage) == (bucket / "models" / "sasrec").as_uri()
     assert store.pull() == 0  # the mirror already matches what it uploaded
 
     # Ray Train writes checkpoints straight to the URI; another node pulls artifacts only.

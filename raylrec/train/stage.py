@@ -30,7 +30,7 @@ from raylrec.errors import ArtifactError
 from raylrec.eval.evaluator import EvalConfig, Evaluator, write_metrics
 from raylrec.paths import RunLayout
 from raylrec.ray_utils import cluster_has_gpus, ensure_ray
-from raylrec.storage import RunStore
+from raylrec.storage import RunStore, filesystem_of
 from raylrec.train.config import StageConfig, TrainConfig
 from raylrec.train.id_model import IDModelRecipe
 from raylrec.train.loop import BEST_MODEL_FILE, STATE_FILE, load_model_state, train_loop_per_worker
@@ -55,13 +55,14 @@ class StageJob:
     run_dir: str | None = None  # the run directory's location; a URI one is synced through its mirror
 
 
-def latest_checkpoint(train_uri: str) -> Checkpoint | None:
+def latest_checkpoint(train_location: str) -> Checkpoint | None:
     """The newest complete checkpoint a previous run of this stage left (Ray names them by timestamp), wherever
     Ray Train's storage is (a local folder or an object store)."""
     import pyarrow.fs
 
-    filesystem, path = pyarrow.fs.FileSystem.from_uri(train_uri)
-    folders = sorted(info.path for info in filesystem.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
+    filesystem, path = filesystem_of(train_location)
+    listing = filesystem.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
+    folders = sorted(info.path for info in listing
                      if info.type == pyarrow.fs.FileType.Directory and info.base_name.startswith("checkpoint_"))
     complete = [folder for folder in folders
                 if all(info.type == pyarrow.fs.FileType.File
@@ -83,7 +84,7 @@ def run_stage(job: StageJob, force: bool = False) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / "stage_config.yaml").write_text(job.config_yaml)
     ensure_ray()
-    storage = store.uri(out)  # Ray Train's storage: an object-store URI is written by Ray itself
+    storage = store.locate(out)  # Ray Train's storage: an object-store URI is written by Ray itself
     resume_from = latest_checkpoint(f"{storage}/{TRAIN_RUN_NAME}")
     if resume_from:
         log.info("resuming %s from %s", job.recipe.name, resume_from.path)
