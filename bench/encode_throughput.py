@@ -1,8 +1,10 @@
 """Item-encoding throughput: a plain single-process loop vs the Ray Data job with 1 and 2 actors.
 
-    python bench/encode_throughput.py --data-dir /tmp/rt/data/ml-100k [--models minilm smollm2-135m]
+    python bench/encode_throughput.py --data-dir /tmp/rt/data/ml-100k [--models minilm smollm2-135m] [--repeats 3]
 
 Every mode encodes the same texts in the same length-sorted batches with one torch thread per process.
+The three modes run in rounds (loop, 1 actor, 2 actors; `--repeats` rounds), so a host whose speed drifts
+slows every mode alike; the table shows each mode's median run and the items/s of every round.
 "setup s" is everything before the first batch runs: the model load for the loop; for the Ray job, job start
 until the pool's actors have their models and the first batch starts (actor start + model load — shown apart —
 + the pool's start-up wait). items/s counts encoding only: from the first batch's start to the last vector.
@@ -95,6 +97,7 @@ def main() -> None:
     parser.add_argument("--data-dir", required=True, help="a prepared dataset folder")
     parser.add_argument("--models", nargs="+", default=["minilm", "smollm2-135m"])
     parser.add_argument("--batch-size", type=int, default=EncodeConfig().batch_size)
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of the three modes")
     args = parser.parse_args()
 
     data = PreparedData(args.data_dir)
@@ -106,32 +109,38 @@ def main() -> None:
     quiet_ray_data()
     ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, logging_level="WARNING",
              _temp_dir=tempfile.mkdtemp(prefix="ray-bench-"))
-    rows = []
+    runs: dict[tuple[str, str], list[tuple[dict, float]]] = {}
     try:
         for model in args.models:
             resolved = resolve_model(model)  # converts a packaged GGUF once (cached), outside every timing
-            loop, reference = plain_loop(rendered, resolved, args.batch_size)
-            rows.append((model, "plain loop", loop, 0.0))
-            for actors in (1, 2):
-                stats, vectors = ray_job(rendered, resolved, model, args.batch_size, actors)
-                rows.append((model, f"Ray Data, {actors} actor{'s' if actors > 1 else ''}", stats,
-                             float(np.abs(vectors - reference).max())))
+            for _ in range(args.repeats):
+                loop, reference = plain_loop(rendered, resolved, args.batch_size)
+                runs.setdefault((model, "plain loop"), []).append((loop, 0.0))
+                for actors in (1, 2):
+                    stats, vectors = ray_job(rendered, resolved, model, args.batch_size, actors)
+                    runs.setdefault((model, f"Ray Data, {actors} actor{'s' if actors > 1 else ''}"), []).append(
+                        (stats, float(np.abs(vectors - reference).max())))
     finally:
         ray.shutdown()
 
-    print("\n| model | mode | setup s (model load s) | encode s | busy s per actor | items/s | × loop | wall s "
-          "| max diff vs loop |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    loop_rate = {}
-    for model, mode, stats, diff in rows:
-        rate = len(rendered.texts) / stats["encode_s"]
-        loop_rate.setdefault(model, rate)
+    print(f"\nmedian of {args.repeats} rounds per mode\n")
+    print("| model | mode | setup s (model load s) | encode s | busy s per actor | items/s | items/s per round "
+          "| × loop | × 1 actor | wall s | max diff vs loop |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    median_rate = {}
+    for (model, mode), results in runs.items():
+        rates = [len(rendered.texts) / stats["encode_s"] for stats, _ in results]
+        stats, _ = results[int(np.argsort(rates)[len(rates) // 2])]  # the median round (upper one for even counts)
+        rate = median_rate[model, mode] = len(rendered.texts) / stats["encode_s"]
         used = f" ({stats['actors_used']} got batches)" if stats["actors_used"] else ""
         busy = " / ".join(f"{b:.1f}" for b in stats.get("busy_s", [])) or "–"
+        one_actor = median_rate.get((model, "Ray Data, 1 actor"))
+        vs_one = f"{rate / one_actor:.2f}" if one_actor and mode != "Ray Data, 1 actor" else "–"
         print(f"| {model} | {mode}{used} | {stats['setup_s']:.1f} ({stats['load_s']:.1f}) | {stats['encode_s']:.1f} "
-              f"| {busy} | {rate:.0f} | {rate / loop_rate[model]:.2f} | {stats['wall_s']:.1f} | {diff:.1e} |")
+              f"| {busy} | {rate:.0f} | {' / '.join(f'{r:.0f}' for r in rates)} "
+              f"| {rate / median_rate[model, 'plain loop']:.2f} | {vs_one} | {stats['wall_s']:.1f} "
+              f"| {max(diff for _, diff in results):.1e} |")
     print(f"\nhost load average after: {os.getloadavg()[0]:.1f}")
-
 
 if __name__ == "__main__":
     main()

@@ -36,6 +36,16 @@ def test_padding_positions_are_zero(model):
     assert (hidden[0, :3] == 0).all()
 
 
+@pytest.mark.parametrize("ffn_dropout, random", [(None, False), (0.0, False), (0.9, True)])
+def test_sasrec_feed_forward_dropout_is_its_own_knob(ffn_dropout, random):
+    """With every other dropout at 0, training-mode outputs vary only if the feed-forward drops out
+    (None follows attn_dropout, as torch's encoder layer does)."""
+    torch.manual_seed(0)
+    sasrec = build_model(30, ModelConfig(name="sasrec", **{**TINY, "ffn_dropout": ffn_dropout})).train()
+    seq = torch.tensor([[0, 0, 3, 4, 5, 6, 7, 8]])
+    assert torch.equal(sasrec.encode(seq), sasrec.encode(seq)) is not random
+
+
 def test_gru_ignores_the_amount_of_left_padding():
     torch.manual_seed(0)
     gru = build_model(30, ModelConfig(name="gru4rec", **TINY)).eval()

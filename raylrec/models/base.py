@@ -23,7 +23,10 @@ class ModelConfig(StrictModel):
     num_heads: int = 2
     inner_size: int = 256
     dropout: float = 0.5
-    attn_dropout: float = 0.5
+    attn_dropout: float = 0.5  # SASRec: attention weights and both residual branches (RecBole's two dropouts at 0.5)
+    # SASRec: inside the feed-forward, between its two layers. None: attn_dropout, as torch's encoder layer and
+    # the SASRec authors' code; RecBole's SASRec has none there (0).
+    ffn_dropout: float | None = None
 
 
 class SequentialRecommender(nn.Module):
