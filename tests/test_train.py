@@ -77,3 +77,25 @@ def test_two_ddp_workers_train_and_agree_on_validation(ray_session, prepared_dir
     # Validation covers every user once, gathered over both workers.
     best = history["valid_ndcg@10"].max()
     assert summary["final_metrics"]["best_valid_ndcg@10"] == pytest.approx(best)
+
+
+def test_worker_progress_lines_bypass_ray_trains_print_patch(capsys, caplog, monkeypatch):
+    """Ray Train replaces `print` in workers with one that logs the line and also echoes it (so the driver showed
+    it twice): progress lines go to stdout only, and Train's per-report INFO line is held back."""
+    from ray.train.v2._internal.logging.patch_print import redirected_print
+
+    from raylrec.train.loop import progress, quiet_report_logs
+
+    caplog.set_level(logging.INFO)
+    monkeypatch.setattr("builtins.print", redirected_print)
+    print("patched")  # the patch logs what print gets
+    assert [r.getMessage() for r in caplog.records] == ["patched"]
+    progress("[sasrec] epoch 3: loss 1.0")
+    assert capsys.readouterr().out.endswith("[sasrec] epoch 3: loss 1.0\n")
+    assert [r.getMessage() for r in caplog.records] == ["patched"]
+
+    import ray.train.v2._internal.execution.context as report_module
+    report_logger = logging.getLogger(report_module.__file__)
+    monkeypatch.setattr(report_logger, "level", logging.NOTSET)
+    quiet_report_logs()
+    assert not report_logger.isEnabledFor(logging.INFO) and report_logger.isEnabledFor(logging.WARNING)

@@ -5,7 +5,9 @@ validation metric, and resume from a checkpoint."""
 from __future__ import annotations
 
 import copy
+import logging
 import random
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +31,21 @@ from raylrec.train.recipe import Recipe
 
 STATE_FILE = "training_state.pt"
 BEST_MODEL_FILE = "best_model.pt"
+
+
+def progress(line: str) -> None:
+    """One line to the worker's stdout, which Ray forwards to the driver. Not `print`: Ray Train patches it in
+    workers to log the line and also echo it to the redirected stdout, so the driver showed every line twice."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def quiet_report_logs() -> None:
+    """Ray Train 2.60 logs every report, all its metrics included, at INFO through a logger named after its source
+    file, which `LoggingConfig(log_level=...)` does not reach (it filters `ray.train.*`); hold that one at WARNING."""
+    report_module = sys.modules.get("ray.train.v2._internal.execution.context")
+    if report_module is not None:
+        logging.getLogger(report_module.__file__).setLevel(logging.WARNING)
 
 
 def seed_everything(seed: int) -> None:
@@ -144,6 +161,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     train: TrainConfig = loop_config["train"]
     eval_config: EvalConfig = loop_config["eval"]
     torch.set_num_threads(train.threads_per_worker)
+    quiet_report_logs()
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     seed_everything(train.seed + rank)
@@ -179,7 +197,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     if saved is not None:
         restore_rng(saved, rank, world, generator)
         if rank == 0:
-            print(f"[{recipe.name}] resumed at epoch {state['epoch']} from checkpoint {checkpoint.path}", flush=True)
+            progress(f"[{recipe.name}] resumed at epoch {state['epoch']} from checkpoint {checkpoint.path}")
     evaluator = Evaluator(data, "valid", eval_config)
     my_users = validation_users(data.num_users, train)[rank::world]
     metric = train.select_metric
@@ -211,8 +229,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
         state["history"].append(metrics)
         if rank == 0:
             record_epoch(recipe.name, epoch, train.max_epochs, train_loss, valid, metric)
-            print(f"[{recipe.name}] epoch {epoch}: loss {train_loss:.4f}, valid {metric} {valid[metric]:.4f} "
-                  f"(best {state['best']:.4f} @ {state['best_epoch']}), {train_seconds:.1f} s", flush=True)
+            progress(f"[{recipe.name}] epoch {epoch}: loss {train_loss:.4f}, valid {metric} {valid[metric]:.4f} "
+                     f"(best {state['best']:.4f} @ {state['best_epoch']}), {train_seconds:.1f} s")
         rng_by_rank = gather_rng_states(generator)
         with tempfile.TemporaryDirectory() as directory:
             reported = None
