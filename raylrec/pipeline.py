@@ -16,7 +16,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from raylrec.config import StrictModel, deep_merge, load_config
 from raylrec.data.prepare import DataConfig, prepare_dataset
@@ -32,12 +32,18 @@ log = logging.getLogger(__name__)
 
 
 class StageSpec(StrictModel):
-    """One ID-model stage of the pipeline: a stage preset (or file), optionally with its own model/train."""
+    """One ID-model stage of the pipeline: a stage preset (or file), and settings that differ from it."""
 
     name: str
     preset: str | None = None
-    model: ModelConfig | None = None
-    train: TrainConfig | None = None
+    model: dict[str, Any] = {}  # ModelConfig keys, over the preset's model settings
+    train: dict[str, Any] = {}  # TrainConfig keys, over the preset's training settings
+
+    @model_validator(mode="after")
+    def _overrides_are_settings(self) -> "StageSpec":
+        ModelConfig(**self.model)  # unknown keys and wrong types fail where the spec is loaded
+        TrainConfig(**self.train)
+        return self
 
 
 class MethodSpec(StrictModel):
@@ -70,9 +76,9 @@ class PipelineConfig(StrictModel):
 def resolve_stage(spec: StageSpec, run_dir: str, data: DataConfig, eval_config: EvalConfig) -> StageConfig:
     """The stage's preset with the run directory, data and evaluation protocol of the job it belongs to."""
     base = load_config(StageConfig, spec.preset) if spec.preset else StageConfig()
-    return base.model_copy(update={
-        "run_dir": run_dir, "name": spec.name, "data": data, "eval": eval_config,
-        "model": spec.model or base.model, "train": spec.train or base.train})
+    return StageConfig(run_dir=run_dir, name=spec.name, data=data, eval=eval_config,
+                       model=ModelConfig(**{**base.model.model_dump(), **spec.model}),
+                       train=TrainConfig(**{**base.train.model_dump(), **spec.train}))
 
 
 def ensure_prepared(data: DataConfig, run_dir: str, cache_root: Path | None = None) -> Path:
@@ -137,7 +143,8 @@ def method_text_configs(config: PipelineConfig) -> list:
 
 
 def widest_reservation(config) -> float:
-    """CPUs the widest Ray Train stage or task pool of a config reserves: max num_workers × cpus_per_worker."""
+    """CPUs the widest Ray Train stage or task pool of a config (a stage, a method) reserves: the largest
+    num_workers × cpus_per_worker in it, at least 1."""
     from pydantic import BaseModel
 
     found = [1.0]
@@ -226,8 +233,7 @@ def run_pipeline(config: PipelineConfig, cache_root: Path | None = None) -> list
                              else len(stages) + len(texts) + len(config.methods)) + int(config.leaderboard))
     with progress(f"fetch + prepare {config.data.dataset}"):
         data_dir = ensure_prepared(config.data, config.run_dir, cache_root)
-    first = [Job(f"ID backbone {stage.stage_name} ({stage.model.name})",
-                 stage.train.num_workers * stage.train.cpus_per_worker,
+    first = [Job(f"ID backbone {stage.stage_name} ({stage.model.name})", widest_reservation(stage),
                  partial(run_training_stage, stage, data_dir)) for stage in stages]
     first += [Job(f"text encoding ({text.text.model}, {text.text.pooling} pooling)", encode_reservation(text),
                   partial(encode_items, text, data_dir, config.run_dir, cache_root)) for text in texts]

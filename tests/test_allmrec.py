@@ -329,10 +329,11 @@ def test_stage2_trains_with_deepspeed_on_two_workers_from_a_stage1_artifact(ray_
 
     config = stage2_config(tiny_models, train_users=8)
     config = config.model_copy(update={"train": config.train.model_copy(update={"deepspeed": zero})})
-    recipe = Stage2Recipe("allmrec-stage2", config, backbone_dir, stage1_dir)
-    out = backbone_dir.parent / f"ds-smoke-{zero}"
+    recipe = Stage2Recipe(f"ds-smoke-{zero}", config, backbone_dir, stage1_dir)
+    run_dir = backbone_dir.parents[1]  # <run>/models/<backbone>
     summary = run_stage(StageJob(recipe, config.train, EvalConfig(num_negatives=[5], ks=[1, 5, 10]),
-                                 titled_data_dir, out, "stage2: smoke"))
+                                 titled_data_dir, str(run_dir), "stage2: smoke"))
+    out = run_dir / "models" / f"ds-smoke-{zero}"
     weights = load_file(out / "model.safetensors")
     assert weights and all(k.startswith(("user_proj.", "item_proj.")) for k in weights)  # never the frozen LLM
     assert summary["trainable_params"] == sum(v.numel() for v in weights.values())

@@ -284,10 +284,10 @@ def test_phases_two_and_three_run_as_ray_train_stages(ray_session, prepared_dir,
                                                       text_dir, capsys):
     eval_config = EvalConfig(num_negatives=[5], length_edges=[5, 10])
     align = align_recipe(phase1_dir, text_dir)
-    align_job = StageJob(align, align.train, eval_config, prepared_dir, run_dir / "models" / "pad-align", "phase: 2")
+    align_job = StageJob(align, align.train, eval_config, prepared_dir, str(run_dir), "phase: 2")
     align_summary = run_stage(align_job)
     experts = experts_recipe(phase1_dir, text_dir, run_dir / "models" / "pad-align")
-    experts_job = StageJob(experts, experts.train, eval_config, prepared_dir, run_dir / "models" / "pad", "phase: 3")
+    experts_job = StageJob(experts, experts.train, eval_config, prepared_dir, str(run_dir), "phase: 3")
     summary = run_stage(experts_job)
     out = run_dir / "models" / "pad"
     for artifact in ("model.safetensors", "item_embeddings.safetensors", "gates.json", "metrics_valid.json",

@@ -50,6 +50,22 @@ def test_prepared_data_is_not_silently_replaced(ray_session, tmp_path, synthetic
         ensure_prepared(changed, config.run_dir)
 
 
+def test_a_stage_spec_changes_only_the_settings_it_names(tmp_path):
+    from raylrec.pipeline import StageSpec
+
+    config = load_config(PipelineConfig, "default")
+    preset = config.stage_config(StageSpec(name="sasrec", preset="sasrec"))
+    shorter = config.stage_config(StageSpec(name="sasrec", preset="sasrec", train={"max_epochs": 3},
+                                            model={"ffn_dropout": 0.0}))
+    assert shorter.train.max_epochs == 3 and shorter.model.ffn_dropout == 0.0
+    assert shorter.train.model_copy(update={"max_epochs": preset.train.max_epochs}) == preset.train
+    assert shorter.model.model_copy(update={"ffn_dropout": None}) == preset.model
+    bad = tmp_path / "bad-stage.yaml"
+    bad.write_text("stages:\n  - {name: sasrec, preset: sasrec, train: {max_epoch: 3}}\n")
+    with pytest.raises(RaylrecError, match="max_epoch"):
+        load_config(PipelineConfig, str(bad))
+
+
 def test_presets_load_and_unknown_keys_are_errors(tmp_path):
     config = load_config(PipelineConfig, "default")
     assert [s.name for s in config.stages] == ["sasrec", "gru4rec", "sasrec-bce"]
@@ -62,7 +78,7 @@ def test_presets_load_and_unknown_keys_are_errors(tmp_path):
     assert allmrec.backbone.name == pad.pretrain.name and allmrec.backbone.train == pad.pretrain.train
     # …and the pipeline trains that stage up front, with the same settings, beside the other backbones
     shared = config.stage_config(config.stages[2])
-    assert shared.stage_name == pad.pretrain.name and shared.train == pad.pretrain.train
+    assert shared.stage_name == pad.pretrain.name and shared == config.stage_config(pad.pretrain)
     assert config.stage_config(config.stages[0]).model.hidden_size == 64
     bad = tmp_path / "bad.yaml"
     bad.write_text("run_dir: x\ntrain_typo: 1\n")

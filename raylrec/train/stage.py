@@ -50,9 +50,13 @@ class StageJob:
     train: TrainConfig
     eval: EvalConfig
     data_dir: Path
-    out: Path
+    run_dir: str  # the run directory's location; a URI one is synced through its mirror
     config_yaml: str
-    run_dir: str | None = None  # the run directory's location; a URI one is synced through its mirror
+
+    @property
+    def out(self) -> Path:
+        """The stage's artifact folder: models/<recipe name> in the run directory (its mirror for a URI)."""
+        return RunLayout(self.run_dir).model_dir(self.recipe.name)
 
 
 def latest_checkpoint(train_location: str) -> Checkpoint | None:
@@ -73,7 +77,7 @@ def latest_checkpoint(train_location: str) -> Checkpoint | None:
 def run_stage(job: StageJob, force: bool = False) -> dict:
     """Train (or resume, or skip when already done) one stage; returns the stage summary."""
     out, done = job.out, job.out / DONE_FILE
-    store = RunStore(job.run_dir or out)
+    store = RunStore(job.run_dir)
     store.pull()  # a stage may read any earlier artifact of the run (backbones, text embeddings)
     if done.exists() and not force:
         log.info("stage %s already done (%s); skipping", job.recipe.name, done)
@@ -165,5 +169,5 @@ def stage_dir(config: StageConfig) -> Path:
 def run_training_stage(config: StageConfig, data_dir: Path, force: bool = False) -> dict:
     """Train one ID backbone (SASRec, GRU4Rec, …) as configured."""
     job = StageJob(recipe=IDModelRecipe(config), train=config.train, eval=config.eval, data_dir=Path(data_dir),
-                   out=stage_dir(config), config_yaml=config.to_yaml(), run_dir=config.run_dir)
+                   run_dir=config.run_dir, config_yaml=config.to_yaml())
     return run_stage(job, force=force)

@@ -26,7 +26,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, field_validator, model_validator
 
-from raylrec.config import StrictModel, flatten, set_dotted
+from raylrec.config import StrictModel, set_dotted
 from raylrec.errors import RaylrecError
 
 DOMAIN_KINDS = ("grid", "choice", "uniform", "loguniform", "quniform", "randint", "qrandint")

@@ -35,12 +35,12 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from raylrec.config import deep_merge, set_dotted
+from raylrec.config import deep_merge, flatten, set_dotted
 from raylrec.errors import RaylrecError
 from raylrec.ray_utils import ensure_ray
 from raylrec.storage import RunStore
 from raylrec.train.stage_context import StageContext, stage_context
-from raylrec.tune.space import SweepSpec, flatten, grid_size, nested, param_space
+from raylrec.tune.space import SweepSpec, grid_size, nested, param_space
 from raylrec.tune.targets import TuneTarget, get_target
 
 log = logging.getLogger(__name__)

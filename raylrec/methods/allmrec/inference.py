@@ -26,7 +26,6 @@ import numpy as np
 import pandas as pd
 import ray
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from raylrec.data.prepared import PreparedData

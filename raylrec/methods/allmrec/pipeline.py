@@ -48,8 +48,7 @@ def stage2_recipe(config: ALLMRecConfig, cache_root: Path | None = None) -> Stag
 
 def job(recipe, train, config: ALLMRecConfig, data_dir: Path) -> StageJob:
     return StageJob(recipe=recipe, train=train, eval=config.eval, data_dir=Path(data_dir),
-                    out=RunLayout(config.run_dir).model_dir(recipe.name), config_yaml=config.to_yaml(),
-                    run_dir=config.run_dir)
+                    run_dir=config.run_dir, config_yaml=config.to_yaml())
 
 
 def require_done(path: Path, what: str) -> None:

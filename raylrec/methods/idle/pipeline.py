@@ -11,7 +11,6 @@ from pathlib import Path
 
 from raylrec.methods.idle.config import IdleConfig
 from raylrec.methods.idle.recipe import IdleRecipe
-from raylrec.paths import RunLayout
 from raylrec.pipeline import ensure_prepared, resolve_stage
 from raylrec.text.registry import resolve_model
 from raylrec.train.stage import StageJob, run_stage, run_training_stage, stage_dir
@@ -23,9 +22,7 @@ def idle_job(config: IdleConfig, data_dir: Path, cache_root: Path | None = None)
     resolved = resolve_model(config.backbone, cache_root)
     recipe = IdleRecipe(config, stage_dir(id_stage), resolved.path, resolved.family)
     return StageJob(recipe=recipe, train=train_settings(config, resolved.family), eval=config.eval,
-                    data_dir=Path(data_dir),
-                    out=RunLayout(config.run_dir).model_dir(config.name), config_yaml=config.to_yaml(),
-                    run_dir=config.run_dir)
+                    data_dir=Path(data_dir), run_dir=config.run_dir, config_yaml=config.to_yaml())
 
 
 def train_settings(config: IdleConfig, family: str):

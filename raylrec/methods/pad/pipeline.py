@@ -34,8 +34,7 @@ def pretrain_stage(config: PadConfig) -> StageConfig:
 
 def stage_job(recipe: PadStageRecipe, config: PadConfig, data_dir: Path) -> StageJob:
     return StageJob(recipe=recipe, train=recipe.train, eval=config.eval, data_dir=Path(data_dir),
-                    out=RunLayout(config.run_dir).model_dir(recipe.name), config_yaml=config.to_yaml(),
-                    run_dir=config.run_dir)
+                    run_dir=config.run_dir, config_yaml=config.to_yaml())
 
 
 def alignment_recipe(config: PadConfig, pretrain: StageConfig, embeddings_dir: str | Path) -> AlignmentRecipe:
