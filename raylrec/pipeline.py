@@ -227,6 +227,8 @@ def run_pipeline(config: PipelineConfig, cache_root: Path | None = None) -> list
         raise RaylrecError(f"methods {unknown} are not implemented (available: {', '.join(sorted(METHODS))})")
     texts = method_text_configs(config)
     stages = [config.stage_config(spec) for spec in config.stages]
+    for stage in stages:  # in full: a stage spec names only what differs from its preset
+        print(f"# stage {stage.stage_name}\n{stage.to_yaml()}", flush=True)
     methods = method_configs(config)
     side_by_side = config.side_by_side and len(stages) + len(texts) + len(config.methods) > 1
     progress = Progress(1 + (min(1, len(stages) + len(texts)) + min(1, len(config.methods)) if side_by_side

@@ -29,7 +29,9 @@ def tiny_pipeline(tmp_path, synthetic_log) -> PipelineConfig:
 def test_pipeline_runs_then_skips_finished_stages(ray_session, tmp_path, synthetic_log, capsys):
     config = tiny_pipeline(tmp_path, synthetic_log)
     first = run_pipeline(config)
-    steps = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[run ") and "done in" in line]
+    out = capsys.readouterr().out
+    assert "# stage tiny-sas\n" in out and "  window_stride: null\n" in out  # resolved stage settings, in full
+    steps = [line for line in out.splitlines() if line.startswith("[run ") and "done in" in line]
     assert [line.split("]")[0] for line in steps] == ["[run 1/3", "[run 2/3", "[run 3/3"]  # prepare, backbones, board
     assert [s["stage"] for s in first] == ["tiny-gru", "tiny-sas"]  # trained side by side, reported in order
     table = (tmp_path / "run" / "results.md").read_text()
