@@ -86,8 +86,12 @@ def load_config(cls: type[ConfigT], source: str | Path | None = None, overrides:
     try:
         return cls.model_validate(tree)
     except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
-        raise RaylrecError(f"invalid {cls.__name__} in {where}: {problems}") from err
+        raise RaylrecError(f"invalid {cls.__name__} in {where}: {validation_problems(err)}") from err
+
+
+def validation_problems(err: ValidationError) -> str:
+    """Every problem of a pydantic error as `dotted.field: message`, in one line."""
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:

@@ -16,9 +16,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-from raylrec.config import StrictModel, deep_merge, load_config
+from raylrec.config import StrictModel, deep_merge, load_config, validation_problems
 from raylrec.data.prepare import DataConfig, prepare_dataset
 from raylrec.data.prepared import check_readable
 from raylrec.errors import ArtifactError, RaylrecError
@@ -76,9 +76,13 @@ class PipelineConfig(StrictModel):
 def resolve_stage(spec: StageSpec, run_dir: str, data: DataConfig, eval_config: EvalConfig) -> StageConfig:
     """The stage's preset with the run directory, data and evaluation protocol of the job it belongs to."""
     base = load_config(StageConfig, spec.preset) if spec.preset else StageConfig()
-    return StageConfig(run_dir=run_dir, name=spec.name, data=data, eval=eval_config,
-                       model=ModelConfig(**{**base.model.model_dump(), **spec.model}),
-                       train=TrainConfig(**{**base.train.model_dump(), **spec.train}))
+    try:
+        return StageConfig(run_dir=run_dir, name=spec.name, data=data, eval=eval_config,
+                           model=ModelConfig(**{**base.model.model_dump(), **spec.model}),
+                           train=TrainConfig(**{**base.train.model_dump(), **spec.train}))
+    except ValidationError as err:
+        raise RaylrecError(f"stage {spec.name!r} (preset {spec.preset}, with its model/train settings): "
+                           f"{validation_problems(err)}") from err
 
 
 def ensure_prepared(data: DataConfig, run_dir: str, cache_root: Path | None = None) -> Path:

@@ -66,6 +66,9 @@ def test_a_stage_spec_changes_only_the_settings_it_names(tmp_path):
     bad.write_text("stages:\n  - {name: sasrec, preset: sasrec, train: {max_epoch: 3}}\n")
     with pytest.raises(RaylrecError, match="max_epoch"):
         load_config(PipelineConfig, str(bad))
+    too_long = StageSpec(name="sasrec", preset="sasrec", model={"max_len": 20})  # the preset's stride is 25
+    with pytest.raises(RaylrecError, match="stage 'sasrec'.*window_stride"):
+        config.stage_config(too_long)
 
 
 def test_presets_load_and_unknown_keys_are_errors(tmp_path):
