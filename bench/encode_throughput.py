@@ -130,8 +130,9 @@ def main() -> None:
     median_rate = {}
     for (model, mode), results in runs.items():
         rates = [len(rendered.texts) / stats["encode_s"] for stats, _ in results]
-        stats, _ = results[int(np.argsort(rates)[len(rates) // 2])]  # the median round (upper one for even counts)
-        rate = median_rate[model, mode] = len(rendered.texts) / stats["encode_s"]
+        median = int(np.argsort(rates)[len(rates) // 2])  # the median round (the upper one for even counts)
+        stats, rate = results[median][0], rates[median]
+        median_rate[model, mode] = rate
         used = f" ({stats['actors_used']} got batches)" if stats["actors_used"] else ""
         busy = " / ".join(f"{b:.1f}" for b in stats.get("busy_s", [])) or "–"
         one_actor = median_rate.get((model, "Ray Data, 1 actor"))

@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from raylrec.config import load_config, parse_overrides
+from raylrec.config import load_config, parse_overrides, print_config
 from raylrec.errors import RaylrecError
 from raylrec.paths import RunLayout
 from raylrec.storage import RUN_DIR_HELP
@@ -18,10 +18,6 @@ from raylrec.tune.cli import add_tune_command
 from raylrec.leaderboard.cli import add_leaderboard_command
 
 log = logging.getLogger("raylrec")
-
-
-def print_config(title: str, config) -> None:
-    print(f"# {title}\n{config.to_yaml()}", flush=True)
 
 
 def cmd_data_fetch(args) -> None:

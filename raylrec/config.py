@@ -89,6 +89,11 @@ def load_config(cls: type[ConfigT], source: str | Path | None = None, overrides:
         raise RaylrecError(f"invalid {cls.__name__} in {where}: {validation_problems(err)}") from err
 
 
+def print_config(title: str, config: StrictModel) -> None:
+    """A config in full, as YAML under a `# title` line: every run shows the settings it ran with."""
+    print(f"# {title}\n{config.to_yaml()}", flush=True)
+
+
 def validation_problems(err: ValidationError) -> str:
     """Every problem of a pydantic error as `dotted.field: message`, in one line."""
     return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from pydantic import Field, ValidationError, model_validator
 
-from raylrec.config import StrictModel, deep_merge, load_config, validation_problems
+from raylrec.config import StrictModel, deep_merge, load_config, print_config, validation_problems
 from raylrec.data.prepare import DataConfig, prepare_dataset
 from raylrec.data.prepared import check_readable
 from raylrec.errors import ArtifactError, RaylrecError
@@ -232,7 +232,7 @@ def run_pipeline(config: PipelineConfig, cache_root: Path | None = None) -> list
     texts = method_text_configs(config)
     stages = [config.stage_config(spec) for spec in config.stages]
     for stage in stages:  # in full: a stage spec names only what differs from its preset
-        print(f"# stage {stage.stage_name}\n{stage.to_yaml()}", flush=True)
+        print_config(f"stage {stage.stage_name}", stage)
     methods = method_configs(config)
     side_by_side = config.side_by_side and len(stages) + len(texts) + len(config.methods) > 1
     progress = Progress(1 + (min(1, len(stages) + len(texts)) + min(1, len(config.methods)) if side_by_side

@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from raylrec.config import print_config
+
 MethodRunner = Callable[[str | None, dict, Path | None, bool], dict]
 
 
@@ -18,7 +20,7 @@ def train_pad(source: str | None, overrides: dict, cache_root: Path | None = Non
     from raylrec.methods.pad.pipeline import run_pad
 
     config = load_config(PadConfig, source or "pad", overrides)
-    print(f"# method pad\n{config.to_yaml()}", flush=True)
+    print_config("method pad", config)
     return run_pad(config, cache_root, force)
 
 
@@ -28,7 +30,7 @@ def train_idle(source: str | None, overrides: dict, cache_root: Path | None = No
     from raylrec.methods.idle.pipeline import run_idle
 
     config = load_config(IdleConfig, source or "idle", overrides)
-    print(f"# method idle\n{config.to_yaml()}", flush=True)
+    print_config("method idle", config)
     return run_idle(config, cache_root, force)
 
 
@@ -38,7 +40,7 @@ def train_allmrec(source: str | None, overrides: dict, cache_root: Path | None =
     from raylrec.methods.allmrec.pipeline import run_allmrec
 
     config = load_config(ALLMRecConfig, source or "allmrec", overrides)
-    print(f"# method allmrec\n{config.to_yaml()}", flush=True)
+    print_config("method allmrec", config)
     return run_allmrec(config, cache_root, force)
 
 

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from raylrec.config import load_config, parse_overrides, set_dotted
+from raylrec.config import load_config, parse_overrides, print_config, set_dotted
 from raylrec.storage import RUN_DIR_HELP
 
 # Command-line flag → EncodeConfig field it overrides (flags win over --config and --set).
@@ -25,7 +25,7 @@ def cmd_encode(args) -> None:
         if getattr(args, flag) is not None:
             set_dotted(overrides, field, getattr(args, flag))
     config = load_config(EncodeConfig, args.config, overrides)
-    print(f"# encode config\n{config.to_yaml()}", flush=True)
+    print_config("encode config", config)
     cache_root = Path(args.cache_dir) if args.cache_dir else None
     data_dir = (Path(args.data_dir) if args.data_dir
                 else ensure_prepared(DataConfig(dataset=args.dataset), args.run_dir, cache_root))

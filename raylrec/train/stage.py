@@ -15,6 +15,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
@@ -53,7 +54,7 @@ class StageJob:
     run_dir: str  # the run directory's location; a URI one is synced through its mirror
     config_yaml: str
 
-    @property
+    @cached_property
     def out(self) -> Path:
         """The stage's artifact folder: models/<recipe name> in the run directory (its mirror for a URI)."""
         return RunLayout(self.run_dir).model_dir(self.recipe.name)

@@ -7,14 +7,14 @@ from pathlib import Path
 
 
 def cmd_tune(args) -> None:
-    from raylrec.config import parse_overrides
+    from raylrec.config import parse_overrides, print_config
     from raylrec.config import flatten
     from raylrec.tune.space import load_space
     from raylrec.tune.sweep import format_summary, run_sweep
 
     fixed = flatten(parse_overrides(args.set))
     spec = load_space(args.space, {"fixed": fixed} if fixed else None)
-    print(f"# search space {args.space}\n{spec.to_yaml()}", flush=True)
+    print_config(f"search space {args.space}", spec)
     summary = run_sweep(spec, args.run_dir, name=args.name or Path(args.space).stem, dataset=args.dataset,
                         cache_root=Path(args.cache_dir) if args.cache_dir else None, num_samples=args.num_samples,
                         seeds=args.seeds, search=args.search, max_concurrent=args.max_concurrent,
