@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 
 import ray
+
+log = logging.getLogger(__name__)
+
+DASHBOARD_HOST = "127.0.0.1"
+DEFAULT_DASHBOARD_PORT = 8265
+API_SERVER_ADDRESS_VARIABLE = "RAY_API_SERVER_ADDRESS"
 
 
 def ensure_ray(address: str | None = None) -> None:
@@ -19,7 +26,46 @@ def ensure_ray(address: str | None = None) -> None:
         return
     # Ray Data's progress bars garble a terminal shared with our own logs; tqdm covers the long loops.
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
-    ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local", logging_level="WARNING")
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, logging_level="WARNING")
+    else:
+        start_local_ray()
+
+
+def start_local_ray() -> None:
+    """A new local Ray instance whose processes know its address.
+
+    Ray Train 2.60's placement-group cleaner finds its cluster through the State API without an address, which
+    fails ("Found multiple active Ray instances") while another Ray instance runs on the host. The instance's
+    processes inherit the driver's environment when they start, so for that moment it names this instance's
+    dashboard (the State API's server) in $RAY_API_SERVER_ADDRESS.
+    """
+    port = dashboard_port()
+    previous = os.environ.get(API_SERVER_ADDRESS_VARIABLE)
+    os.environ[API_SERVER_ADDRESS_VARIABLE] = f"http://{DASHBOARD_HOST}:{port}"
+    try:
+        context = ray.init(address="local", dashboard_host=DASHBOARD_HOST, dashboard_port=port,
+                           logging_level="WARNING")
+        if context.dashboard_url:
+            log.info("started a local Ray instance; dashboard at http://%s", context.dashboard_url)
+    finally:
+        if previous is None:
+            del os.environ[API_SERVER_ADDRESS_VARIABLE]
+        else:
+            os.environ[API_SERVER_ADDRESS_VARIABLE] = previous
+
+
+def dashboard_port() -> int:
+    """Ray's default dashboard port when it is free on this host, else any free port (as Ray itself does)."""
+    for port in (DEFAULT_DASHBOARD_PORT, 0):
+        with socket.socket() as probe:
+            try:
+                probe.bind((DASHBOARD_HOST, port))
+            except OSError:
+                continue
+            return probe.getsockname()[1]
+    raise OSError(f"no free port on {DASHBOARD_HOST} for the Ray dashboard")
 
 
 def quiet_ray_data() -> None:
