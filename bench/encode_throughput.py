@@ -98,12 +98,11 @@ def plain_processes(rendered, resolved, batch_size: int, workers: int = 2) -> di
                                                           start_together, results)) for worker in range(workers)]
     for process in processes:
         process.start()
-    shares = [results.get() for _ in processes]
+    load_s, began, done = zip(*(results.get() for _ in processes))
     for process in processes:
         process.join()
-    began, done = min(s[1] for s in shares), max(s[2] for s in shares)
-    return dict(setup_s=max(s[0] for s in shares), load_s=max(s[0] for s in shares), encode_s=done - began,
-                wall_s=done - started, actors_used=0, busy_s=sorted(s[2] - s[1] for s in shares))
+    return dict(setup_s=max(load_s), load_s=max(load_s), encode_s=max(done) - min(began),
+                wall_s=max(done) - started, actors_used=0, busy_s=sorted(d - b for b, d in zip(began, done)))
 
 
 def ray_job(rendered, resolved, model: str, batch_size: int, actors: int) -> tuple[dict, np.ndarray]:

@@ -58,14 +58,12 @@ def start_local_ray() -> None:
 
 def dashboard_port() -> int:
     """Ray's default dashboard port when it is free on this host, else any free port (as Ray itself does)."""
-    for port in (DEFAULT_DASHBOARD_PORT, 0):
-        with socket.socket() as probe:
-            try:
-                probe.bind((DASHBOARD_HOST, port))
-            except OSError:
-                continue
-            return probe.getsockname()[1]
-    raise OSError(f"no free port on {DASHBOARD_HOST} for the Ray dashboard")
+    with socket.socket() as probe:
+        try:
+            probe.bind((DASHBOARD_HOST, DEFAULT_DASHBOARD_PORT))
+        except OSError:
+            probe.bind((DASHBOARD_HOST, 0))
+        return probe.getsockname()[1]
 
 
 def quiet_ray_data() -> None:
