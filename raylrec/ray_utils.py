@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import getpass
 import logging
 import os
 import socket
+import tempfile
 
+import filelock
 import ray
 
 log = logging.getLogger(__name__)
@@ -13,6 +16,7 @@ log = logging.getLogger(__name__)
 DASHBOARD_HOST = "127.0.0.1"
 DEFAULT_DASHBOARD_PORT = 8265
 API_SERVER_ADDRESS_VARIABLE = "RAY_API_SERVER_ADDRESS"
+START_LOCK_WAIT_S = 180  # a local start takes seconds; longer means the holder is stuck, so start anyway
 
 
 def ensure_ray(address: str | None = None) -> None:
@@ -40,7 +44,27 @@ def start_local_ray() -> None:
     fails ("Found multiple active Ray instances") while another Ray instance runs on the host. The instance's
     processes inherit the driver's environment when they start, so for that moment it names this instance's
     dashboard (the State API's server) in $RAY_API_SERVER_ADDRESS.
+
+    Two raylrec commands starting at once would both find the same port free; the second dashboard would then fail
+    to bind it (after a minute's wait) and that instance's processes would reach the first instance. A lock held
+    from choosing the port until the dashboard listens on it keeps the starts apart.
     """
+    lock = filelock.FileLock(os.path.join(tempfile.gettempdir(), f"raylrec-local-ray-start-{getpass.getuser()}.lock"))
+    try:
+        lock.acquire(timeout=START_LOCK_WAIT_S)
+        locked = True
+    except filelock.Timeout:
+        log.warning("another raylrec command has held %s for %d s; starting Ray without waiting for it",
+                    lock.lock_file, START_LOCK_WAIT_S)
+        locked = False
+    try:
+        launch_local_ray()
+    finally:
+        if locked:
+            lock.release()
+
+
+def launch_local_ray() -> None:
     port = dashboard_port()
     previous = os.environ.get(API_SERVER_ADDRESS_VARIABLE)
     os.environ[API_SERVER_ADDRESS_VARIABLE] = f"http://{DASHBOARD_HOST}:{port}"

@@ -1,5 +1,6 @@
 import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,7 +12,8 @@ from raylrec.data.prepared import PreparedData
 from raylrec.models.base import ModelConfig
 from raylrec.train.config import StageConfig, TrainConfig
 from raylrec.train.id_model import load_stage_model
-from raylrec.train.stage import run_training_stage
+from raylrec.train.loop import STATE_FILE
+from raylrec.train.stage import TRAIN_RUN_NAME, latest_checkpoint, run_training_stage
 
 TINY_MODEL = dict(hidden_size=16, max_len=8, num_layers=1, num_heads=2, inner_size=16, dropout=0.1, attn_dropout=0.1)
 
@@ -77,6 +79,40 @@ def test_two_ddp_workers_train_and_agree_on_validation(ray_session, prepared_dir
     # Validation covers every user once, gathered over both workers.
     best = history["valid_ndcg@10"].max()
     assert summary["final_metrics"]["best_valid_ndcg@10"] == pytest.approx(best)
+
+
+def latest_training_state(stage_dir: Path) -> dict:
+    with latest_checkpoint(str(stage_dir / TRAIN_RUN_NAME)).as_directory() as directory:
+        return torch.load(Path(directory) / STATE_FILE, weights_only=False)
+
+
+def test_weight_average_is_validated_exported_and_resumed(ray_session, prepared_dir, tmp_path):
+    run_training_stage(stage(tmp_path / "resumed", max_epochs=1, ema_decay=0.5), prepared_dir)
+    out = tmp_path / "resumed" / "models" / "sasrec"
+    saved = latest_training_state(out)
+    inputs, _ = PreparedData(prepared_dir).train_windows(TINY_MODEL["max_len"], None)
+    assert saved["averaged_model"]["n_averaged"].item() == -(-len(inputs) // 16)  # one update per batch
+    averaged, raw, exported = saved["averaged_model"]["model"], saved["model"], load_file(out / "model.safetensors")
+    assert not torch.equal(averaged["item_embedding.weight"], raw["item_embedding.weight"])
+    # The only epoch is the best one: its exported weights are the average, not the raw weights.
+    assert all(torch.equal(exported[name], averaged[name]) for name in exported)
+
+    # Resumed for a second epoch, the average continues where it stopped: the same as two epochs in one go.
+    run_training_stage(stage(tmp_path / "resumed", max_epochs=2, ema_decay=0.5), prepared_dir, force=True)
+    run_training_stage(stage(tmp_path / "straight", max_epochs=2, ema_decay=0.5), prepared_dir)
+    resumed = latest_training_state(out)["averaged_model"]
+    straight = latest_training_state(tmp_path / "straight" / "models" / "sasrec")["averaged_model"]
+    assert resumed["n_averaged"] == straight["n_averaged"] == 2 * saved["averaged_model"]["n_averaged"]
+    assert all(torch.equal(resumed["model"][name], straight["model"][name]) for name in straight["model"])
+
+
+@pytest.mark.parametrize("train, error", [
+    (dict(ema_decay=1.0), "less than 1"),
+    (dict(ema_decay=0.99, deepspeed="zero2"), "only one of ema_decay and deepspeed"),
+])
+def test_weight_average_settings_are_checked(train, error):
+    with pytest.raises(ValueError, match=error):
+        TrainConfig(**train)
 
 
 def test_worker_progress_lines_bypass_ray_trains_print_patch(capsys, caplog, monkeypatch):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from raylrec.config import StrictModel
 from raylrec.data.prepare import DataConfig
@@ -28,10 +28,21 @@ class TrainConfig(StrictModel):
     use_gpu: bool | Literal["auto"] = "auto"  # auto = use GPUs when the Ray cluster has any
     seed: int = 2020
     max_failures: int = 2  # worker failures survived by restoring the latest checkpoint
+    # Validate, keep and export an exponential moving average of the weights (updated after every optimizer step)
+    # instead of the raw weights; None: the raw weights. It smooths the step-to-step noise that picking the best
+    # epoch on a small validation set otherwise amplifies.
+    ema_decay: float | None = Field(default=None, gt=0.0, lt=1.0)
     valid_users: int | None = None  # per-epoch validation on a fixed random sample of this many users (None: all)
     # DeepSpeed instead of DDP: a shipped config (zero2, zero3), a JSON/YAML file, or an inline mapping
     # (see raylrec/train/deepspeed_engine.py). None: plain DDP.
     deepspeed: str | dict | None = None
+
+    @model_validator(mode="after")
+    def ema_without_deepspeed(self) -> "TrainConfig":
+        if self.ema_decay is not None and self.deepspeed is not None:
+            raise ValueError("train.ema_decay keeps a whole copy of the module, which DeepSpeed's partitioned "
+                             "parameters do not allow; set only one of ema_decay and deepspeed")
+        return self
 
 
 class StageConfig(StrictModel):

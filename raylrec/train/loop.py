@@ -17,6 +17,7 @@ import ray.train
 import ray.train.torch
 import torch
 import torch.distributed as dist
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from raylrec.data.prepared import PreparedData
@@ -64,8 +65,9 @@ def gather_ranks(local: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def train_one_epoch(recipe: Recipe, model, core, loader, optimizer, generator: torch.Generator,
-                    engine=None) -> float:
-    """One pass over the loader; `engine` (a DeepSpeed engine, also passed as `model`) steps instead of `optimizer`."""
+                    engine=None, averaged: AveragedModel | None = None) -> float:
+    """One pass over the loader; `engine` (a DeepSpeed engine, also passed as `model`) steps instead of `optimizer`;
+    `averaged` follows the weights after every step."""
     model.train()
     total, batches = 0.0, 0
     for batch in loader:
@@ -77,6 +79,8 @@ def train_one_epoch(recipe: Recipe, model, core, loader, optimizer, generator: t
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+        if averaged is not None:
+            averaged.update_parameters(core)
         total += loss.item()
         batches += 1
     return total / max(batches, 1)
@@ -85,6 +89,13 @@ def train_one_epoch(recipe: Recipe, model, core, loader, optimizer, generator: t
 def build_optimizer(recipe: Recipe, core, train: TrainConfig) -> torch.optim.Optimizer:
     optimizer_class = torch.optim.AdamW if train.optimizer == "adamw" else torch.optim.Adam
     return optimizer_class(recipe.parameter_groups(core), lr=train.lr, weight_decay=train.weight_decay)
+
+
+def weight_average(core, train: TrainConfig) -> AveragedModel | None:
+    """The exponential moving average of the module's weights, when `train.ema_decay` asks for one."""
+    if train.ema_decay is None:
+        return None
+    return AveragedModel(core, multi_avg_fn=get_ema_multi_avg_fn(train.ema_decay))
 
 
 def rng_state(generator: torch.Generator) -> dict:
@@ -190,6 +201,11 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 deepspeed_engine.load_checkpoint(engine, Path(directory))
 
     model = engine if engine is not None else ray.train.torch.prepare_model(core)
+    averaged = weight_average(core, train)
+    if averaged is not None and saved is not None and "averaged_model" in saved:
+        load_model_state(averaged.module, saved["averaged_model"]["model"])
+        averaged.n_averaged.copy_(saved["averaged_model"]["n_averaged"])
+    validated = averaged.module if averaged is not None else core  # the weights validated, kept and exported
     device = ray.train.torch.get_device()
     loader = ray.train.torch.prepare_data_loader(DataLoader(
         TensorDataset(*recipe.training_tensors(data)), batch_size=train.batch_size, shuffle=True))
@@ -209,15 +225,15 @@ def train_loop_per_worker(loop_config: dict) -> None:
         if isinstance(loader.sampler, DistributedSampler):
             loader.sampler.set_epoch(epoch)
         started = time.perf_counter()
-        train_loss = train_one_epoch(recipe, model, core, loader, optimizer, generator, engine)
+        train_loss = train_one_epoch(recipe, model, core, loader, optimizer, generator, engine, averaged)
         train_seconds = time.perf_counter() - started
-        core.eval()
+        validated.eval()
         with torch.no_grad():
-            ranks = gather_ranks(evaluator.ranks(recipe.scorer(core, data, "valid", device), my_users))
+            ranks = gather_ranks(evaluator.ranks(recipe.scorer(validated, data, "valid", device), my_users))
         valid = mean_metrics(ranks["full"], eval_config.ks)
         if valid[metric] > state["best"]:
             state.update(best=valid[metric], best_epoch=epoch, bad_epochs=0)
-            best_model = model_state(recipe, core, ds_config)
+            best_model = model_state(recipe, validated, ds_config)
         else:
             state["bad_epochs"] += 1
         state["epoch"] = epoch + 1
@@ -240,6 +256,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 loop_state = {"state": state, "rng": torch.get_rng_state(), "rng_by_rank": rng_by_rank}
                 if engine is None:
                     loop_state.update(model=model_state(recipe, core), optimizer=optimizer.state_dict())
+                if averaged is not None:
+                    loop_state["averaged_model"] = {"model": model_state(recipe, averaged.module),
+                                                    "n_averaged": averaged.n_averaged.clone()}
                 torch.save(loop_state, Path(directory) / STATE_FILE)
                 torch.save(best_model, Path(directory) / BEST_MODEL_FILE)
             if rank == 0 or engine is not None:
