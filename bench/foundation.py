@@ -5,6 +5,7 @@ checkpoint, history masking OFF (RecBole's sequential default); our numbers with
 
     python bench/foundation.py --run-dir runs/bench            # SASRec + GRU4Rec, then 1 vs 2 workers
     python bench/foundation.py --run-dir runs/bench --skip-scaling
+    python bench/foundation.py --run-dir runs/bench --skip-scaling --models sasrec --seeds 2020 2021 2022
 
 Prints Markdown tables. Wall times include Ray start-up of each stage.
 """
@@ -56,22 +57,39 @@ def masked_test(config: StageConfig, data: PreparedData) -> dict:
     return evaluator.evaluate(sequence_scorer(model, data, "test", torch.device("cpu")))["full"]
 
 
-def quality(run_dir: str, overrides: dict) -> None:
+def quality_row(label: str, test: dict, masked: dict, history: pd.DataFrame, fit_s: float, reach) -> str:
+    return (f"| {label} | {test['hr@10']:.4f} | {test['ndcg@10']:.4f} | {test['hr@20']:.4f} | {test['ndcg@20']:.4f} "
+            f"| {masked['hr@10']:.4f} / {masked['ndcg@10']:.4f} | {history['valid_ndcg@10'].max():.4f} "
+            f"| {int(history.loc[history['valid_ndcg@10'].idxmax(), 'epoch'])} | {history['epoch_train_s'].median():.1f} "
+            f"| {fit_s:.0f} | {'not reached' if reach is None else f'{reach:.0f}'} |")
+
+
+def mean_row(label: str, tests: list[dict]) -> str:
+    """Seed mean ± sample standard deviation of the test metrics."""
+    cells = []
+    for key in ("hr@10", "ndcg@10", "hr@20", "ndcg@20"):
+        values = pd.Series([test[key] for test in tests])
+        cells.append(f"{values.mean():.4f} ± {values.std():.4f}")
+    return f"| {label} | " + " | ".join(cells) + " | | | | | | |"
+
+
+def quality(run_dir: str, overrides: dict, models: list[str], seeds: list[int]) -> None:
     data_dir = ensure_prepared(load_config(StageConfig, "sasrec").data, run_dir)
     data = PreparedData(data_dir)
     rows = []
-    for preset in ("sasrec", "gru4rec"):
-        config = stage_config(preset, run_dir, preset, overrides)
-        summary = run_training_stage(config, data_dir)
-        history = pd.read_csv(stage_dir(config) / "history.csv")
-        reach = time_to_reach(history, PEER[preset]["best_valid"])
-        masked = masked_test(config, data)
-        test = summary["test"]
-        rows.append(f"| {preset} (ours) | {test['hr@10']:.4f} | {test['ndcg@10']:.4f} | {test['hr@20']:.4f} "
-                    f"| {test['ndcg@20']:.4f} | {masked['hr@10']:.4f} / {masked['ndcg@10']:.4f} "
-                    f"| {history['valid_ndcg@10'].max():.4f} | {int(history.loc[history['valid_ndcg@10'].idxmax(), 'epoch'])} "
-                    f"| {history['epoch_train_s'].median():.1f} | {summary['fit_wall_s']:.0f} "
-                    f"| {'not reached' if reach is None else f'{reach:.0f}'} |")
+    for preset in models:
+        tests = []
+        for seed in seeds:
+            name = preset if len(seeds) == 1 else f"{preset}-seed{seed}"
+            config = stage_config(preset, run_dir, name, {**overrides, "train.seed": seed})
+            summary = run_training_stage(config, data_dir)
+            history = pd.read_csv(stage_dir(config) / "history.csv")
+            reach = time_to_reach(history, PEER[preset]["best_valid"])
+            tests.append(summary["test"])
+            rows.append(quality_row(f"{preset} (ours, seed {seed})", summary["test"], masked_test(config, data),
+                                    history, summary["fit_wall_s"], reach))
+        if len(seeds) > 1:
+            rows.append(mean_row(f"{preset} (ours, mean ± std of {len(seeds)} seeds)", tests))
         peer = PEER[preset]
         rows.append(f"| {preset} (RecBole 1.2.1) | {peer['hr@10']:.4f} | {peer['ndcg@10']:.4f} | {peer['hr@20']:.4f} "
                     f"| {peer['ndcg@20']:.4f} | — | {peer['best_valid']:.4f} | — | — | — "
@@ -109,11 +127,14 @@ def main() -> None:
     parser.add_argument("--skip-scaling", action="store_true")
     parser.add_argument("--scaling-epochs", type=int, default=6)
     parser.add_argument("--set", action="append", default=[], help="extra overrides for both models, key=value")
+    parser.add_argument("--models", nargs="+", choices=sorted(PEER), default=["sasrec", "gru4rec"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[2020],
+                        help="training seeds of the quality runs (several: one row each and their mean ± std)")
     args = parser.parse_args()
     overrides = dict(pair.split("=", 1) for pair in args.set)
     run_dir = str(Path(args.run_dir).resolve())
     if not args.skip_quality:
-        quality(run_dir, overrides)
+        quality(run_dir, overrides, args.models, args.seeds)
     if not args.skip_scaling:
         scaling(run_dir, overrides, args.scaling_epochs)
 
