@@ -34,14 +34,19 @@ def find_own_cluster(copies: int) -> list[subprocess.CompletedProcess]:
     the port (probes at the same instant would see each other's probe and pick different ports) and before its
     dashboard listens on it (several seconds later) — the window two commands launched together fall into."""
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
-    start_at, port = time.time() + IMPORT_WAIT_S * copies, str(free_port())
+    start_at, port = time.time() + (IMPORT_WAIT_S * copies if copies > 1 else 0), str(free_port())
     jobs = [subprocess.Popen([sys.executable, "-c", FIND_OWN_CLUSTER, str(start_at + copy * START_GAP_S), port],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
             for copy in range(copies)]
     results = []
-    for job in jobs:
-        stdout, stderr = job.communicate(timeout=300)
-        results.append(subprocess.CompletedProcess(job.args, job.returncode, stdout, stderr))
+    try:
+        for job in jobs:
+            stdout, stderr = job.communicate(timeout=300)
+            results.append(subprocess.CompletedProcess(job.args, job.returncode, stdout, stderr))
+    finally:
+        for job in jobs:  # only the processes this test started
+            if job.poll() is None:
+                job.kill()
     return results
 
 
