@@ -52,16 +52,13 @@ def start_local_ray() -> None:
     lock = filelock.FileLock(os.path.join(tempfile.gettempdir(), f"raylrec-local-ray-start-{getpass.getuser()}.lock"))
     try:
         lock.acquire(timeout=START_LOCK_WAIT_S)
-        locked = True
     except filelock.Timeout:
         log.warning("another raylrec command has held %s for %d s; starting Ray without waiting for it",
                     lock.lock_file, START_LOCK_WAIT_S)
-        locked = False
     try:
         launch_local_ray()
     finally:
-        if locked:
-            lock.release()
+        lock.release()  # a no-op when the lock was not acquired
 
 
 def launch_local_ray() -> None:

@@ -91,11 +91,16 @@ def build_optimizer(recipe: Recipe, core, train: TrainConfig) -> torch.optim.Opt
     return optimizer_class(recipe.parameter_groups(core), lr=train.lr, weight_decay=train.weight_decay)
 
 
-def weight_average(core, train: TrainConfig) -> AveragedModel | None:
-    """The exponential moving average of the module's weights, when `train.ema_decay` asks for one."""
+def weight_average(core, train: TrainConfig, saved: dict | None) -> AveragedModel | None:
+    """The exponential moving average of the module's weights, when `train.ema_decay` asks for one; continued from
+    the checkpoint's `saved` loop state when it holds one."""
     if train.ema_decay is None:
         return None
-    return AveragedModel(core, multi_avg_fn=get_ema_multi_avg_fn(train.ema_decay))
+    averaged = AveragedModel(core, multi_avg_fn=get_ema_multi_avg_fn(train.ema_decay))
+    if saved is not None and "averaged_model" in saved:
+        load_model_state(averaged.module, saved["averaged_model"]["model"])
+        averaged.n_averaged.copy_(saved["averaged_model"]["n_averaged"])
+    return averaged
 
 
 def rng_state(generator: torch.Generator) -> dict:
@@ -201,10 +206,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 deepspeed_engine.load_checkpoint(engine, Path(directory))
 
     model = engine if engine is not None else ray.train.torch.prepare_model(core)
-    averaged = weight_average(core, train)
-    if averaged is not None and saved is not None and "averaged_model" in saved:
-        load_model_state(averaged.module, saved["averaged_model"]["model"])
-        averaged.n_averaged.copy_(saved["averaged_model"]["n_averaged"])
+    averaged = weight_average(core, train, saved)
     validated = averaged.module if averaged is not None else core  # the weights validated, kept and exported
     device = ray.train.torch.get_device()
     loader = ray.train.torch.prepare_data_loader(DataLoader(
