@@ -7,10 +7,11 @@ from raylrec.train.losses import bce_loss, cross_entropy_loss, sample_negatives
 TINY = dict(hidden_size=16, max_len=8, num_layers=1, num_heads=2, inner_size=32, dropout=0.0, attn_dropout=0.0)
 
 
-@pytest.fixture(params=["sasrec", "gru4rec"])
+@pytest.fixture(params=[{"name": "sasrec"}, {"name": "sasrec", "norm_first": True}, {"name": "gru4rec"}],
+                ids=["sasrec", "sasrec-norm-first", "gru4rec"])
 def model(request):
     torch.manual_seed(0)
-    return build_model(30, ModelConfig(name=request.param, **TINY)).eval()
+    return build_model(30, ModelConfig(**request.param, **TINY)).eval()
 
 
 def test_shapes_and_padding_column(model):

@@ -27,6 +27,9 @@ class ModelConfig(StrictModel):
     # SASRec: inside the feed-forward, between its two layers. None: attn_dropout, as torch's encoder layer and
     # the SASRec authors' code; RecBole's SASRec has none there (0).
     ffn_dropout: float | None = None
+    # SASRec: layer norm before each attention / feed-forward sub-layer and once after the last block, as the SASRec
+    # authors' code; False: after each sub-layer's residual sum, as RecBole's SASRec.
+    norm_first: bool = False
 
 
 class SequentialRecommender(nn.Module):

@@ -23,10 +23,13 @@ class SASRec(SequentialRecommender):
             dropout=config.attn_dropout,
             activation="gelu",
             batch_first=True,
+            norm_first=config.norm_first,
         )
         if config.ffn_dropout is not None:
             layer.dropout = nn.Dropout(config.ffn_dropout)  # torch's layer applies `dropout` between linear1 and linear2
-        self.blocks = nn.TransformerEncoder(layer, num_layers=config.num_layers, enable_nested_tensor=False)
+        final_norm = nn.LayerNorm(d) if config.norm_first else None
+        self.blocks = nn.TransformerEncoder(layer, num_layers=config.num_layers, norm=final_norm,
+                                            enable_nested_tensor=False)
         causal = torch.triu(torch.ones(config.max_len, config.max_len, dtype=torch.bool), diagonal=1)
         self.register_buffer("causal_mask", causal, persistent=False)
         self.apply(self._init_weights)
