@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from raylrec.eval.buckets import frequency_buckets, length_labels, warm_cold_labels
-from raylrec.eval.metrics import mean_metrics, per_user_metrics, target_ranks
+from raylrec.eval.metrics import mean_interval, mean_metrics, per_user_metrics, target_ranks
 
 
 def test_ranks_are_pessimistic_on_ties():
@@ -51,3 +51,19 @@ def test_frequency_buckets_have_equal_mass():
 def test_length_labels():
     labels = length_labels(np.array([3, 20, 49, 50, 250]), edges=[20, 50, 100])
     assert labels.tolist() == ["<20", "20-49", "20-49", "50-99", ">=100"]
+
+
+def test_mean_interval_brackets_the_mean_with_the_normal_width():
+    """943 hits at rate 0.13 (one run's HR@10 on ML-100k): the bootstrap interval of the mean is close to
+    mean ± 1.96·sd/√n, and fixed by its seed."""
+    values = np.zeros(943)
+    values[:123] = 1.0
+    low, high = mean_interval(values)
+    half_width = 1.96 * values.std() / math.sqrt(len(values))
+    assert low < values.mean() < high
+    assert abs((high - low) / 2 - half_width) < 0.1 * half_width
+    assert mean_interval(values) == (low, high)
+
+
+def test_mean_interval_of_identical_values_is_that_value():
+    assert mean_interval(np.full(50, 0.25)) == pytest.approx((0.25, 0.25))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from scipy import stats
 
 
 def target_ranks(scores: torch.Tensor, target_column: torch.Tensor) -> torch.Tensor:
@@ -37,3 +38,13 @@ def mean_metrics(ranks: np.ndarray, ks: list[int]) -> dict[str, float]:
     if len(ranks):
         summary.update({name: float(v.mean()) for name, v in per_user_metrics(ranks, ks).items()})
     return summary
+
+
+def mean_interval(values: np.ndarray, confidence: float = 0.95, resamples: int = 2000,
+                  seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of a per-user metric's mean: how far the mean could move if another
+    sample of users of the same size were evaluated."""
+    result = stats.bootstrap((np.asarray(values, dtype=np.float64),), np.mean, n_resamples=resamples,
+                             confidence_level=confidence, method="percentile", vectorized=True,
+                             rng=np.random.default_rng(seed))
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
