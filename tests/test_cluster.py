@@ -29,12 +29,12 @@ pytestmark = pytest.mark.timeout(1800)
 TOLERANCE = 1e-6  # same seed, same world size, CPU, one thread: the restored run is expected to be exact
 
 
-def write_job_config(root: Path, log: Path, stages: list[dict]) -> Path:
+def write_job_config(root: Path, log: Path, stages: list[dict], side_by_side: bool = True) -> Path:
     config = {"run_dir": (root / "run").as_uri(),  # a file:// URI run directory, resolved through pyarrow
               "data": {"dataset": "synthetic", "interactions_path": str(log), "format": "csv", "negatives": [5],
                        "num_blocks": 2},
               "eval": {"num_negatives": [5], "length_edges": [5, 10]},
-              "stages": stages}
+              "stages": stages, "side_by_side": side_by_side}
     path = root / "pipeline.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
@@ -219,7 +219,8 @@ def test_resubmitted_pipeline_skips_done_stages_and_resumes_the_stopped_one(clus
     gru = {"name": "tiny-gru", "model": {"name": "gru4rec", "hidden_size": 8, "max_len": 6, "num_layers": 1,
                                          "inner_size": 8},
            "train": {"max_epochs": 1, "batch_size": 16}}
-    config = write_job_config(tmp_path, synthetic_log, [gru, sasrec_stage()])
+    # One stage after the other: side by side, the first stage may still be finishing when the second is stopped.
+    config = write_job_config(tmp_path, synthetic_log, [gru, sasrec_stage()], side_by_side=False)
     run = tmp_path / "run"
     entrypoint = ["python", "jobs/run_pipeline.py", "--config", str(config)]
     cluster.submit(entrypoint, "interrupted", runtime_env(cluster))
