@@ -82,3 +82,11 @@ def test_sampled_negatives_avoid_the_window():
     negatives = sample_negatives(window[:, 1:], window, num_items=12, generator=torch.Generator().manual_seed(0),
                                  retries=20)
     assert (negatives >= 10).all() and (negatives <= 12).all()
+
+
+def test_sasrec_norm_first_normalises_before_each_sub_layer_and_after_the_last_block():
+    """The authors' layout: pre-norm layers plus a final norm; the default (RecBole's) has neither."""
+    pre = build_model(30, ModelConfig(name="sasrec", norm_first=True, **TINY))
+    post = build_model(30, ModelConfig(name="sasrec", **TINY))
+    assert all(layer.norm_first for layer in pre.blocks.layers) and isinstance(pre.blocks.norm, torch.nn.LayerNorm)
+    assert not any(layer.norm_first for layer in post.blocks.layers) and post.blocks.norm is None
