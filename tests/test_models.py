@@ -77,6 +77,19 @@ def test_losses_decrease_when_training(model, loss):
     assert losses[-1] < 0.5 * losses[0]
 
 
+def test_label_smoothing_spreads_the_target_over_real_items_only():
+    """Hand-computed on 3 items: (1 - ε)·(-log p_target) + ε·mean over the 3 items of -log p; the padding column
+    (-inf) gets no share, else the loss would be infinite."""
+    model = build_model(3, ModelConfig(name="gru4rec", **TINY))
+    table = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    model.item_table = lambda: table
+    hidden, targets = torch.tensor([[[2.0, 0.0]]]), torch.tensor([[1]])
+    log_p = torch.log_softmax(torch.tensor([2.0, 0.0, 2.0]), dim=0)
+    expected = 0.8 * -log_p[0] + 0.2 * -log_p.mean()
+    assert torch.isclose(cross_entropy_loss(model, hidden, targets, label_smoothing=0.2), expected)
+    assert torch.isclose(cross_entropy_loss(model, hidden, targets), -log_p[0])
+
+
 def test_sampled_negatives_avoid_the_window():
     window = torch.arange(1, 10).repeat(64, 1)  # items 1..9 seen; 10..12 unseen
     negatives = sample_negatives(window[:, 1:], window, num_items=12, generator=torch.Generator().manual_seed(0),

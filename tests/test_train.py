@@ -109,8 +109,10 @@ def test_weight_average_is_validated_exported_and_resumed(ray_session, prepared_
 @pytest.mark.parametrize("train, error", [
     (dict(ema_decay=1.0), "less than 1"),
     (dict(ema_decay=0.99, deepspeed="zero2"), "only one of ema_decay and deepspeed"),
+    (dict(loss="bce", label_smoothing=0.1), "needs train.loss: ce"),
+    (dict(label_smoothing=1.0), "less than 1"),
 ])
-def test_weight_average_settings_are_checked(train, error):
+def test_training_settings_are_checked(train, error):
     with pytest.raises(ValueError, match=error):
         TrainConfig(**train)
 

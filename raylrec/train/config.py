@@ -14,6 +14,9 @@ from raylrec.models.base import ModelConfig
 
 class TrainConfig(StrictModel):
     loss: Literal["ce", "bce"] = "ce"  # cross-entropy over all items, or BCE with one sampled negative per position
+    # Cross-entropy only: the share of each target's probability spread evenly over all items (torch's
+    # `label_smoothing`); 0 trains on the one-hot next item.
+    label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0)
     lr: float = 1e-3
     weight_decay: float = 0.0
     optimizer: Literal["adam", "adamw"] = "adam"  # adam: L2 added to the gradient; adamw: decoupled weight decay
@@ -42,6 +45,12 @@ class TrainConfig(StrictModel):
         if self.ema_decay is not None and self.deepspeed is not None:
             raise ValueError("train.ema_decay keeps a whole copy of the module, which DeepSpeed's partitioned "
                              "parameters do not allow; set only one of ema_decay and deepspeed")
+        return self
+
+    @model_validator(mode="after")
+    def smoothing_needs_softmax(self) -> "TrainConfig":
+        if self.label_smoothing and self.loss != "ce":
+            raise ValueError("train.label_smoothing smooths the softmax over all items; it needs train.loss: ce")
         return self
 
 

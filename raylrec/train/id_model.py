@@ -43,7 +43,7 @@ class IDModelRecipe(Recipe):
         inputs, targets = batch
         hidden = model(inputs)
         if self.config.train.loss == "ce":
-            return cross_entropy_loss(core, hidden, targets)
+            return cross_entropy_loss(core, hidden, targets, self.config.train.label_smoothing)
         seen = torch.cat([inputs, targets], dim=1)
         return bce_loss(core, hidden, targets, sample_negatives(targets, seen, core.num_items, generator))
 

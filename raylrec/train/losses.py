@@ -8,10 +8,15 @@ import torch.nn.functional as F
 from raylrec.models.base import SequentialRecommender
 
 
-def cross_entropy_loss(model: SequentialRecommender, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Softmax over all items at each non-padding position."""
+def cross_entropy_loss(model: SequentialRecommender, hidden: torch.Tensor, targets: torch.Tensor,
+                       label_smoothing: float = 0.0) -> torch.Tensor:
+    """Softmax over all items at each non-padding position; `label_smoothing` spreads that share of the target
+    over the real items (never the padding column)."""
     real = targets > 0
     logits = model.score_all(hidden[real])
+    if label_smoothing:
+        logits = logits[:, 1:]  # padding id 0 is no item to spread mass onto
+        return F.cross_entropy(logits, targets[real] - 1, label_smoothing=label_smoothing)
     return F.cross_entropy(logits, targets[real])
 
 
