@@ -25,7 +25,7 @@ def ensure_ray(address: str | None = None) -> None:
     Without an address Ray would attach to any cluster already running on the host (e.g. another
     user's); "local" keeps the default run on its own instance. Pass `auto` to join the host's cluster.
     """
-    quiet_ray_data()
+    quiet_library_logs()
     if ray.is_initialized():
         return
     # Ray Data's progress bars garble a terminal shared with our own logs; tqdm covers the long loops.
@@ -87,9 +87,18 @@ def dashboard_port() -> int:
         return probe.getsockname()[1]
 
 
-def quiet_ray_data() -> None:
-    """Ray Data logs every execution plan at INFO; our own step log says what runs."""
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
+# Library loggers held at WARNING, and why: their INFO lines bury our own progress log.
+NOISY_LOGGERS = {
+    "ray.data": "logs every execution plan; our own step log says what runs",
+    # Tune's TensorBoard logger renames every metric with "@" (ndcg@10 → ndcg_10) and logs each renaming at every
+    # report: thousands of lines per sweep. The event files are still written.
+    "tensorboardX": "logs each metric renaming at every Tune report",
+}
+
+
+def quiet_library_logs() -> None:
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def cluster_has_gpus() -> bool:

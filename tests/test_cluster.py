@@ -250,6 +250,38 @@ def test_resubmitted_pipeline_skips_done_stages_and_resumes_the_stopped_one(clus
 
 
 @pytest.mark.slow
+def test_resubmitted_pipeline_resumes_stages_stopped_side_by_side(cluster, jobs, synthetic_log, tmp_path):
+    """The main job's default: two stages training at once, both stopped mid-run by `ray job stop`; submitted
+    again, each resumes from its own checkpoint and ends where the undisturbed baseline did (same config, seed)."""
+    names = ("sasrec", "sasrec-twin")
+    config = write_job_config(tmp_path, synthetic_log, [{**sasrec_stage(), "name": name} for name in names])
+    run = tmp_path / "run"
+    entrypoint = ["python", "jobs/run_pipeline.py", "--config", str(config)]
+    cluster.submit(entrypoint, "interrupted-side-by-side", runtime_env(cluster))
+    started = time.monotonic()
+    while min(registered_epoch(run / "models" / name) for name in names) < 1:
+        assert cluster.job_status("interrupted-side-by-side") not in TERMINAL
+        assert time.monotonic() - started < 600
+        time.sleep(0.2)
+    cluster.ray("job", "stop", "--address", cluster.dashboard_url, "interrupted-side-by-side")
+    assert cluster.wait_job("interrupted-side-by-side") == "STOPPED"
+    assert not any((run / "models" / name / "DONE.json").exists() for name in names)
+
+    cluster.submit(entrypoint, "resubmitted-side-by-side", runtime_env(cluster))
+    assert cluster.wait_job("resubmitted-side-by-side") == "SUCCEEDED", \
+        cluster.job_logs("resubmitted-side-by-side")[-3000:]
+    logs = cluster.job_logs("resubmitted-side-by-side")
+    expected = json.loads((jobs["run"]["baseline"] / "models" / "sasrec" / "DONE.json").read_text())
+    for name in names:
+        assert re.search(rf"resuming {name} from .*checkpoint_", logs), name
+        resumed = re.findall(rf"\[{name}\] resumed at epoch (\d+)", logs)
+        assert resumed and int(resumed[0]) >= 2, name
+        got = json.loads((run / "models" / name / "DONE.json").read_text())
+        for metric, value in expected["test"].items():
+            assert got["test"][metric] == pytest.approx(value, abs=TOLERANCE), (name, metric)
+
+
+@pytest.mark.slow
 def test_encode_job_reports_items_encoded_on_the_metrics_endpoint(cluster, jobs, tmp_path):
     """`jobs/encode.py` on the cluster (a tiny local BERT over the baseline's prepared items): the encoder actors'
     counter and throughput gauge reach the Prometheus endpoint."""

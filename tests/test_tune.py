@@ -2,6 +2,7 @@
 the others complete, an interrupted sweep resumes, and the best config is re-run with seeds on test."""
 
 import json
+import logging
 import os
 import signal
 import threading
@@ -112,8 +113,10 @@ def test_sweep_failed_trial_interrupt_resume_and_seeds(ray_session, prepared_dir
     assert best["best_trial"] == summary["best_trial"]
 
 
-def test_optuna_search_runs_a_tiny_sweep(ray_session, prepared_dir, synthetic_log, tmp_path):
-    """A search algorithm from Tune's library (its Optuna wrapper, TPE) proposing from a continuous domain."""
+def test_optuna_search_runs_a_tiny_sweep(ray_session, prepared_dir, synthetic_log, tmp_path, caplog):
+    """A search algorithm from Tune's library (its Optuna wrapper, TPE) proposing from a continuous domain; the
+    TensorBoard logger's per-report renaming notes stay out of the log."""
+    caplog.set_level(logging.INFO)
     run_dir = run_dir_with_data(tmp_path, prepared_dir)
     spec = SweepSpec(method="sasrec", preset=str(tiny_base(tmp_path, synthetic_log)), search="optuna",
                      num_samples=2, seeds=0, max_concurrent_trials=1, scheduler={"type": "none"},
@@ -123,6 +126,8 @@ def test_optuna_search_runs_a_tiny_sweep(ray_session, prepared_dir, synthetic_lo
     assert len(rows) == 2 and set(rows["status"]) == {"COMPLETED"}
     assert rows["param:train.lr"].between(0.005, 0.05).all() and rows["param:train.lr"].nunique() == 2
     assert summary["best_params"]["train.lr"] in rows["param:train.lr"].tolist()
+    assert any((run_dir / "sweeps" / "tpe").rglob("events.out.tfevents.*"))  # TensorBoard files still written
+    assert not [r for r in caplog.records if r.name.startswith("tensorboardX")]
 
 
 def test_tune_cli_names_a_missing_space_or_method(tmp_path, capsys):
