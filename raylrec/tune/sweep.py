@@ -15,7 +15,8 @@ Layout under `<run_dir>/sweeps/<name>/`:
                           the run directory
   sweep_results.csv       one row per trial: status (COMPLETED / EARLY_STOPPED / ERROR), best validation
                           metric, parameters, error
-  seeds-tune/, seeds/seed-<s>/   the best configuration re-run with S seeds, evaluated on test
+  seeds-tune/, seeds/seed-<s>/   the best configuration re-run with S seeds, evaluated on test (the best trial,
+                          hard-linked, stands for its own seed when it trained to the end under one seed)
   best.json               best trial, its parameters, per-seed valid/test metrics, test mean ± std
 
 Selection uses validation only; the test split is read only from the seed re-runs.
@@ -26,8 +27,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import re
-from dataclasses import dataclass, field
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +94,6 @@ class TrialSetup:
     metric_key: str
     cpus_per_worker: float
     cache_root: str | None = None
-    extra_train: dict = field(default_factory=dict)
 
 
 def link_shared(shared_root: Path, trial_dir: Path, paths: list[str]) -> None:
@@ -133,7 +135,7 @@ def run_trial(config: dict, setup: TrialSetup) -> None:
     (trial_dir / "trial_config.yaml").write_text(method_config.to_yaml())
     trial_store.push(trial_dir / "trial_config.yaml")
     stage = target.stage_name(method_config)
-    updates = {"cpus_per_worker": setup.cpus_per_worker, **setup.extra_train}
+    updates = {"cpus_per_worker": setup.cpus_per_worker}
     if seed is not None:
         updates["seed"] = int(seed)
     cache_root = Path(setup.cache_root) if setup.cache_root else None
@@ -384,37 +386,83 @@ def run_sweep(spec: SweepSpec, run_dir: str = "runs/default", *, name: str | Non
                      "best_trial": best["trial_id"], "best_valid": float(best[spec.metric]),
                      "best_params": best_params, "results_csv": str(paths.results_csv), "seeds": []}
     if spec.seeds:
-        seed_values = [spec.seed_base + i for i in range(spec.seeds)]
-        seed_setup = TrialSetup(**{**setup.__dict__, "trials_location": store.locate(paths.seeds)})
-        seed_trainable = tune.with_resources(tune.with_parameters(run_trial, setup=seed_setup), {"cpu": TRIAL_FN_CPUS})
-        seed_space = {"params": nested(best_params), "seed": tune.grid_search(seed_values)}
-        seed_grid = run_tuner(store.locate(paths.root), "seeds-tune", seed_trainable, seed_space, spec, "grid", 1,
-                              concurrency, scheduler=False, retry_failed=retry_failed)
-        store.pull(paths.seeds)  # the seed runs' metrics, written wherever their trials ran
         best_config = target.load(spec.preset, deep_merge({**base, "run_dir": str(run_dir)}, nested(best_params)))
-        stage = target.stage_name(best_config)
-        tests, valids = [], []
-        for seed in seed_values:
-            stage_dir = paths.seeds / f"seed-{seed}" / "models" / stage
-            try:
-                valid, test = read_split_metrics(stage_dir, "valid"), read_split_metrics(stage_dir, "test")
-            except RaylrecError as err:
-                log.warning("seed %s: %s", seed, err)
-                summary["seeds"].append({"seed": seed, "error": str(err)})
-                continue
-            valids.append(valid)
-            tests.append(test)
-            summary["seeds"].append({"seed": seed, "dir": str(stage_dir), "valid": valid, "test": test})
-        seed_rows = trial_rows(seed_grid, spec)
-        if (seed_rows["status"] == "INTERRUPTED").any() or len(seed_rows) < len(seed_values):
-            raise SweepInterrupted(f"the seed re-runs of {paths.root} were interrupted; rerun the same command")
-        if seed_grid.num_errors:
-            log.warning("%d seed re-run(s) failed", seed_grid.num_errors)
-        summary["test_mean"], summary["test_std"] = mean_std(tests)
-        summary["valid_mean"], _ = mean_std(valids)
+        summary.update(run_seed_reruns(spec, target, best, best_config, setup, store, paths, concurrency,
+                                       retry_failed))
     paths.best_json.write_text(json.dumps(summary, indent=2, default=str))
     store.push(paths.best_json)
     return summary
+
+
+def reusable_trial_seed(target: TuneTarget, best: pd.Series, best_config: Any) -> int | None:
+    """The seed at which the best trial already is a seed re-run: it trained to the end (not stopped by ASHA) and
+    one seed governs all of it. A re-run at that seed would repeat it exactly."""
+    if best["status"] != "COMPLETED":
+        return None
+    return target.trial_seed(best_config)
+
+
+def copy_run(source: Path, destination: Path) -> None:
+    """A trial's run directory as a seed re-run: hard links where the filesystem allows (no second copy of its
+    checkpoints), symlinks to shared artifacts kept as symlinks."""
+    def link_or_copy(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    partial = destination.with_name(destination.name + ".partial")  # never a half-copied seed folder
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(source, partial, symlinks=True, copy_function=link_or_copy)
+    partial.rename(destination)
+
+
+def run_seed_reruns(spec: SweepSpec, target: TuneTarget, best: pd.Series, best_config: Any, setup: TrialSetup,
+                    store: RunStore, paths: SweepPaths, concurrency: int, retry_failed: bool) -> dict:
+    """The best configuration at `spec.seeds` seeds, evaluated on test: per-seed metrics and test mean ± std.
+    The best trial itself stands for the seed it ran at (when it qualifies): copied to that seed's folder, not
+    trained twice."""
+    from ray import tune
+
+    seed_values = [spec.seed_base + i for i in range(spec.seeds)]
+    stage = target.stage_name(best_config)
+    reused_seed = reusable_trial_seed(target, best, best_config)
+    stage_dirs = {seed: paths.seeds / f"seed-{seed}" / "models" / stage for seed in seed_values}
+    if reused_seed in stage_dirs:
+        seed_dir = paths.seeds / f"seed-{reused_seed}"
+        if not seed_dir.exists():
+            store.pull(paths.trials / best["trial_id"])  # written wherever the trial ran
+            copy_run(paths.trials / best["trial_id"], seed_dir)
+            store.push(seed_dir)
+        log.info("seed %s: the best trial %s ran at this seed; %s holds its run", reused_seed, best["trial_id"],
+                 seed_dir)
+    rerun = [seed for seed in seed_values if seed != reused_seed]
+    if rerun:
+        seed_setup = TrialSetup(**{**setup.__dict__, "trials_location": store.locate(paths.seeds)})
+        seed_trainable = tune.with_resources(tune.with_parameters(run_trial, setup=seed_setup), {"cpu": TRIAL_FN_CPUS})
+        seed_space = {"params": nested(params_of(best)), "seed": tune.grid_search(rerun)}
+        seed_grid = run_tuner(store.locate(paths.root), "seeds-tune", seed_trainable, seed_space, spec, "grid", 1,
+                              concurrency, scheduler=False, retry_failed=retry_failed)
+        store.pull(paths.seeds)  # the seed runs' metrics, written wherever their trials ran
+        seed_rows = trial_rows(seed_grid, spec)
+        if (seed_rows["status"] == "INTERRUPTED").any() or len(seed_rows) < len(rerun):
+            raise SweepInterrupted(f"the seed re-runs of {paths.root} were interrupted; rerun the same command")
+        if seed_grid.num_errors:
+            log.warning("%d seed re-run(s) failed", seed_grid.num_errors)
+    seeds, tests, valids = [], [], []
+    for seed, stage_dir in stage_dirs.items():
+        try:
+            valid, test = read_split_metrics(stage_dir, "valid"), read_split_metrics(stage_dir, "test")
+        except RaylrecError as err:
+            log.warning("seed %s: %s", seed, err)
+            seeds.append({"seed": seed, "error": str(err)})
+            continue
+        valids.append(valid)
+        tests.append(test)
+        seeds.append({"seed": seed, "dir": str(stage_dir), "valid": valid, "test": test,
+                      **({"reused_trial": best["trial_id"]} if seed == reused_seed else {})})
+    test_mean, test_std = mean_std(tests)
+    return {"seeds": seeds, "test_mean": test_mean, "test_std": test_std, "valid_mean": mean_std(valids)[0]}
 
 
 def format_summary(summary: dict, rows: pd.DataFrame | None = None) -> str:
@@ -424,7 +472,9 @@ def format_summary(summary: dict, rows: pd.DataFrame | None = None) -> str:
              "  " + ", ".join(f"{k}={v}" for k, v in summary["best_params"].items())]
     if summary.get("test_mean"):
         n = sum(1 for s in summary["seeds"] if "test" in s)
-        lines.append(f"best config re-run with {n} seed(s), test (full ranking), mean ± std:")
+        reused = [f"seed {s['seed']}: the best trial itself" for s in summary["seeds"] if "reused_trial" in s]
+        lines.append(f"best config at {n} seed(s){' (' + reused[0] + ')' if reused else ''}, "
+                     "test (full ranking), mean ± std:")
         for key in ("hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20"):
             if key in summary["test_mean"]:
                 lines.append(f"  {key:8s} {summary['test_mean'][key]:.4f} ± {summary['test_std'][key]:.4f}")

@@ -42,6 +42,9 @@ class TuneTarget:
     # (config, cache_root) → run-dir-relative paths every trial links to (computed once, before the trials)
     prerequisites: Callable[[Any, Path | None], list[str]] | str = "raylrec.tune.targets:prepare_data_only"
     frozen_prefixes: tuple[str, ...] = field(default=("data.", "eval.", "run_dir"))  # keys a space may not vary
+    # config → the one seed every stage a trial trains uses, so the best trial counts as the seed re-run at that
+    # seed; None (or a target without it): never reused, every seed is re-run
+    seed_of_trial: Callable[[Any], int | None] | str | None = None
 
     def load(self, preset: str | None, overrides: dict) -> Any:
         return load_config(_resolve(self.config_class), preset or self.default_preset, overrides)
@@ -66,6 +69,9 @@ class TuneTarget:
                 Path(handle.name).unlink(missing_ok=True)
         return _resolve(self.runner)(config, cache_root)
 
+    def trial_seed(self, config: Any) -> int | None:
+        return None if self.seed_of_trial is None else _resolve(self.seed_of_trial)(config)
+
     def prepare_shared(self, config: Any, cache_root: Path | None) -> list[str]:
         return _resolve(self.prerequisites)(config, cache_root)
 
@@ -82,6 +88,10 @@ def config_name(config: Any) -> str:
 
 def id_stage_name(config: Any) -> str:
     return config.stage_name
+
+
+def id_stage_seed(config: Any) -> int:
+    return config.train.seed
 
 
 def prepare_data_only(config: Any, cache_root: Path | None) -> list[str]:
@@ -140,7 +150,7 @@ def allmrec_stage2(config: Any) -> str:
 
 def id_target(name: str) -> TuneTarget:
     return TuneTarget(name, "raylrec.train.config:StageConfig", name, final_stage=id_stage_name,
-                      runner=run_id_stage)
+                      runner=run_id_stage, seed_of_trial=id_stage_seed)
 
 
 TARGETS: dict[str, TuneTarget] = {
