@@ -87,13 +87,13 @@ def dashboard_port() -> int:
         return probe.getsockname()[1]
 
 
-# Library loggers held at WARNING, and why: their INFO lines bury our own progress log.
-NOISY_LOGGERS = {
-    "ray.data": "logs every execution plan; our own step log says what runs",
+# Library loggers held at WARNING: their INFO lines bury our own progress log.
+NOISY_LOGGERS = (
+    "ray.data",  # every execution plan; our own step log says what runs
     # Tune's TensorBoard logger renames every metric with "@" (ndcg@10 → ndcg_10) and logs each renaming at every
     # report: thousands of lines per sweep. The event files are still written.
-    "tensorboardX": "logs each metric renaming at every Tune report",
-}
+    "tensorboardX",
+)
 
 
 def quiet_library_logs() -> None:
