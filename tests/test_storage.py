@@ -118,7 +118,7 @@ def test_sweep_on_a_mirrored_run_dir_keeps_its_results_at_the_uri(ray_session, p
     from tests.test_tune import tiny_base
 
     shutil.copytree(prepared_dir, bucket / "data" / "synthetic")
-    spec = SweepSpec(method="sasrec", preset=str(tiny_base(bucket.parent, synthetic_log)), seeds=1,
+    spec = SweepSpec(method="sasrec", preset=str(tiny_base(bucket.parent, synthetic_log)), seeds=2,
                      max_concurrent_trials=1, scheduler={"type": "none"}, space={"train.lr": {"grid": [0.01]}})
     summary = run_sweep(spec, bucket.as_uri(), name="tiny")
 
@@ -126,7 +126,10 @@ def test_sweep_on_a_mirrored_run_dir_keeps_its_results_at_the_uri(ray_session, p
     for artifact in ("sweep.yaml", "sweep_results.csv", "best.json"):
         assert (sweep / artifact).is_file(), artifact
     assert (sweep / "tune").is_dir() and (sweep / "seeds-tune").is_dir()  # Ray Tune's state, written at the URI
-    seed_stage = sweep / "seeds" / f"seed-{summary['seeds'][0]['seed']}" / "models" / "sasrec"
-    assert (seed_stage / "metrics_test.json").is_file()
-    assert summary["test_mean"]["ndcg@10"] == pytest.approx(summary["seeds"][0]["test"]["ndcg@10"])
+    # Seed 2020 is the trial itself (copied in the mirror, pushed to the URI); seed 2021 was trained.
+    assert [s.get("reused_trial") for s in summary["seeds"]] == [summary["best_trial"], None]
+    for seed in summary["seeds"]:
+        assert (sweep / "seeds" / f"seed-{seed['seed']}" / "models" / "sasrec" / "metrics_test.json").is_file()
+    mean = (summary["seeds"][0]["test"]["ndcg@10"] + summary["seeds"][1]["test"]["ndcg@10"]) / 2
+    assert summary["test_mean"]["ndcg@10"] == pytest.approx(mean)
     assert not (RunStore(bucket.as_uri()).root / "sweeps" / "tiny" / "tune").exists()
