@@ -71,6 +71,9 @@ class SweepPaths:
     def seeds(self) -> Path:
         return self.root / "seeds"
 
+    def seed_run(self, seed: int) -> Path:
+        return self.seeds / f"seed-{seed}"
+
     @property
     def results_csv(self) -> Path:
         return self.root / "sweep_results.csv"
@@ -427,9 +430,9 @@ def run_seed_reruns(spec: SweepSpec, target: TuneTarget, best: pd.Series, best_c
     seed_values = [spec.seed_base + i for i in range(spec.seeds)]
     stage = target.stage_name(best_config)
     reused_seed = reusable_trial_seed(target, best, best_config)
-    stage_dirs = {seed: paths.seeds / f"seed-{seed}" / "models" / stage for seed in seed_values}
+    stage_dirs = {seed: paths.seed_run(seed) / "models" / stage for seed in seed_values}
     if reused_seed in stage_dirs:
-        seed_dir = paths.seeds / f"seed-{reused_seed}"
+        seed_dir = paths.seed_run(reused_seed)
         if not seed_dir.exists():
             store.pull(paths.trials / best["trial_id"])  # written wherever the trial ran
             copy_run(paths.trials / best["trial_id"], seed_dir)
@@ -472,8 +475,8 @@ def format_summary(summary: dict, rows: pd.DataFrame | None = None) -> str:
              "  " + ", ".join(f"{k}={v}" for k, v in summary["best_params"].items())]
     if summary.get("test_mean"):
         n = sum(1 for s in summary["seeds"] if "test" in s)
-        reused = [f"seed {s['seed']}: the best trial itself" for s in summary["seeds"] if "reused_trial" in s]
-        lines.append(f"best config at {n} seed(s){' (' + reused[0] + ')' if reused else ''}, "
+        reused = next((s["seed"] for s in summary["seeds"] if "reused_trial" in s), None)
+        lines.append(f"best config at {n} seed(s){f' (seed {reused}: the best trial itself)' if reused else ''}, "
                      "test (full ranking), mean ± std:")
         for key in ("hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20"):
             if key in summary["test_mean"]:
