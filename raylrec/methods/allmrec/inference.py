@@ -63,7 +63,7 @@ def prompt_pass(core: Stage2Model, inputs: dict):
                         inputs["item_mask"], inputs["slot_items"], inputs["prompt_lengths"])
     embeds = core.input_embeddings(batch, inputs["user_vectors"], inputs["item_vectors"])
     out = core.llm(inputs_embeds=embeds, attention_mask=inputs["attention_mask"], use_cache=True)
-    return out.past_key_values, out.logits[0, -1].float(), embeds.shape[1]
+    return out.cache, out.logits[0, -1].float(), embeds.shape[1]
 
 
 @torch.no_grad()
@@ -84,7 +84,7 @@ def answers_loglik(core: Stage2Model, cache, last_logits: torch.Tensor, prompt_l
                                mask[:, :-1].long()], dim=1)
         positions = torch.arange(prompt_length, prompt_length + width - 1, device=device).expand(count, -1)
         out = core.llm(inputs_embeds=core.llm.get_input_embeddings()(tokens[:, :-1]), attention_mask=attention,
-                       position_ids=positions, past_key_values=cache, use_cache=True)
+                       position_ids=positions, cache=cache, use_cache=True)
         rest = torch.log_softmax(out.logits.float(), -1).gather(2, tokens[:, 1:].unsqueeze(-1)).squeeze(-1)
         logp = torch.cat([logp, rest], dim=1)
     total = (logp * mask).sum(1)
@@ -112,7 +112,7 @@ def greedy_decode(core: Stage2Model, cache, last_logits: torch.Tensor, prompt_le
         length = prompt_length + step + 1
         out = core.llm(inputs_embeds=embedding(torch.tensor([[token]], device=device)),
                        attention_mask=torch.ones((1, length), dtype=torch.long, device=device),
-                       position_ids=torch.tensor([[length - 1]], device=device), past_key_values=cache, use_cache=True)
+                       position_ids=torch.tensor([[length - 1]], device=device), cache=cache, use_cache=True)
         logits = out.logits[0, -1].float()
     return generated
 

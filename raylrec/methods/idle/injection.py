@@ -99,7 +99,7 @@ class Backbone(nn.Module):
         if length:
             ones = torch.ones(attention_mask.size(0), length, dtype=attention_mask.dtype, device=attention_mask.device)
             attention_mask = torch.cat([ones, attention_mask], dim=1)
-            kwargs["past_key_values"] = prefix.cache()
+            kwargs["cache"] = prefix.cache()
         if position_ids is None:
             position_ids = self.prompt_positions(length, input_ids.size(1), input_ids.device)
         if position_ids is not None:
