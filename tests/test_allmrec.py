@@ -221,8 +221,8 @@ def test_stage1_loss_terms_are_nonzero_and_switchable(tiny_models, titled_data_d
     assert set(terms) == {"matching", "item_recon", "text_recon", "rec"}
     assert all(float(v.detach()) > 0 for v in terms.values()), terms
     full = core.total(terms)
-    assert float(full) == pytest.approx(float(terms["matching"] + 0.5 * terms["item_recon"]
-                                              + 0.2 * terms["text_recon"] + terms["rec"]), rel=1e-6)
+    assert full.item() == pytest.approx((terms["matching"] + 0.5 * terms["item_recon"]
+                                         + 0.2 * terms["text_recon"] + terms["rec"]).item(), rel=1e-6)
     for switch, gone in (("matching", ["matching"]), ("recon", ["item_recon", "text_recon"]), ("rec", ["rec"])):
         config = stage1_config(tiny_models, losses=Stage1Losses(**{switch: False}))
         weights = Stage1Recipe("s1", config, backbone_dir).build(data).loss_weights()
