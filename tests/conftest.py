@@ -13,11 +13,14 @@ logging.getLogger("ray.data").setLevel(logging.WARNING)  # its DEBUG log dumps t
 
 @pytest.fixture(scope="session")
 def ray_session(tmp_path_factory):
-    """One local Ray instance shared by every test that needs it; stopped by this process only."""
+    """One local Ray instance shared by every test that needs it; stopped by this process only.
+
+    `address="local"`: a new instance even when another Ray cluster runs on the host (two test runs at once).
+    """
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING",
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING",
                  _temp_dir=str(tmp_path_factory.mktemp("ray")))
     yield ray
     ray.shutdown()
