@@ -137,3 +137,51 @@ def test_worker_progress_lines_bypass_ray_trains_print_patch(capsys, caplog, mon
     monkeypatch.setattr(report_logger, "level", logging.NOTSET)
     quiet_report_logs()
     assert not report_logger.isEnabledFor(logging.INFO) and report_logger.isEnabledFor(logging.WARNING)
+
+
+def test_a_diverged_epoch_is_never_selected_and_is_recorded(ray_session, prepared_dir, tmp_path):
+    """The loss turns NaN in epoch 1 (a real NaN through backward and Adam, not a raised exception): training stops
+    there, epoch 0 stays the selected model (finite metrics), and DONE.json records the divergence. A stage whose
+    very first epoch diverges fails with an error naming the stage and the epoch."""
+    from raylrec.errors import RaylrecError
+    from raylrec.train.id_model import IDModelRecipe
+    from raylrec.train.stage import StageJob, run_stage
+
+    class DivergingRecipe(IDModelRecipe):  # defined here: shipped to the Ray Train workers by value
+        def __init__(self, config, nan_from_epoch: int, batches_per_epoch: int):
+            super().__init__(config)
+            self.nan_from_batch = nan_from_epoch * batches_per_epoch
+            self.batches = 0
+
+        def loss(self, model, core, batch, generator):
+            self.batches += 1
+            loss = super().loss(model, core, batch, generator)
+            return loss * float("nan") if self.batches > self.nan_from_batch else loss
+
+    config = stage(tmp_path, max_epochs=4, patience=50)
+    recipe = IDModelRecipe(config)
+    batches = -(-len(recipe.training_tensors(PreparedData(prepared_dir))[0]) // config.train.batch_size)
+
+    def job(name: str, nan_from_epoch: int) -> StageJob:
+        named = config.model_copy(update={"name": name})
+        return StageJob(DivergingRecipe(named, nan_from_epoch, batches), named.train, named.eval, prepared_dir,
+                        str(tmp_path), named.to_yaml())
+
+    summary = run_stage(job("late", 1))
+    history = pd.read_csv(tmp_path / "models" / "late" / "history.csv")
+    assert history["epoch"].tolist() == [0, 1] and history["diverged"].tolist() == [False, True]
+    assert summary["diverged_at_epoch"] == 1 and summary["final_metrics"]["best_epoch"] == 0
+    assert all(np.isfinite(v) and 0 <= v <= 1 for v in summary["test"].values())
+    with pytest.raises(RaylrecError, match=r"stage early diverged at epoch 0 .*Lower train\.lr"):
+        run_stage(job("early", 0))
+    assert not (tmp_path / "models" / "early" / "DONE.json").exists()
+
+
+def test_a_diverged_trial_is_recorded_and_never_selected():
+    from raylrec.tune.space import SweepSpec
+    from raylrec.tune.sweep import pick_best
+
+    spec = SweepSpec(method="sasrec", space={"train.lr": {"grid": [0.1, 0.2, 0.3]}})
+    rows = pd.DataFrame({"trial_id": ["a", "b", "c"], "status": ["COMPLETED", "DIVERGED", "ERROR"],
+                         spec.metric: [0.2, 0.9, np.nan], "param:train.lr": [0.1, 0.2, 0.3]})
+    assert pick_best(rows, spec)["trial_id"] == "a"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import random
 import sys
 import tempfile
@@ -222,7 +223,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
     loop_started = time.perf_counter()
 
     # A resumed run continues only while the (possibly changed) stopping rule allows.
-    last_epoch = train.max_epochs if state["bad_epochs"] < train.patience else state["epoch"]
+    # A diverged run stays stopped: its last weights are not finite.
+    finished = state["bad_epochs"] >= train.patience or "diverged_epoch" in state
+    last_epoch = state["epoch"] if finished else train.max_epochs
     for epoch in range(state["epoch"], last_epoch):
         if isinstance(loader.sampler, DistributedSampler):
             loader.sampler.set_epoch(epoch)
@@ -233,22 +236,29 @@ def train_loop_per_worker(loop_config: dict) -> None:
         with torch.no_grad():
             ranks = gather_ranks(evaluator.ranks(recipe.scorer(validated, data, "valid", device), my_users))
         valid = mean_metrics(ranks["full"], eval_config.ks)
-        if valid[metric] > state["best"]:
+        # A non-finite loss means the weights are gone: this epoch is never the best, and training stops here.
+        diverged = not math.isfinite(train_loss)
+        if not diverged and valid[metric] > state["best"]:
             state.update(best=valid[metric], best_epoch=epoch, bad_epochs=0)
             best_model = model_state(recipe, validated, ds_config)
         else:
             state["bad_epochs"] += 1
+        if diverged:
+            state["diverged_epoch"] = epoch
         state["epoch"] = epoch + 1
-        stop = state["bad_epochs"] >= train.patience or state["epoch"] >= train.max_epochs
+        stop = diverged or state["bad_epochs"] >= train.patience or state["epoch"] >= train.max_epochs
         metrics = {"epoch": epoch, "train_loss": train_loss, "epoch_train_s": train_seconds,
                    "elapsed_s": time.perf_counter() - loop_started,
                    **{f"valid_{k}": v for k, v in valid.items() if k != "n"},
-                   f"best_valid_{metric}": state["best"], "best_epoch": state["best_epoch"], "stopped": stop}
+                   f"best_valid_{metric}": state["best"], "best_epoch": state["best_epoch"], "stopped": stop,
+                   "diverged": diverged}
         state["history"].append(metrics)
         if rank == 0:
             record_epoch(recipe.name, epoch, train.max_epochs, train_loss, valid, metric)
             progress(f"[{recipe.name}] epoch {epoch}: loss {train_loss:.4f}, valid {metric} {valid[metric]:.4f} "
-                     f"(best {state['best']:.4f} @ {state['best_epoch']}), {train_seconds:.1f} s")
+                     f"(best {state['best']:.4f} @ {state['best_epoch']}), {train_seconds:.1f} s"
+                     + (" — training diverged (non-finite loss): stopped; this epoch is never selected"
+                        if diverged else ""))
         rng_by_rank = gather_rng_states(generator)
         with tempfile.TemporaryDirectory() as directory:
             reported = None

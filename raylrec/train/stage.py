@@ -27,7 +27,7 @@ from safetensors.torch import save_file
 
 from raylrec.config import flatten
 from raylrec.data.prepared import PreparedData
-from raylrec.errors import ArtifactError
+from raylrec.errors import ArtifactError, RaylrecError
 from raylrec.eval.evaluator import EvalConfig, Evaluator, write_metrics
 from raylrec.paths import RunLayout
 from raylrec.ray_utils import cluster_has_gpus, ensure_ray
@@ -117,14 +117,33 @@ def run_stage(job: StageJob, force: bool = False) -> dict:
         raise ArtifactError(f"training of {job.recipe.name} reported no checkpoint (see {storage}/{TRAIN_RUN_NAME})")
     with final_checkpoint.as_directory() as directory:
         best_state = torch.load(Path(directory) / BEST_MODEL_FILE, weights_only=True)
-        history = torch.load(Path(directory) / STATE_FILE, weights_only=False)["state"]["history"]
-    pd.DataFrame(history).to_csv(out / "history.csv", index=False)
+        loop_state = torch.load(Path(directory) / STATE_FILE, weights_only=False)["state"]
+    pd.DataFrame(loop_state["history"]).to_csv(out / "history.csv", index=False)
+    diverged = check_divergence(job.recipe.name, loop_state, storage)
     summary = export_stage(job, PreparedData(job.data_dir), best_state)
+    if diverged is not None:
+        summary["diverged_at_epoch"] = diverged
     summary.update(fit_wall_s=round(wall, 1), final_metrics={k: v for k, v in result.metrics.items()
                                                                if isinstance(v, (int, float))})
     done.write_text(json.dumps(summary, indent=2))
     store.push(out)
     return summary
+
+
+def check_divergence(name: str, loop_state: dict, storage: str) -> int | None:
+    """The epoch at which training diverged (non-finite loss), or None. Diverging before any epoch validated is an
+    error naming the stage and epoch; later, the stage keeps its best earlier epoch and records the divergence."""
+    epoch = loop_state.get("diverged_epoch")
+    if epoch is None:
+        return None
+    loss = loop_state["history"][-1]["train_loss"] if loop_state["history"] else float("nan")
+    if loop_state["best_epoch"] < 0:
+        raise RaylrecError(f"stage {name} diverged at epoch {epoch} (training loss {loss}) before any epoch "
+                           f"validated: no model to keep. Lower train.lr (or check the inputs), then rerun with "
+                           f"--force (its checkpoints: {storage}/{TRAIN_RUN_NAME})")
+    log.warning("stage %s diverged at epoch %d (training loss %s): stopped there, keeping epoch %d (recorded as "
+                "diverged_at_epoch in DONE.json)", name, epoch, loss, loop_state["best_epoch"])
+    return epoch
 
 
 def warn_if_config_differs(job: StageJob) -> None:

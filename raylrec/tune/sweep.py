@@ -13,7 +13,7 @@ Layout under `<run_dir>/sweeps/<name>/`:
   trials/<trial_id>/      each trial's run directory (stages, metrics, trial_config.yaml); shared
                           artifacts (prepared data, PAD's backbone and text embeddings) are symlinks into
                           the run directory
-  sweep_results.csv       one row per trial: status (COMPLETED / EARLY_STOPPED / ERROR), best validation
+  sweep_results.csv       one row per trial: status (COMPLETED / EARLY_STOPPED / DIVERGED / ERROR), best validation
                           metric, parameters, error
   seeds-tune/, seeds/seed-<s>/   the best configuration re-run with S seeds, evaluated on test (the best trial,
                           hard-linked, stands for its own seed when it trained to the end under one seed)
@@ -49,6 +49,7 @@ from raylrec.tune.targets import TuneTarget, get_target
 log = logging.getLogger(__name__)
 TRIAL_FN_CPUS = 0.05  # the Tune function only waits on its TorchTrainer (Tune rejects 0)
 FINAL_FLAG = "final_report"
+DIVERGED_FLAG = "diverged"
 
 
 class SweepInterrupted(RaylrecError):
@@ -146,8 +147,11 @@ def run_trial(config: dict, setup: TrialSetup) -> None:
                                     train_updates=updates)):
         target.run(method_config, cache_root)
     valid = read_split_metrics(trial_dir / "models" / stage, "valid")
-    # The selected stage's best model on validation (also what a trial whose stage was already done reports).
-    tune.report({setup.metric: valid[setup.metric_key], FINAL_FLAG: True, "trial_dir": str(trial_dir)})
+    done = json.loads((trial_dir / "models" / stage / "DONE.json").read_text())
+    # The selected stage's best model on validation (also what a trial whose stage was already done reports);
+    # a stage that diverged is flagged, and selection never picks it.
+    tune.report({setup.metric: valid[setup.metric_key], FINAL_FLAG: True, "trial_dir": str(trial_dir),
+                 DIVERGED_FLAG: "diverged_at_epoch" in done})
 
 
 def default_concurrency(config: Any, trial_cpus: float) -> int:
@@ -254,14 +258,20 @@ def trial_rows(grid, spec: SweepSpec) -> pd.DataFrame:
     """One row per trial: id, status, best validation metric over its reports, its parameters, its error.
 
     COMPLETED: trained to the end (the final report arrived); EARLY_STOPPED: stopped by ASHA;
-    ERROR: crashed (recorded, the other trials go on); INTERRUPTED: not finished when the sweep stopped."""
+    DIVERGED: its training loss went non-finite (flagged in a report, or the error it failed with);
+    ERROR: crashed (recorded, the other trials go on); INTERRUPTED: not finished when the sweep stopped.
+    Only COMPLETED and EARLY_STOPPED trials are ever selected."""
     statuses = tune_statuses(grid)
     rows = []
     for result in grid:
         params = flatten((result.config or {}).get("params") or {})
         trial_id = trial_id_of(result)
         tune_status = statuses.get(trial_id, "TERMINATED")
-        status = ("ERROR" if result.error is not None or tune_status == "ERROR" else
+        frame = result.metrics_dataframe
+        diverged = bool(result.metrics.get(DIVERGED_FLAG)) or "diverged" in short_error(result.error) or (
+            frame is not None and DIVERGED_FLAG in frame and frame[DIVERGED_FLAG].fillna(False).astype(bool).any())
+        status = ("DIVERGED" if diverged else
+                  "ERROR" if result.error is not None or tune_status == "ERROR" else
                   "INTERRUPTED" if tune_status != "TERMINATED" else
                   "COMPLETED" if result.metrics.get(FINAL_FLAG) else
                   "EARLY_STOPPED" if result.metrics else "INTERRUPTED")
@@ -385,6 +395,7 @@ def run_sweep(spec: SweepSpec, run_dir: str = "runs/default", *, name: str | Non
     best_params = params_of(best)
     summary: dict = {"method": spec.method, "sweep": paths.root.name, "metric": spec.metric, "mode": spec.mode,
                      "search": spec.search, "trials": len(rows), "failed": len(failed),
+                     "diverged": int((rows["status"] == "DIVERGED").sum()),
                      "early_stopped": int((rows["status"] == "EARLY_STOPPED").sum()),
                      "best_trial": best["trial_id"], "best_valid": float(best[spec.metric]),
                      "best_params": best_params, "results_csv": str(paths.results_csv), "seeds": []}
@@ -470,7 +481,8 @@ def run_seed_reruns(spec: SweepSpec, target: TuneTarget, best: pd.Series, best_c
 
 def format_summary(summary: dict, rows: pd.DataFrame | None = None) -> str:
     lines = [f"sweep {summary['sweep']} ({summary['method']}, {summary['search']}): {summary['trials']} trials, "
-             f"{summary['failed']} failed, {summary['early_stopped']} stopped early by ASHA",
+             f"{summary['failed']} failed, {summary.get('diverged', 0)} diverged (never selected), "
+             f"{summary['early_stopped']} stopped early by ASHA",
              f"best on validation: trial {summary['best_trial']} {summary['metric']} = {summary['best_valid']:.4f}",
              "  " + ", ".join(f"{k}={v}" for k, v in summary["best_params"].items())]
     if summary.get("test_mean"):
