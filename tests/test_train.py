@@ -50,25 +50,48 @@ def test_training_stage_writes_every_artifact(ray_session, prepared_dir, tmp_pat
     assert len(pd.read_csv(out / "history.csv")) == 2
 
 
-def test_rerun_skips_and_longer_run_resumes_from_checkpoint(ray_session, prepared_dir, tmp_path, caplog):
+def test_stage_is_keyed_on_content_resumes_only_its_own_checkpoints_and_force_starts_over(
+        ray_session, prepared_dir, tmp_path, caplog):
+    from raylrec.errors import ArtifactError
+
+    out = tmp_path / "models" / "sasrec"
     first = run_training_stage(stage(tmp_path, max_epochs=2, patience=50), prepared_dir)
     assert run_training_stage(stage(tmp_path, max_epochs=2, patience=50), prepared_dir) == first
-    with caplog.at_level(logging.WARNING, logger="raylrec.train.stage"):
-        as_uri = stage(tmp_path, max_epochs=2, patience=50).model_copy(update={"run_dir": tmp_path.as_uri()})
-        assert run_training_stage(as_uri, prepared_dir) == first
-    assert "other settings" not in caplog.text  # the same folder spelt another way is the same stage
-    with caplog.at_level(logging.WARNING, logger="raylrec.train.stage"):
-        assert run_training_stage(stage(tmp_path, max_epochs=3, patience=50), prepared_dir) == first
-    assert "train.max_epochs: 2 there, 3 here" in caplog.text  # reused, but never silently
-    history_file = tmp_path / "models" / "sasrec" / "history.csv"
-    before = pd.read_csv(history_file)
-    resumed = run_training_stage(stage(tmp_path, max_epochs=4, patience=50), prepared_dir, force=True)
-    history = pd.read_csv(history_file)
-    assert history["epoch"].tolist() == [0, 1, 2, 3]
-    # Rows 0–1 are the first run's (kept by save_history), 2–3 the new run's: it continued from the epoch-2
-    # checkpoint (a run from scratch would have rewritten rows 0–1 with its own timings).
+    as_uri = stage(tmp_path, max_epochs=2, patience=50).model_copy(update={"run_dir": tmp_path.as_uri()})
+    assert run_training_stage(as_uri, prepared_dir) == first  # the same folder spelt another way is the same stage
+    saved_config = (out / "stage_config.yaml").read_text()
+    # Other settings: never reused, not even with a warning; the error names the difference and the ways on.
+    with pytest.raises(ArtifactError, match=r"train\.lr: 0\.01 there, 0\.02 here.*--force.*new run directory"):
+        run_training_stage(stage(tmp_path, lr=0.02, max_epochs=2, patience=50), prepared_dir)
+    assert (out / "stage_config.yaml").read_text() == saved_config  # not overwritten before the comparison
+
+    # An interrupted run (its DONE.json not written yet) continues from its checkpoint when only the stopping
+    # rules differ: rows 0–1 of its history are the first run's (a run from scratch has its own timings).
+    (out / "DONE.json").unlink()
+    before = pd.read_csv(out / "history.csv")
+    resumed = run_training_stage(stage(tmp_path, max_epochs=3, patience=50), prepared_dir)
+    history = pd.read_csv(out / "history.csv")
+    assert history["epoch"].tolist() == [0, 1, 2] and resumed["final_metrics"]["epoch"] == 2
     pd.testing.assert_frame_equal(history.iloc[:2].reset_index(drop=True), before, check_dtype=False)
-    assert resumed["final_metrics"]["epoch"] == 3
+    # …but never a checkpoint written with other settings.
+    (out / "DONE.json").unlink()
+    with pytest.raises(ArtifactError, match=r"unfinished run .* other settings .*train\.lr: 0\.01 there, 0\.02 here"):
+        run_training_stage(stage(tmp_path, lr=0.02, max_epochs=3, patience=50), prepared_dir)
+
+    # --force: the old folder is moved aside (and said so), and training starts from scratch, not from the epoch-3
+    # checkpoint; from scratch it ends exactly where the resumed run did (same seed).
+    with caplog.at_level(logging.WARNING, logger="raylrec.train.stage"):
+        forced = run_training_stage(stage(tmp_path, max_epochs=3, patience=50), prepared_dir, force=True)
+    aside = [p for p in tmp_path.joinpath("models").iterdir() if p.name.startswith("sasrec.old-")]
+    assert len(aside) == 1 and f"moved the earlier {out} to {aside[0]}" in caplog.text
+    pd.testing.assert_frame_equal(pd.read_csv(aside[0] / "history.csv"), history)  # the old run, kept
+    fresh = pd.read_csv(out / "history.csv")
+    assert fresh["epoch"].tolist() == [0, 1, 2]
+    assert (fresh["elapsed_s"].iloc[:2].to_numpy() != history["elapsed_s"].iloc[:2].to_numpy()).all()
+    assert len(list((out / TRAIN_RUN_NAME).glob("checkpoint_2*"))) == 2  # only this run's (num_to_keep=2)
+    for metric, value in resumed["test"].items():
+        assert forced["test"][metric] == pytest.approx(value, abs=1e-6), metric
+    assert forced["stage_key"]["fingerprint"] == resumed["stage_key"]["fingerprint"]
 
 
 def test_two_ddp_workers_train_and_agree_on_validation(ray_session, prepared_dir, tmp_path):

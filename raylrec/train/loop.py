@@ -5,6 +5,7 @@ validation metric, and resume from a checkpoint."""
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import math
 import random
@@ -33,6 +34,7 @@ from raylrec.train.recipe import Recipe
 
 STATE_FILE = "training_state.pt"
 BEST_MODEL_FILE = "best_model.pt"
+KEY_FILE = "stage_key.json"  # in every checkpoint: the stage key of the settings that wrote it (train/stage.py)
 
 
 def progress(line: str) -> None:
@@ -273,6 +275,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
                                                     "n_averaged": averaged.n_averaged.clone()}
                 torch.save(loop_state, Path(directory) / STATE_FILE)
                 torch.save(best_model, Path(directory) / BEST_MODEL_FILE)
+                if loop_config.get("stage_key") is not None:
+                    (Path(directory) / KEY_FILE).write_text(json.dumps(loop_config["stage_key"]))
             if rank == 0 or engine is not None:
                 reported = ray.train.Checkpoint.from_directory(directory)
             ray.train.report(metrics, checkpoint=reported)
