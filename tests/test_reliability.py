@@ -277,3 +277,27 @@ def test_sweep_completes_after_a_trial_process_is_killed(ray_session, prepared_d
     assert len(rows) == 2 and set(rows["status"]) == {"COMPLETED"} and summary["failed"] == 0
     histories = [pd.read_csv(p) for p in run_dir.glob("sweeps/kill/trials/*/models/sasrec/history.csv")]
     assert sorted(len(h) for h in histories) == [6, 6]
+
+
+# ---------- Hugging Face downloads are pinned ----------
+
+def test_hub_models_download_the_pinned_revision_and_record_the_commit(tmp_path, monkeypatch, caplog):
+    import huggingface_hub
+
+    from raylrec.text.registry import hub_model_dir
+
+    calls = []
+
+    def fake_download(repo_id, revision=None):  # no network in tests: a snapshot folder as the hub cache lays out
+        calls.append((repo_id, revision))
+        folder = tmp_path / "snapshots" / (revision or "0123abcd")
+        folder.mkdir(parents=True, exist_ok=True)
+        return str(folder)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
+    folder, source = hub_model_dir("org/model@9f8e7d6c")
+    assert calls[-1] == ("org/model", "9f8e7d6c") and source == "hub org/model@9f8e7d6c"
+    with caplog.at_level("WARNING", logger="raylrec.text.registry"):
+        folder, source = hub_model_dir("org/model")
+    assert calls[-1] == ("org/model", None) and source == "hub org/model@0123abcd"
+    assert "no revision pinned" in caplog.text and "org/model@0123abcd" in caplog.text

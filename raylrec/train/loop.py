@@ -107,9 +107,13 @@ def weight_average(core, train: TrainConfig, saved: dict | None) -> AveragedMode
 
 
 def rng_state(generator: torch.Generator) -> dict:
-    """Every random stream one worker draws from (dropout, shuffling, sampled negatives)."""
+    """Every random stream one worker draws from (dropout, shuffling, sampled negatives), as tensors and plain
+    Python values only, so checkpoints load with `torch.load(weights_only=True)` (no pickled numpy objects)."""
+    name, keys, position, has_gauss, cached = np.random.get_state()
     return {"torch": torch.get_rng_state(), "generator": generator.get_state(),
-            "numpy": np.random.get_state(), "python": random.getstate()}
+            "numpy": (str(name), torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss),
+                      float(cached)),
+            "python": random.getstate()}
 
 
 def gather_rng_states(generator: torch.Generator) -> list[dict]:
@@ -130,7 +134,8 @@ def restore_rng(saved: dict, rank: int, world: int, generator: torch.Generator) 
         state = states[rank]
         torch.set_rng_state(state["torch"])
         generator.set_state(state["generator"])
-        np.random.set_state(state["numpy"])
+        name, keys, position, has_gauss, cached = state["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))
         random.setstate(state["python"])
     else:
         torch.set_rng_state(saved["rng"])
@@ -166,7 +171,7 @@ def load_training_state(checkpoint: ray.train.Checkpoint, core, optimizer) -> tu
     """Loop state, best model and the raw saved dict; module and optimizer states when the checkpoint has them
     (a DeepSpeed checkpoint keeps those in DeepSpeed's own files instead)."""
     with checkpoint.as_directory() as directory:
-        saved = torch.load(Path(directory) / STATE_FILE, weights_only=False)
+        saved = torch.load(Path(directory) / STATE_FILE, weights_only=True)
         best_model = torch.load(Path(directory) / BEST_MODEL_FILE, weights_only=True)
     if "model" in saved:
         load_model_state(core, saved["model"])

@@ -304,7 +304,7 @@ def run_stage(job: StageJob, force: bool = False) -> dict:
         raise ArtifactError(f"training of {job.recipe.name} reported no checkpoint (see {storage}/{TRAIN_RUN_NAME})")
     with final_checkpoint.as_directory() as directory:
         best_state = torch.load(Path(directory) / BEST_MODEL_FILE, weights_only=True)
-        loop_state = torch.load(Path(directory) / STATE_FILE, weights_only=False)["state"]
+        loop_state = torch.load(Path(directory) / STATE_FILE, weights_only=True)["state"]
     pd.DataFrame(loop_state["history"]).to_csv(out / "history.csv", index=False)
     diverged = check_divergence(job.recipe.name, loop_state, storage)
     summary = export_stage(job, PreparedData(job.data_dir), best_state)
