@@ -7,6 +7,7 @@ the id maps, the split and the negatives run on the driver over one row per user
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -18,6 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 from tqdm import tqdm
+
+from pydantic import field_validator
 
 from raylrec.config import StrictModel
 from raylrec.data.fetch import fetch_dataset, file_sha256
@@ -46,6 +49,16 @@ class DataConfig(StrictModel):
     negatives: list[int] = [19, 100]  # sampled-evaluation candidate sets drawn once and stored
     seed: int = 2020
     num_blocks: int = 8  # Ray Data parallelism of the row-level steps
+
+    @field_validator("columns")
+    @classmethod
+    def _columns_are_fields(cls, columns: dict[str, str | None] | None) -> dict[str, str | None] | None:
+        known = [f.name for f in dataclasses.fields(ColumnMapping)]
+        unknown = sorted(set(columns or {}) - set(known))
+        if unknown:
+            raise ValueError(f"unknown field(s) {', '.join(map(repr, unknown))}; data.columns maps "
+                             f"{', '.join(known)} to the file's column names")
+        return columns
 
 
 def natural_order(raw_ids: pd.Series) -> pd.Series:
@@ -224,10 +237,7 @@ def write_prepared(sequences: pd.DataFrame, items: pd.DataFrame | None, config: 
                                            "num_negatives": count, "items": list(drawn)}))
     pd.concat(negatives).to_parquet(out_dir / "negatives.parquet", index=False)
 
-    fingerprint = hashlib.sha256(json.dumps({
-        "files": {p.name: file_sha256(p) for p in raw_files},
-        "config": config.model_dump(mode="json"),
-    }, sort_keys=True).encode()).hexdigest()[:16]
+    fingerprint = data_fingerprint(config, raw_files)
     lengths = np.array([len(s) for s in item_sequences])
     counts = {"users": len(user_ids), "items": len(item_ids), "interactions": int(lengths.sum()),
               "train_interactions": int((lengths - 2).sum()),
@@ -235,6 +245,19 @@ def write_prepared(sequences: pd.DataFrame, items: pd.DataFrame | None, config: 
                                   "max": int(lengths.max())}}
     return report.write(out_dir / "data_report.json", counts=counts, fingerprint=fingerprint,
                         config=config.model_dump(mode="json"), raw_files=[str(p) for p in raw_files])
+
+
+def data_fingerprint(config: DataConfig, raw_files: list[Path]) -> str:
+    """What the prepared data is a function of: the raw files' contents and the preparation settings."""
+    return hashlib.sha256(json.dumps({
+        "files": {p.name: file_sha256(p) for p in raw_files},
+        "config": config.model_dump(mode="json"),
+    }, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def user_raw_files(config: DataConfig) -> list[Path]:
+    """The raw files a config names itself (a fetched dataset's files are pinned by their checksums instead)."""
+    return [Path(p) for p in (config.interactions_path, config.items_path) if p]
 
 
 def check_items_agree(table: pa.Table, items: pd.DataFrame, interactions_path: Path, items_path: Path) -> None:

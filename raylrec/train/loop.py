@@ -5,7 +5,9 @@ validation metric, and resume from a checkpoint."""
 from __future__ import annotations
 
 import copy
+import json
 import logging
+import math
 import random
 import sys
 import tempfile
@@ -32,6 +34,7 @@ from raylrec.train.recipe import Recipe
 
 STATE_FILE = "training_state.pt"
 BEST_MODEL_FILE = "best_model.pt"
+KEY_FILE = "stage_key.json"  # in every checkpoint: the stage key of the settings that wrote it (train/stage.py)
 
 
 def progress(line: str) -> None:
@@ -104,9 +107,13 @@ def weight_average(core, train: TrainConfig, saved: dict | None) -> AveragedMode
 
 
 def rng_state(generator: torch.Generator) -> dict:
-    """Every random stream one worker draws from (dropout, shuffling, sampled negatives)."""
+    """Every random stream one worker draws from (dropout, shuffling, sampled negatives), as tensors and plain
+    Python values only, so checkpoints load with `torch.load(weights_only=True)` (no pickled numpy objects)."""
+    name, keys, position, has_gauss, cached = np.random.get_state()
     return {"torch": torch.get_rng_state(), "generator": generator.get_state(),
-            "numpy": np.random.get_state(), "python": random.getstate()}
+            "numpy": (str(name), torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss),
+                      float(cached)),
+            "python": random.getstate()}
 
 
 def gather_rng_states(generator: torch.Generator) -> list[dict]:
@@ -127,7 +134,8 @@ def restore_rng(saved: dict, rank: int, world: int, generator: torch.Generator) 
         state = states[rank]
         torch.set_rng_state(state["torch"])
         generator.set_state(state["generator"])
-        np.random.set_state(state["numpy"])
+        name, keys, position, has_gauss, cached = state["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))
         random.setstate(state["python"])
     else:
         torch.set_rng_state(saved["rng"])
@@ -163,7 +171,7 @@ def load_training_state(checkpoint: ray.train.Checkpoint, core, optimizer) -> tu
     """Loop state, best model and the raw saved dict; module and optimizer states when the checkpoint has them
     (a DeepSpeed checkpoint keeps those in DeepSpeed's own files instead)."""
     with checkpoint.as_directory() as directory:
-        saved = torch.load(Path(directory) / STATE_FILE, weights_only=False)
+        saved = torch.load(Path(directory) / STATE_FILE, weights_only=True)
         best_model = torch.load(Path(directory) / BEST_MODEL_FILE, weights_only=True)
     if "model" in saved:
         load_model_state(core, saved["model"])
@@ -222,7 +230,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
     loop_started = time.perf_counter()
 
     # A resumed run continues only while the (possibly changed) stopping rule allows.
-    last_epoch = train.max_epochs if state["bad_epochs"] < train.patience else state["epoch"]
+    # A diverged run stays stopped: its last weights are not finite.
+    finished = state["bad_epochs"] >= train.patience or "diverged_epoch" in state
+    last_epoch = state["epoch"] if finished else train.max_epochs
     for epoch in range(state["epoch"], last_epoch):
         if isinstance(loader.sampler, DistributedSampler):
             loader.sampler.set_epoch(epoch)
@@ -233,22 +243,29 @@ def train_loop_per_worker(loop_config: dict) -> None:
         with torch.no_grad():
             ranks = gather_ranks(evaluator.ranks(recipe.scorer(validated, data, "valid", device), my_users))
         valid = mean_metrics(ranks["full"], eval_config.ks)
-        if valid[metric] > state["best"]:
+        # A non-finite loss means the weights are gone: this epoch is never the best, and training stops here.
+        diverged = not math.isfinite(train_loss)
+        if not diverged and valid[metric] > state["best"]:
             state.update(best=valid[metric], best_epoch=epoch, bad_epochs=0)
             best_model = model_state(recipe, validated, ds_config)
         else:
             state["bad_epochs"] += 1
+        if diverged:
+            state["diverged_epoch"] = epoch
         state["epoch"] = epoch + 1
-        stop = state["bad_epochs"] >= train.patience or state["epoch"] >= train.max_epochs
+        stop = diverged or state["bad_epochs"] >= train.patience or state["epoch"] >= train.max_epochs
         metrics = {"epoch": epoch, "train_loss": train_loss, "epoch_train_s": train_seconds,
                    "elapsed_s": time.perf_counter() - loop_started,
                    **{f"valid_{k}": v for k, v in valid.items() if k != "n"},
-                   f"best_valid_{metric}": state["best"], "best_epoch": state["best_epoch"], "stopped": stop}
+                   f"best_valid_{metric}": state["best"], "best_epoch": state["best_epoch"], "stopped": stop,
+                   "diverged": diverged}
         state["history"].append(metrics)
         if rank == 0:
             record_epoch(recipe.name, epoch, train.max_epochs, train_loss, valid, metric)
             progress(f"[{recipe.name}] epoch {epoch}: loss {train_loss:.4f}, valid {metric} {valid[metric]:.4f} "
-                     f"(best {state['best']:.4f} @ {state['best_epoch']}), {train_seconds:.1f} s")
+                     f"(best {state['best']:.4f} @ {state['best_epoch']}), {train_seconds:.1f} s"
+                     + (" — training diverged (non-finite loss): stopped; this epoch is never selected"
+                        if diverged else ""))
         rng_by_rank = gather_rng_states(generator)
         with tempfile.TemporaryDirectory() as directory:
             reported = None
@@ -263,6 +280,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
                                                     "n_averaged": averaged.n_averaged.clone()}
                 torch.save(loop_state, Path(directory) / STATE_FILE)
                 torch.save(best_model, Path(directory) / BEST_MODEL_FILE)
+                if loop_config.get("stage_key") is not None:
+                    (Path(directory) / KEY_FILE).write_text(json.dumps(loop_config["stage_key"]))
             if rank == 0 or engine is not None:
                 reported = ray.train.Checkpoint.from_directory(directory)
             ray.train.report(metrics, checkpoint=reported)
