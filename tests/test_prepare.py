@@ -18,6 +18,10 @@ def prepare_frame(tmp_path, frame: pd.DataFrame, items: pd.DataFrame | None = No
         items.to_csv(items_path, index=False)
     config = DataConfig(dataset="t", interactions_path=str(log), items_path=str(items_path) if items_path else None,
                         format="csv", num_blocks=2, negatives=settings.pop("negatives", [2]), **settings)
+    return prepare_frame_config(config, tmp_path)
+
+
+def prepare_frame_config(config: DataConfig, tmp_path) -> dict:
     return prepare_dataset(config, tmp_path / "prepared")
 
 
@@ -147,3 +151,29 @@ def test_prepared_item_ids_are_sorted(prepared_dir):
     users = pd.read_parquet(prepared_dir / "users.parquet")
     assert items["item_id"].tolist() == sorted(items["item_id"]) and items["item"].tolist() == list(range(1, len(items) + 1))
     assert users["user_id"].tolist() == sorted(users["user_id"])
+
+
+def test_headerless_log_without_timestamps_prepares(ray_session, tmp_path):
+    """A real `user item` log (SASRec repository format: no header, no rating, no timestamp) used to crash after
+    Ray Data pickled the all-null timestamp lists; it is a supported input: file order is the time order."""
+    rng = np.random.default_rng(0)
+    lines, expected = [], {}
+    for user in range(300):
+        items = [f"i{x}" for x in rng.choice(500, size=int(rng.integers(3, 12)), replace=False)]
+        expected[f"u{user}"] = items
+        lines += [f"u{user} {item}" for item in items]
+    log = tmp_path / "Beauty.txt"
+    log.write_text("\n".join(lines) + "\n")
+    config = DataConfig(dataset="t", interactions_path=str(log), format="whitespace", fields=["user", "item"],
+                        columns={"user": "user", "item": "item", "rating": None, "timestamp": None},
+                        num_blocks=4, negatives=[5])
+    report = prepare_frame_config(config, tmp_path)
+    assert report["counts"]["interactions"] == len(lines) and report["counts"]["users"] == 300
+    assert any("no timestamps" in note for note in report["notes"])
+    data = PreparedData(tmp_path / "prepared")
+    users = pd.read_parquet(tmp_path / "prepared" / "users.parquet")["user_id"]
+    items = pd.read_parquet(tmp_path / "prepared" / "items.parquet").set_index("item")["item_id"]
+    for user, raw in enumerate(users):
+        assert [items[i] for i in data.sequences.row(user)] == expected[raw]
+    stored = pd.read_parquet(tmp_path / "prepared" / "interactions.parquet")
+    assert stored["timestamp"].isna().all() and stored["rating"].isna().all()

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from raylrec.errors import DataError
 
-FORMATS = ("recbole", "movielens-100k", "movielens-1m", "csv", "tsv", "whitespace", "parquet")
+FORMATS = ("recbole", "movielens-100k", "movielens-1m", "csv", "tsv", "whitespace", "parquet", "sasrec")
 
 INTERACTIONS_SCHEMA = pa.schema(
     [
@@ -72,13 +72,18 @@ def read_interactions(
     format: str = "auto",
     columns: ColumnMapping | None = None,
     delimiter: str | None = None,
+    fields: list[str] | tuple[str, ...] | None = None,
 ) -> pa.Table:
-    """Read an interactions file into the canonical table (see the module docstring)."""
+    """Read an interactions file into the canonical table (see the module docstring).
+
+    `fields`: the names of a headerless csv/tsv/whitespace file's fields, in order (the first line is then data).
+    """
     path = Path(path)
     fmt = _resolve_format(path, format)
     mapping = columns or ColumnMapping()
     wanted = {"user": mapping.user, "item": mapping.item, "rating": mapping.rating, "timestamp": mapping.timestamp}
-    records = _read_records(path, fmt, _INTERACTION_LAYOUTS, delimiter, expected=[n for n in wanted.values() if n])
+    records = _read_records(path, fmt, _INTERACTION_LAYOUTS, delimiter, expected=[n for n in wanted.values() if n],
+                            fields=fields)
     if fmt == "recbole":
         records = _without_recbole_types(records)
     picked = _pick_columns(records, wanted, optional=set() if columns else {"rating", "timestamp"})
@@ -179,8 +184,10 @@ _ML100K_GENRES = (
 )
 _MOVIELENS_RATINGS = ("user_id", "item_id", "rating", "timestamp")
 
+_HEADER_FORMATS = ("csv", "tsv", "whitespace")
 _INTERACTION_LAYOUTS = {
     "recbole": _TextLayout("\t"),
+    "sasrec": _TextLayout(None, fields=("user_id", "item_id")),
     "movielens-100k": _TextLayout("\t", "latin-1", _MOVIELENS_RATINGS),
     "movielens-1m": _TextLayout("::", "latin-1", _MOVIELENS_RATINGS),
     "tsv": _TextLayout("\t"),
@@ -228,17 +235,29 @@ def _resolve_format(path: Path, fmt: str) -> str:
 
 
 def _read_records(
-    path: Path, fmt: str, layouts: dict[str, _TextLayout], delimiter: str | None, expected: list[str]
+    path: Path,
+    fmt: str,
+    layouts: dict[str, _TextLayout],
+    delimiter: str | None,
+    expected: list[str],
+    fields: list[str] | tuple[str, ...] | None = None,
 ) -> _Records:
     if not path.is_file():
         raise DataError(f"{path}: no such file")
+    if fields is not None and fmt not in _HEADER_FORMATS:
+        raise DataError(f"{path}: fields= names the fields of a headerless {', '.join(_HEADER_FORMATS)} file; "
+                        f"format {fmt!r} has its own layout")
+    if fields is not None:
+        fields = tuple(_header(path, list(fields), line=None))
     if fmt == "parquet":
         return _read_parquet(path)
     if fmt == "csv":
-        return _read_csv(path, delimiter or ",", expected)
+        return _read_csv(path, delimiter or ",", expected, fields)
     layout = layouts[fmt]
     if delimiter:
         layout = replace(layout, delimiter=delimiter)
+    if fields is not None:
+        layout = replace(layout, fields=fields)
     return _read_delimited(path, layout, expected)
 
 
@@ -277,17 +296,22 @@ def _read_delimited(path: Path, layout: _TextLayout, expected: list[str]) -> _Re
     return _Records(path, table, numbers, "line", header_line, field_numbers)
 
 
-def _read_csv(path: Path, delimiter: str, expected: list[str]) -> _Records:
+def _read_csv(path: Path, delimiter: str, expected: list[str], fields: tuple[str, ...] | None = None) -> _Records:
     """Read a quoted CSV file with pyarrow, every column as strings, and map records back to line numbers."""
     if len(delimiter) != 1:
         raise DataError(f"{path}: a csv delimiter must be one character, got {delimiter!r}; use format='tsv' instead")
     text = _decode(path, "utf-8-sig")
     lines, numbers = _lines(text)
     if len(lines) == 0:
+        if fields:
+            raise DataError(f"{path}: line 1: the file is empty; expected lines of {', '.join(fields)}")
         _fail_empty(path, expected)
-    header_line = int(numbers[0])
-    raw_names = next(csv.reader([lines[0].as_py()], delimiter=delimiter))
-    names = _header(path, raw_names, header_line)
+    if fields:
+        header_line, raw_names, names = None, list(fields), list(fields)
+    else:
+        header_line = int(numbers[0])
+        raw_names = next(csv.reader([lines[0].as_py()], delimiter=delimiter))
+        names = _header(path, raw_names, header_line)
 
     invalid: list[pacsv.InvalidRow] = []
 
@@ -299,7 +323,7 @@ def _read_csv(path: Path, delimiter: str, expected: list[str]) -> _Records:
         table = pacsv.read_csv(
             io.BytesIO(text.encode("utf-8")),
             # Single-threaded so pyarrow can number an invalid row.
-            read_options=pacsv.ReadOptions(use_threads=False),
+            read_options=pacsv.ReadOptions(use_threads=False, column_names=raw_names if fields else None),
             parse_options=pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=on_invalid_row),
             convert_options=pacsv.ConvertOptions(
                 column_types={name: pa.string() for name in raw_names},
@@ -312,7 +336,7 @@ def _read_csv(path: Path, delimiter: str, expected: list[str]) -> _Records:
             raise DataError(f"{path}: not readable as CSV: {exc}") from None
         row = invalid[0]
         # pyarrow counts records (header included, blank lines not); they are lines unless a quoted value spans lines.
-        index = (row.number or 0) - 1
+        index = (row.number or 0) - (0 if fields else 1)
         aligned = 0 <= index < len(lines) and lines[index].as_py() == row.text
         where = f"line {numbers[index]}" if aligned else f"record {row.number}"
         raise DataError(
@@ -323,11 +347,12 @@ def _read_csv(path: Path, delimiter: str, expected: list[str]) -> _Records:
         raise DataError(f"{path}: line {header_line + 1}: no data rows after the header on line {header_line}")
 
     table = table.rename_columns(names)
-    if table.num_rows == len(numbers) - 1:
-        positions, unit = numbers[1:], "line"
+    skip = 0 if fields else 1
+    if table.num_rows == len(numbers) - skip:
+        positions, unit = numbers[skip:], "line"
     else:  # quoted values span lines: only the record count is known
-        positions, unit = np.arange(2, table.num_rows + 2), "record"
-    return _Records(path, table, positions, unit, header_line)
+        positions, unit = np.arange(1 + skip, table.num_rows + 1 + skip), "record"
+    return _Records(path, table, positions, unit, header_line, {n: k + 1 for k, n in enumerate(names)} if fields else {})
 
 
 def _read_parquet(path: Path) -> _Records:
@@ -367,13 +392,15 @@ def _split(lines: pa.Array, delimiter: str | None) -> pa.Array:
     return pc.split_pattern(lines, delimiter)
 
 
-def _header(path: Path, raw_names: list[str], line: int) -> list[str]:
+def _header(path: Path, raw_names: list[str], line: int | None) -> list[str]:
+    """Checked column names: from the header on `line`, or given as fields= (line None)."""
     names = [name.strip() for name in raw_names]
+    where = f"line {line}: header" if line is not None else "fields="
     for k, name in enumerate(names):
         if not name:
-            raise DataError(f"{path}: line {line}: header field {k + 1} is empty; every column needs a name")
+            raise DataError(f"{path}: {where} field {k + 1} is empty; every column needs a name")
         if name in names[:k]:
-            raise DataError(f"{path}: line {line}: column {name!r} appears twice in the header")
+            raise DataError(f"{path}: {where}: column {name!r} appears twice")
     return names
 
 
@@ -477,6 +504,9 @@ def _pick_columns(
     ]
     if missing:
         hint = "" if records.field_numbers else "; pass columns= to name the columns to use"
+        if records.header_line is not None:
+            hint += (f", or fields= (e.g. ['user_id', 'item_id']) if line {records.header_line} is data: "
+                     "a file without a header line")
         records.fail(
             f"missing column {', '.join(missing)}: {records.column_source()} {', '.join(map(repr, present))}{hint}"
         )
