@@ -24,8 +24,9 @@ from pydantic import model_serializer
 from tqdm import tqdm
 
 from raylrec.config import StrictModel
-from raylrec.data.fetch import fetch_dataset, file_sha256
-from raylrec.data.readers import ColumnMapping, read_interactions, read_items
+from raylrec.data.fetch import RawDataset, fetch_dataset, file_sha256
+from raylrec.data.readers import (ColumnMapping, ItemColumnMapping, dropped_rows, read_interactions, read_items,
+                                  row_unit, sibling_files)
 from raylrec.data.report import DataReport
 from raylrec.errors import DataError
 from raylrec.ray_utils import ensure_ray
@@ -55,6 +56,13 @@ class DataConfig(StrictModel):
     # The names of a headerless file's fields, in order (csv, tsv, whitespace: the file then has no header line),
     # e.g. [user_id, item_id] for the SASRec repository's `user item` lines.
     fields: list[str] | None = None
+    items_format: str | None = None  # the items file's format when it differs from `format` (e.g. p5 + csv)
+    item_columns: dict[str, str | None] | None = None  # ItemColumnMapping fields (item, title) of the items file
+    # A JSON object mapping the interactions' raw item ids to the items file's ids (P5's item_id_to_int.json).
+    item_ids_path: str | None = None
+    # Where named datasets with a local-directory source are read from (a folder per dataset, as published);
+    # default $RAYLREC_DATASETS_DIR. Not needed for datasets downloaded from the internet.
+    source_dir: str | None = None
 
     @model_serializer(mode="wrap")
     def _dump_without_unset_additions(self, handler):
@@ -67,7 +75,7 @@ class DataConfig(StrictModel):
         return dumped
 
 
-ADDED_FIELDS = ("fields",)
+ADDED_FIELDS = ("fields", "items_format", "item_columns", "item_ids_path", "source_dir")
 
 
 def natural_order(raw_ids: pd.Series) -> pd.Series:
@@ -148,22 +156,20 @@ def draw_negatives(sequences: list[np.ndarray], num_items: int, count: int, rng:
 
 def prepare_dataset(config: DataConfig, out_dir: Path, cache_root: Path | None = None) -> dict:
     """Run every preparation step and write the prepared dataset to `out_dir`; returns the data report."""
-    if config.interactions_path:
-        interactions_path = Path(config.interactions_path)
-        items_path = Path(config.items_path) if config.items_path else None
-        file_format = config.format
-    else:
-        raw = fetch_dataset(config.dataset, cache_root)
-        interactions_path, items_path, file_format = raw.interactions_path, raw.items_path, raw.format
-    mapping = ColumnMapping(**config.columns) if config.columns else None
-    table = read_interactions(interactions_path, format=file_format, columns=mapping, delimiter=config.delimiter,
-                              fields=config.fields)
-    items = (read_items(items_path, format=file_format, delimiter=config.delimiter).to_pandas()
-             if items_path else None)
-
-    if items is not None:
-        check_items_agree(table, items, interactions_path, items_path)
+    files = raw_files(config, cache_root)
+    table = read_interactions(files.interactions_path, format=files.format, columns=files.columns,
+                              delimiter=config.delimiter, fields=config.fields)
+    interactions_path, items_path = files.interactions_path, files.items_path
     report = DataReport(config.dataset)
+    items = None
+    if items_path:
+        item_table = read_items(items_path, format=files.items_format, columns=files.item_columns,
+                                delimiter=config.delimiter if files.items_format == files.format else None,
+                                id_map=files.item_ids_path)
+        items = item_table.to_pandas()
+        dropped = dropped_rows(item_table)
+        report.record_items(f"read {items_path.name}", len(items) + sum(dropped.values()), len(items), dropped)
+        check_items_agree(table, items, interactions_path, items_path)
     report.record("read", table.num_rows, table.num_rows)
     ensure_ray()
     by_timestamp = table["timestamp"].null_count == 0
@@ -191,7 +197,24 @@ def prepare_dataset(config: DataConfig, out_dir: Path, cache_root: Path | None =
 
     ds = k_core(ds, config, report)
     rows = finish_rows(pa.concat_tables(ray.get(ds.to_arrow_refs())), config, report)
-    return write_prepared(rows, items, config, report, out_dir, [p for p in (interactions_path, items_path) if p])
+    return write_prepared(rows, items, config, report, out_dir, files.all_paths)
+
+
+def raw_files(config: DataConfig, cache_root: Path | None = None) -> RawDataset:
+    """The raw files to read: the configured paths, or the named dataset's files fetched into the cache."""
+    if not config.interactions_path:
+        return fetch_dataset(config.dataset, cache_root, source_dir=config.source_dir)
+    path = Path(config.interactions_path)
+    return RawDataset(
+        name=config.dataset, interactions_path=path,
+        items_path=Path(config.items_path) if config.items_path else None,
+        format=config.format, source="configured paths",
+        columns=ColumnMapping(**config.columns) if config.columns else None,
+        items_format=config.items_format or config.format,
+        item_columns=ItemColumnMapping(**config.item_columns) if config.item_columns else None,
+        item_ids_path=Path(config.item_ids_path) if config.item_ids_path else None,
+        extra_paths=tuple(sibling_files(path, config.format)),
+    )
 
 
 def user_runs(codes: np.ndarray, num_users: int) -> tuple[np.ndarray, np.ndarray]:
@@ -281,8 +304,8 @@ def check_items_agree(table: pa.Table, items: pd.DataFrame, interactions_path: P
     unknown = pc.invert(pc.is_in(table["item_id"], value_set=pa.array(items["item_id"])))
     missing = table.filter(unknown)
     if missing.num_rows:
-        raise DataError(f"{interactions_path.name} line {missing['row'][0].as_py()}: field 'item_id' value "
-                        f"{missing['item_id'][0].as_py()!r} is not in {items_path.name} "
+        raise DataError(f"{interactions_path.name} {row_unit(table)} {missing['row'][0].as_py()}: field 'item_id' "
+                        f"value {missing['item_id'][0].as_py()!r} is not in {items_path.name} "
                         f"({missing.num_rows} interactions name unknown items); the two files disagree")
 
 
