@@ -23,8 +23,22 @@ log = logging.getLogger("raylrec")
 def cmd_data_fetch(args) -> None:
     from raylrec.data.fetch import fetch_dataset
 
-    raw = fetch_dataset(args.dataset, Path(args.cache_dir) if args.cache_dir else None)
+    raw = fetch_dataset(args.dataset, Path(args.cache_dir) if args.cache_dir else None,
+                        allow_unverified=args.allow_unverified, source_dir=args.source_dir)
     print(json.dumps({k: str(v) for k, v in vars(raw).items()}, indent=2))
+
+
+def cmd_data_verify(args) -> None:
+    from raylrec.data.verify import verify_dataset
+
+    reference, checks = verify_dataset(args.dataset, Path(args.cache_dir) if args.cache_dir else None,
+                                       args.source_dir, args.allow_unverified)
+    print(f"{args.dataset}: raw counts against the published statistics ({reference})\n")
+    print("| count | published | found | |\n|---|---|---|---|")
+    for check in checks:
+        print(f"| {check.what} | {check.published:,} | {check.found:,} | {'ok' if check.matches else 'DIFFERS'} |")
+    if not all(check.matches for check in checks):
+        raise RaylrecError(f"{args.dataset}: counts differ from the published statistics (table above)")
 
 
 def cmd_data_prepare(args) -> None:
@@ -110,9 +124,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = commands.add_parser("data", help="fetch and prepare datasets").add_subparsers(dest="data_command",
                                                                                         required=True)
-    fetch = data.add_parser("fetch", help="download a dataset into the cache, verifying checksums")
-    fetch.add_argument("dataset")
+    def with_source_options(p):
+        p.add_argument("dataset")
+        p.add_argument("--source-dir", help="directory holding local copies of datasets, a folder per dataset "
+                                            "(default $RAYLREC_DATASETS_DIR)")
+        p.add_argument("--allow-unverified", action="store_true",
+                       help="also use sources without pinned checksums (the official Amazon dumps)")
+        return p
+
+    fetch = with_source_options(data.add_parser("fetch", help="download a dataset into the cache, verifying "
+                                                              "checksums"))
     fetch.set_defaults(handler=cmd_data_fetch)
+    verify = with_source_options(data.add_parser("verify", help="compare a dataset's raw counts with the "
+                                                                "published statistics"))
+    verify.set_defaults(handler=cmd_data_verify)
     prepare = with_overrides(data.add_parser("prepare", help="prepare a dataset into a run directory"))
     prepare.add_argument("dataset", nargs="?")
     prepare.add_argument("--config", help="YAML file with a DataConfig")
