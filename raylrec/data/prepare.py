@@ -159,25 +159,9 @@ def draw_negatives(sequences: list[np.ndarray], num_items: int, count: int, rng:
 
 def prepare_dataset(config: DataConfig, out_dir: Path, cache_root: Path | None = None) -> dict:
     """Run every preparation step and write the prepared dataset to `out_dir`; returns the data report."""
-    files = raw_files(config, cache_root)
-    table = read_interactions(files.interactions_path, format=files.format, columns=files.columns,
-                              delimiter=config.delimiter, fields=config.fields)
-    interactions_path, items_path = files.interactions_path, files.items_path
-    report = DataReport(config.dataset)
-    items = None
-    if items_path:
-        item_table = read_items(items_path, format=files.items_format, columns=files.item_columns,
-                                delimiter=config.delimiter if files.items_format == files.format else None,
-                                id_map=files.item_ids_path)
-        items = item_table.to_pandas()
-        dropped = dropped_rows(item_table)
-        report.record_items(f"read {items_path.name}", len(items) + sum(dropped.values()), len(items), dropped)
-        check_items_agree(table, items, interactions_path, items_path)
-    report.record("read", table.num_rows, table.num_rows)
+    files, table, items, report = read_inputs(config, cache_root)
     ensure_ray()
     by_timestamp = table["timestamp"].null_count == 0
-    if not by_timestamp:
-        report.notes.append(f"{interactions_path.name} has no timestamps: file order is the time order")
     ds = ray.data.from_arrow(table).repartition(config.num_blocks)
 
     if config.min_rating is not None:
@@ -201,6 +185,30 @@ def prepare_dataset(config: DataConfig, out_dir: Path, cache_root: Path | None =
     ds = k_core(ds, config, report)
     rows = finish_rows(pa.concat_tables(ray.get(ds.to_arrow_refs())), config, report)
     return write_prepared(rows, items, config, report, out_dir, files.all_paths)
+
+
+def read_inputs(config: DataConfig, cache_root: Path | None = None
+                ) -> tuple[RawDataset, pa.Table, pd.DataFrame | None, DataReport]:
+    """The raw files, the interactions read from them, the item table (checked to cover every item) and the report
+    with the read steps recorded."""
+    files = raw_files(config, cache_root)
+    table = read_interactions(files.interactions_path, format=files.format, columns=files.columns,
+                              delimiter=config.delimiter, fields=config.fields)
+    interactions_path, items_path = files.interactions_path, files.items_path
+    report = DataReport(config.dataset)
+    items = None
+    if items_path:
+        item_table = read_items(items_path, format=files.items_format, columns=files.item_columns,
+                                delimiter=config.delimiter if files.items_format == files.format else None,
+                                id_map=files.item_ids_path)
+        items = item_table.to_pandas()
+        dropped = dropped_rows(item_table)
+        report.record_items(f"read {items_path.name}", len(items) + sum(dropped.values()), len(items), dropped)
+        check_items_agree(table, items, interactions_path, items_path)
+    report.record("read", table.num_rows, table.num_rows)
+    if table["timestamp"].null_count:
+        report.notes.append(f"{interactions_path.name} has no timestamps: file order is the time order")
+    return files, table, items, report
 
 
 def raw_files(config: DataConfig, cache_root: Path | None = None) -> RawDataset:
@@ -270,7 +278,8 @@ def write_prepared(rows: pa.Table, items: pd.DataFrame | None, config: DataConfi
     interactions = pd.DataFrame({
         "user": users,
         "item": items_of_rows,
-        "timestamp": rows["timestamp"].take(order).to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get),
+        "timestamp": rows["timestamp"].take(order).cast(pa.int64()).to_pandas(
+            types_mapper={pa.int64(): pd.Int64Dtype()}.get),
         "rating": rows["rating"].take(order).to_numpy(zero_copy_only=False),
         "position": position.astype(np.int32),
     })
