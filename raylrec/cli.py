@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from raylrec.config import load_config, parse_overrides, print_config
+from raylrec.config import deep_merge, load_config, parse_overrides, print_config
 from raylrec.errors import RaylrecError
 from raylrec.paths import RunLayout
 from raylrec.storage import RUN_DIR_HELP
@@ -86,7 +86,13 @@ def cmd_run(args) -> None:
     overrides = parse_overrides(args.set)
     if args.run_dir:
         overrides["run_dir"] = args.run_dir
-    config = load_config(PipelineConfig, args.config, overrides)
+    source = args.config
+    if args.dataset:  # the dataset's own preset when one ships, else the chosen preset on that dataset
+        if args.config == "default" and dataset_preset_exists(args.dataset):
+            source = args.dataset
+        else:
+            overrides = deep_merge({"data": {"dataset": args.dataset}}, overrides)
+    config = load_config(PipelineConfig, source, overrides)
     print_config("pipeline", config)
     summaries = run_pipeline(config, Path(args.cache_dir) if args.cache_dir else None)
     print("\n" + results_table(summaries, config.eval.ks))
@@ -95,6 +101,12 @@ def cmd_run(args) -> None:
         print("\n" + (board / "leaderboard.md").read_text())
         print(f"leaderboard: {board} (leaderboard.md, leaderboard.csv, *.png)")
     print(f"\nartifacts: {RunLayout(config.run_dir).root}")
+
+
+def dataset_preset_exists(dataset: str) -> bool:
+    from importlib import resources
+
+    return (resources.files("raylrec") / "presets" / f"{dataset}.yaml").is_file()
 
 
 def cmd_analyze_kendall(args) -> None:
@@ -158,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", "--preset", dest="config", default="default",
                      help="YAML PipelineConfig file or preset name: default (CPU, minutes) or paper (GPU cluster)")
     run.add_argument("--run-dir", help=RUN_DIR_HELP)
+    run.add_argument("--dataset", help="run on this dataset: its preset (amazon14-beauty, amazon18-scientific) or, "
+                                       "for other names, --config with data.dataset set to it")
     run.set_defaults(handler=cmd_run)
 
     analyze = commands.add_parser("analyze", help="analyses of trained models").add_subparsers(

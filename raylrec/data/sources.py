@@ -190,6 +190,8 @@ SOURCES: dict[str, tuple[Source, ...]] = {
             ),
             format="recbole-splits",
             items_format="recbole",
+            # UniSRec's item text, "title. categories. brand.", is the only text there is: read as the title.
+            item_columns={"item": "item_id", "title": "text"},
         ),
         Source(
             name="mcauley-2018",
