@@ -22,6 +22,7 @@ def test_run_with_a_named_dataset_uses_its_preset(dataset, captured, tmp_path):
     assert main(["run", "--dataset", dataset, "--run-dir", str(tmp_path / "run")]) == 0
     (config,) = captured
     assert config.data.dataset == dataset and config.run_dir == str(tmp_path / "run")
+    assert config.data.deduplicate == (dataset != "amazon18-scientific")  # UniSRec's split keeps repeated items
     assert {s.name for s in config.stages} == {"sasrec", "gru4rec", "sasrec-bce"}
     assert {m.name for m in config.methods} == {"idle", "pad", "allmrec"}
     idle, pad, allmrec_stage1, allmrec_rest = method_configs(config)
