@@ -12,7 +12,8 @@ the resident memory of the process and all its children (Ray's GCS, raylet and w
 "time s" is `prepare_dataset` from reading the file to the last file written, negatives included, after Ray has
 started (shown apart as "ray start s"). The pandas engine reads with the same reader and writes with the same
 writer (ids, split, negatives); only the row-level steps (per-user ordering, de-duplication) run in one pandas
-process instead of on Ray Data; both must give identical prepared files (checked: "same output"). The default DataConfig (no filters; negatives 19 and 100) throughout.
+process instead of on Ray Data; both must give identical prepared files (checked: "same output").
+The default DataConfig (no filters; negatives 19 and 100) throughout.
 """
 
 from __future__ import annotations
@@ -174,7 +175,8 @@ def main() -> None:
                 raise SystemExit(f"{dataset}/{engine} failed:\n{done.stderr[-3000:]}")
             results.append(json.loads(done.stdout.strip().splitlines()[-1]))
             if engine != args.engines[0]:
-                results[-1]["same_output"] = same_output(out / f"{dataset}-{args.engines[0]}", out / f"{dataset}-{engine}")
+                first = out / f"{dataset}-{args.engines[0]}"
+                results[-1]["same_output"] = same_output(first, out / f"{dataset}-{engine}")
             print(json.dumps(results[-1]), flush=True)
 
     print("\n| dataset | engine | rows | time s | rows/s | peak memory GiB | ray start s | load before | same output |")

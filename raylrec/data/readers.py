@@ -533,7 +533,8 @@ def _read_csv(path: Path, delimiter: str, expected: list[str], fields: tuple[str
         positions, unit = numbers[skip:], "line"
     else:  # quoted values span lines: only the record count is known
         positions, unit = np.arange(1 + skip, table.num_rows + 1 + skip), "record"
-    return _Records(path, table, positions, unit, header_line, {n: k + 1 for k, n in enumerate(names)} if fields else {})
+    field_numbers = {name: k + 1 for k, name in enumerate(names)} if fields else {}
+    return _Records(path, table, positions, unit, header_line, field_numbers)
 
 
 def _read_parquet(path: Path) -> _Records:
