@@ -177,19 +177,19 @@ def board_numbers(run: Path) -> pd.DataFrame:
     return frame[["method", "n", "hr@10", "ndcg@10", "cand_hit@1"]].reset_index(drop=True)
 
 
-def kill_tree(root: psutil.Process) -> list[int]:
-    """SIGKILL a process we started and every process under it, by PID (its local Ray instance included)."""
+def kill_tree(driver: subprocess.Popen) -> int:
+    """SIGKILL a process we started and every process under it (its local Ray instance), by PID; its exit status."""
     try:
-        tree = [root, *root.children(recursive=True)]
+        children = psutil.Process(driver.pid).children(recursive=True)
     except psutil.NoSuchProcess:
-        return []
-    for proc in tree:
+        children = []
+    for proc in [psutil.Process(driver.pid), *children] if driver.poll() is None else children:
         try:
             proc.kill()
         except psutil.NoSuchProcess:
             pass
-    psutil.wait_procs(tree, timeout=30)
-    return [p.pid for p in tree]
+    psutil.wait_procs(children, timeout=30)  # not the driver itself: Popen reaps it and keeps its status
+    return driver.wait(timeout=30)
 
 
 @pytest.mark.timeout(900)
@@ -211,7 +211,6 @@ def test_killed_run_driver_then_rerun_gives_the_same_leaderboard(ray_session, pr
     stage = killed / "run" / "models" / "tiny-sas"
     with open(tmp_path / "driver.log", "w") as output:
         driver = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT, cwd=tmp_path)
-        process = psutil.Process(driver.pid)
         try:
             started = time.monotonic()
             while len(list((stage / "train").glob("checkpoint_2*/stage_key.json"))) < 2:
@@ -219,8 +218,8 @@ def test_killed_run_driver_then_rerun_gives_the_same_leaderboard(ray_session, pr
                 assert time.monotonic() - started < 600, "the driver never checkpointed two epochs"
                 time.sleep(0.2)
         finally:
-            kill_tree(process)
-    assert driver.wait(timeout=30) == -signal.SIGKILL
+            status = kill_tree(driver)
+    assert status == -signal.SIGKILL
     assert not (stage / "DONE.json").exists()
 
     rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
