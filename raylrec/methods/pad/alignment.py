@@ -124,6 +124,6 @@ class AlignmentRecipe(PadStageRecipe):
         return {"variant": self.align.variant, "kernel": self.align.loss.kernel}
 
     def config_dump(self) -> dict:
-        return {"phase": "align", "backbone": Path(self.pretrained_dir).name, "model": self.model.model_dump(mode="json"),
+        return {"phase": "align", "backbone": self.backbone_stage(), "model": self.model.model_dump(mode="json"),
                 "towers": self.towers.model_dump(mode="json"), "align": self.align.model_dump(mode="json"),
                 "pretrained_dir": self.pretrained_dir, "embeddings_dir": self.embeddings_dir}

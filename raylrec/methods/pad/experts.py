@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 
 from raylrec.data.prepared import PreparedData
 from raylrec.eval.buckets import frequency_buckets
-from raylrec.eval.evaluator import EvalConfig
+from raylrec.eval.evaluator import EvalConfig, Evaluator
 from raylrec.methods.pad.alignment import MODEL_PREFIX
 from raylrec.methods.pad.config import ExpertsConfig, TowerConfig
 from raylrec.methods.pad.diagnostics import expert_diagnostics
@@ -29,6 +29,11 @@ from raylrec.models.base import ModelConfig
 GATE_PARAMETER_PREFIXES = ("gate.", "scale.")
 DIAGNOSTICS_FILE = "expert_diagnostics.json"
 TEMPERATURE_SAMPLE_WINDOWS = 64  # training windows whose logit spread sets the start of the temperature
+
+
+def expert_ranks_file(stage_dir: Path, split: str, expert: str) -> Path:
+    """Per-user full-ranking ranks of one expert alone (raylrec/eval/ranks.py format), for paired comparisons."""
+    return Path(stage_dir) / f"ranks_{split}_expert-{expert}.parquet"
 
 
 class ExpertsRecipe(PadStageRecipe):
@@ -117,17 +122,17 @@ class ExpertsRecipe(PadStageRecipe):
         gates = {str(b): dict(zip(core.gate.expert_names, np.round(row, 4).tolist())) for b, row in enumerate(weights)}
         (out / "gates.json").write_text(json.dumps(gates, indent=2))
         summary["gates"] = gates
-        diagnostics, _ = expert_diagnostics(core, data, self.eval_config, self.model.max_len)
+        diagnostics, ranks = expert_diagnostics(core, data, self.eval_config, self.model.max_len)
         (out / DIAGNOSTICS_FILE).write_text(json.dumps(diagnostics, indent=2))
+        for split, by_expert in ranks.items():
+            evaluator = Evaluator(data, split, self.eval_config.model_copy(update={"num_negatives": []}))
+            for name, expert_ranks in by_expert.items():
+                evaluator.write_ranks(expert_ranks_file(out, split, name), {"full": expert_ranks})
         summary["diagnostics"] = diagnostics
         return summary
 
-    @property
-    def backbone(self) -> str | None:
-        return Path(self.pretrained_dir).name if self.pretrained_dir else None
-
     def config_dump(self) -> dict:
-        return {"phase": "experts", "backbone": self.backbone, "model": self.model.model_dump(mode="json"),
+        return {"phase": "experts", "backbone": self.backbone_stage(), "model": self.model.model_dump(mode="json"),
                 "towers": self.towers.model_dump(mode="json"), "experts": self.experts.model_dump(mode="json"),
                 "pretrained_dir": self.pretrained_dir, "align_dir": self.align_dir,
                 "embeddings_dir": self.embeddings_dir}
