@@ -367,6 +367,7 @@ def graph_signature(recipe, data):
 def test_each_ablation_switch_changes_the_computation_graph(data, phase1_dir, text_dir, align_dir):
     variants = {"default": {}, "global gate": {"gating": "global"},
                 "embedding gate": {"gating": "frequency_embedding"}, "normalised": {"normalize": "standardize"},
+                "frozen id": {"freeze": ["id"]},
                 "cross-entropy": {"train": {"max_epochs": 1, "batch_size": 16, "loss": "ce"}}}
     for expert in ("id", "align", "llm"):
         variants[f"without {expert}"] = {"experts": [e for e in ("id", "align", "llm") if e != expert]}
@@ -374,6 +375,8 @@ def test_each_ablation_switch_changes_the_computation_graph(data, phase1_dir, te
     signatures = {name: graph_signature(experts_recipe(phase1_dir, text_dir, align_dir, **switch), data)
                   for name, switch in variants.items()}
     assert len(set(signatures.values())) == len(variants), signatures
+    assert not any(name.startswith("experts.id.") for name, _ in signatures["frozen id"][0])
+    assert any(name.startswith("experts.id.") for name, _ in signatures["default"][0])
     alignment = {variant: graph_signature(align_recipe(phase1_dir, text_dir, variant=variant), data)
                  for variant in ("none", "non_anchored", "rec_anchored", "rec_anchored_frozen")}
     alignment["cross-entropy"] = graph_signature(align_recipe(phase1_dir, text_dir, train={"loss": "ce"}), data)

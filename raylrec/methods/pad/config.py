@@ -89,6 +89,9 @@ class ExpertsConfig(StrictModel):
     num_buckets: int = Field(10, ge=1)
     gate_init: dict[ExpertName, tuple[float, float]] = Field(default_factory=public_gate_init)
     init: Literal["pretrained", "scratch"] = "pretrained"  # pretrained: ID expert from phase 1, alignment from 2
+    # Experts phase 3 keeps as phases 1 / 2 left them (only the gate and the other experts train): a strong
+    # backbone that fine-tuning would only overfit stays as it was chosen on validation.
+    freeze: list[Literal["id", "align"]] = Field(default_factory=list)
     train: PhaseTrainConfig = PhaseTrainConfig()
 
     @field_validator("experts")
@@ -97,6 +100,15 @@ class ExpertsConfig(StrictModel):
         if len(set(experts)) != len(experts):
             raise ValueError(f"experts repeat a name: {experts}")
         return [name for name in EXPERT_ORDER if name in experts]
+
+    @model_validator(mode="after")
+    def _frozen_experts_are_pretrained(self) -> "ExpertsConfig":
+        unknown = [name for name in self.freeze if name not in self.experts]
+        if unknown:
+            raise ValueError(f"freeze names experts that are not used: {unknown}")
+        if self.freeze and self.init != "pretrained":
+            raise ValueError("freeze keeps pretrained experts as they are; it needs init: pretrained")
+        return self
 
     @model_validator(mode="after")
     def _every_expert_has_a_gate_init(self) -> "ExpertsConfig":

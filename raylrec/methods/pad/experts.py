@@ -50,6 +50,8 @@ class ExpertsRecipe(PadStageRecipe):
 
     def build(self, data: PreparedData) -> ExpertMixture:
         experts = {name: self.build_expert(name, data) for name in self.experts.experts}
+        for name in self.experts.freeze:
+            experts[name].requires_grad_(False)
         if len(experts) == 1:
             return ExpertMixture(experts, None)
         buckets = frequency_buckets(data.item_train_counts(), self.experts.num_buckets)
