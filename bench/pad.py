@@ -101,7 +101,7 @@ class Rows:
 
 
 def print_buckets(layout: RunLayout, stages: dict[str, str]) -> None:
-    print(f"\n## Test NDCG@10 per target-frequency bucket (10 equal-mass buckets, 0 = rarest; n = test users)\n")
+    print("\n## Test NDCG@10 per target-frequency bucket (10 equal-mass buckets, 0 = rarest; n = test users)\n")
     metrics = {label: metrics_of(layout.model_dir(stage), "test") for label, stage in stages.items()}
     counts = next(iter(metrics.values()))["buckets"]["frequency"]
     print("| model | " + " | ".join(f"{b} (n={counts[str(b)]['n']})" for b in range(10)) + " |")
@@ -130,7 +130,7 @@ def print_diagnostics(label: str, stage_dir: Path) -> None:
               f"{test['logit_std']:.2f} | {test['logit_range']:.2f} |")
     gates = diagnostics["test"]["mean_gate_by_bucket"]
     names = list(diagnostics["test"]["experts"])
-    print(f"\nmean gate per gate bucket (test users × the bucket's items; 0 = rarest): "
+    print("\nmean gate per gate bucket (test users × the bucket's items; 0 = rarest): "
           + "; ".join(f"{b}: " + "/".join(f"{gates[b][n]:.2f}" for n in names) for b in gates)
           + f"  ({'/'.join(names)})")
 

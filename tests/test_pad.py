@@ -18,10 +18,10 @@ from raylrec.methods.pad.alignment import AlignmentRecipe, alignment_sample
 from raylrec.methods.pad.config import AlignConfig, AlignmentLossConfig, ExpertsConfig, PadConfig, TowerConfig
 from raylrec.methods.pad.diagnostics import expert_diagnostics
 from raylrec.methods.pad.experts import ExpertsRecipe
-from raylrec.methods.pad.mixture import ExpertScale, FrequencyGate
-from raylrec.methods.pad.towers import FusedTower
 from raylrec.methods.pad.kendall import behaviour_target_pairs, kendall_by_bucket, kendall_tau
+from raylrec.methods.pad.mixture import ExpertScale, FrequencyGate
 from raylrec.methods.pad.mmd import alignment_loss, bandwidths, kernel_matrix, mk_mmd, squared_distances
+from raylrec.methods.pad.towers import FusedTower
 from raylrec.models.base import ModelConfig, build_model
 from raylrec.text.artifacts import EmbeddingMeta, write_embeddings
 from raylrec.train.stage import StageJob, run_stage
@@ -329,8 +329,8 @@ def test_expert_diagnostics_rank_each_expert_alone(data, phase1_dir, text_dir, a
     for split in ("valid", "test"):
         evaluator = Evaluator(data, split, EvalConfig(num_negatives=[]))
         with torch.no_grad():
-            phase1 = evaluator.ranks(lambda users: backbone.score_all(backbone.user_vector(torch.from_numpy(
-                data.input_windows(split, users, TINY_MODEL.max_len)))))["full"]
+            phase1 = evaluator.ranks(lambda users, split=split: backbone.score_all(backbone.user_vector(
+                torch.from_numpy(data.input_windows(split, users, TINY_MODEL.max_len)))))["full"]
         assert (ranks[split]["id"] == phase1).all()
         assert report[split]["experts"]["id"]["ndcg@10"] == pytest.approx(mean_metrics(phase1, [10])["ndcg@10"])
         for name in ("id", "align", "llm"):

@@ -102,7 +102,7 @@ class ExpertsConfig(StrictModel):
         return [name for name in EXPERT_ORDER if name in experts]
 
     @model_validator(mode="after")
-    def _frozen_experts_are_pretrained(self) -> "ExpertsConfig":
+    def _frozen_experts_are_pretrained(self) -> ExpertsConfig:
         unknown = [name for name in self.freeze if name not in self.experts]
         if unknown:
             raise ValueError(f"freeze names experts that are not used: {unknown}")
@@ -111,7 +111,7 @@ class ExpertsConfig(StrictModel):
         return self
 
     @model_validator(mode="after")
-    def _every_expert_has_a_gate_init(self) -> "ExpertsConfig":
+    def _every_expert_has_a_gate_init(self) -> ExpertsConfig:
         missing = [name for name in self.experts if name not in self.gate_init]
         if missing:
             raise ValueError(f"gate_init has no entry for {missing}")

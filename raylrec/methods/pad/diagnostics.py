@@ -70,6 +70,14 @@ def logit_spread_and_gates(core: ExpertMixture, data: PreparedData, split: str, 
     return spread_by_expert, gates
 
 
+def window_scorer(score_windows, data: PreparedData, split: str, max_len: int):
+    """users → scores of `score_windows` on their input windows of the split."""
+    def score(users: np.ndarray) -> torch.Tensor:
+        return score_windows(torch.from_numpy(data.input_windows(split, users, max_len)))
+
+    return score
+
+
 def expert_diagnostics(core: ExpertMixture, data: PreparedData, eval_config: EvalConfig,
                        max_len: int) -> tuple[dict, dict[str, dict[str, np.ndarray]]]:
     """The diagnostics of every split (see the module docstring), and each expert's per-user full-ranking ranks
@@ -81,18 +89,14 @@ def expert_diagnostics(core: ExpertMixture, data: PreparedData, eval_config: Eva
         ranks_by_split[split] = {}
         experts = {}
         for name, expert in core.experts.items():
-            def score(users: np.ndarray, expert=expert) -> torch.Tensor:
-                return with_padding_masked(expert_scores(expert, torch.from_numpy(
-                    data.input_windows(split, users, max_len))))
-
-            ranks = evaluator.ranks(score)["full"]
+            ranks = evaluator.ranks(window_scorer(lambda window, expert=expert: with_padding_masked(
+                expert_scores(expert, window)), data, split, max_len))["full"]
             ranks_by_split[split][name] = ranks
             experts[name] = ranking_summary(ranks, tail)
         spread, gates = logit_spread_and_gates(core, data, split, max_len)
-        for name in experts:
-            experts[name].update(spread[name])
-        mixture = ranking_summary(evaluator.ranks(lambda users: core.score_all(torch.from_numpy(
-            data.input_windows(split, users, max_len))))["full"], tail)
+        for name, summary in experts.items():
+            summary.update(spread[name])
+        mixture = ranking_summary(evaluator.ranks(window_scorer(core.score_all, data, split, max_len))["full"], tail)
         report[split] = {"experts": experts, "mixture": mixture, "mean_gate_by_bucket": gates}
     if core.scale is not None:
         report["temperature"] = round(float(core.scale.temperature), 4)
