@@ -35,6 +35,7 @@ from raylrec.paths import RunLayout
 from raylrec.pipeline import PipelineConfig, ensure_prepared
 
 REFERENCE = "sasrec"  # the cross-entropy SASRec: the strongest ID model of the main job
+BACKBONE_LABELS = {"sasrec": "SASRec (cross-entropy; the reference)", "sasrec-bce": "SASRec (BCE)"}
 METRIC = "ndcg@10"
 
 
@@ -80,7 +81,7 @@ class Rows:
     def add(self, label: str, ranks_path: Path, valid: float, test_hr: float, test_ndcg: float, rare: float,
             rare_n: int) -> None:
         comparison = None
-        if ranks_path.exists():
+        if ranks_path.exists() and ranks_path != ranks_file(self.layout.model_dir(REFERENCE), "test"):
             comparison = compare_frames(read_ranks(ranks_path), self.reference, METRIC)
         self.lines.append(f"| {label} | {valid:.4f} | {test_hr:.4f} | {test_ndcg:.4f} | {rare:.4f} (n={rare_n}) | "
                           f"{interval(comparison, 'overall')} | {interval(comparison, 'rarest')} |")
@@ -169,7 +170,7 @@ def main() -> None:
     for config in configs:
         backbone = config.pretrain.name
         if layout.model_dir(backbone).joinpath("metrics_test.json").exists() and backbone not in bucket_rows.values():
-            rows.add_stage(f"{backbone} (backbone)", backbone)
+            rows.add_stage(BACKBONE_LABELS.get(backbone, backbone), backbone)
             bucket_rows[backbone] = backbone
     for config in configs:
         if config.name not in [c.name for c in configs if c.pretrain.name in args.backbones]:
