@@ -138,6 +138,11 @@ def test_schedule_and_epoch_budget_in_a_stage(ray_session, prepared_dir, tmp_pat
     assert history["lr_last"].tolist() == pytest.approx([0.01 * 5 / 6, 0.01 / 6])
 
 
+def test_validate_start_keeps_the_untrained_weights_unless_an_epoch_beats_them(ray_session, prepared_dir, tmp_path):
+    summary = run_training_stage(stage(tmp_path, validate_start=True, lr=0.0, max_epochs=1), prepared_dir)
+    assert summary["final_metrics"]["best_epoch"] == -1  # lr 0: epoch 0 ties the start and does not replace it
+
+
 @pytest.mark.parametrize("train, error", [
     (dict(warmup_fraction=0.1), "needs train.lr_schedule: linear"),
     (dict(ema_decay=1.0), "less than 1"),

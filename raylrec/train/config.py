@@ -44,6 +44,9 @@ class TrainConfig(StrictModel):
     # instead of the raw weights; None: the raw weights. It smooths the step-to-step noise that picking the best
     # epoch on a small validation set otherwise amplifies.
     ema_decay: float | None = Field(default=None, gt=0.0, lt=1.0)
+    # Validate the weights before the first step too, and keep them when no epoch beats them (best_epoch -1): for
+    # stages that start from a model worth keeping (e.g. IDLE's head.id_residual starts as its ID model).
+    validate_start: bool = False
     valid_users: int | None = None  # per-epoch validation on a fixed random sample of this many users (None: all)
     # DeepSpeed instead of DDP: a shipped config (zero2, zero3), a JSON/YAML file, or an inline mapping
     # (see raylrec/train/deepspeed_engine.py). None: plain DDP.

@@ -256,6 +256,14 @@ def train_loop_per_worker(loop_config: dict) -> None:
     my_users = validation_users(data.num_users, train)[rank::world]
     metric = train.select_metric
     loop_started = time.perf_counter()
+    if train.validate_start and saved is None:  # the untrained weights compete for "best" (epoch -1)
+        validated.eval()
+        with torch.no_grad():
+            ranks = gather_ranks(evaluator.ranks(recipe.scorer(validated, data, "valid", device), my_users))
+        state.update(best=mean_metrics(ranks["full"], eval_config.ks)[metric], best_epoch=-1)
+        best_model = model_state(recipe, validated, ds_config)
+        if rank == 0:
+            progress(f"[{recipe.name}] before training: valid {metric} {state['best']:.4f}")
 
     # A resumed run continues only while the (possibly changed) stopping rule allows.
     last_epoch = train.max_epochs if state["bad_epochs"] < train.patience else state["epoch"]
