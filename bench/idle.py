@@ -55,6 +55,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "no-distribution": ("preset w/o Distribution", {"mmd": {"weight": 0.0}}),
     "newest-4": ("preset on the 4 newest prefixes per user", {"subsequences_per_user": 4,
                                                               "train": {"samples_per_epoch": None}}),
+    "masked-loss": ("preset, history masked in the loss", {"loss_excludes_history": True}),
     "constant-lr": ("preset, constant lr", {"train": {"lr_schedule": "constant", "warmup_fraction": 0.0}}),
 }
 DECODER_DEFAULTS = ["train.samples_per_epoch=1000", "train.max_epochs=1", "train.valid_users=200"]

@@ -428,3 +428,13 @@ def test_presets_load():
     assert paper.head.init == "random" and not paper.head.id_residual and paper.train.lr == 5e-4
     assert paper.train.lr_schedule == "linear"
     assert MMDConfig().weight in (0.1, 0.2, 0.5, 1.0)
+
+
+def test_loss_can_exclude_the_history_the_evaluation_masks():
+    from raylrec.methods.idle.recipe import exclude_seen
+
+    logits = torch.zeros(2, 6)
+    windows = torch.tensor([[0, 2, 3], [0, 0, 5]])
+    masked = exclude_seen(logits, windows, torch.tensor([3, 1]))
+    assert torch.isinf(masked[0, [0, 2]]).all() and masked[0, 3] == 0  # the target stays even when seen
+    assert torch.isinf(masked[1, [0, 5]]).all() and torch.isfinite(masked[1, [1, 2, 3, 4]]).all()

@@ -97,6 +97,10 @@ class IdleConfig(StrictModel):
     # through every prefix, so all of them are seen once before any repeats.
     subsequences_per_user: int | None = Field(None, ge=1)
     head: HeadConfig = HeadConfig()
+    # Ours: in the training loss, mask the items of the prefix's ID-model window (its last max_len items) as the
+    # evaluation masks the history (eval.exclude_history), so the head is not trained to push down items similar to
+    # what the user already saw — which the evaluation never ranks anyway. False = the paper's plain softmax.
+    loss_excludes_history: bool = False
     train: IdleTrainConfig = IdleTrainConfig()
     # DeepSpeed for decoder backbones (the issue: decoders train under DeepSpeed ZeRO 2/3 from a config file): a
     # shipped config (zero2, zero3), a JSON/YAML file or a mapping, used when `train.deepspeed` is not set.

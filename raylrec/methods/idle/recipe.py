@@ -55,6 +55,13 @@ def hidden_rows(hidden: torch.Tensor, attention_mask: torch.Tensor, max_rows: in
     return rows
 
 
+def exclude_seen(logits: torch.Tensor, windows: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """(B, M+1) logits with the items of each (B, max_len) window (and padding) at −∞, the target kept."""
+    seen = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, windows, True)
+    seen[torch.arange(len(targets), device=targets.device), targets] = False
+    return logits.masked_fill(seen, float("-inf"))
+
+
 class IdleRecipe(Recipe):
     def __init__(self, config: IdleConfig, id_model_dir: str | Path, backbone_path: str | Path, family: str):
         self.config = config
@@ -122,6 +129,8 @@ class IdleRecipe(Recipe):
         windows, input_ids, attention_mask, targets = batch
         input_ids, attention_mask = trim(input_ids, attention_mask)
         logits, refined = model(windows, input_ids, attention_mask)
+        if self.config.loss_excludes_history:
+            logits = exclude_seen(logits, windows, targets)
         loss = F.cross_entropy(logits, targets)  # eq. 13
         settings = self.config.mmd
         if settings.weight > 0:  # eq. 12, 15
