@@ -40,22 +40,21 @@ from raylrec.pipeline import ensure_prepared
 from raylrec.paths import RunLayout
 from raylrec.train.id_model import load_stage_model, sequence_scorer
 
-PAPER_HEAD = {"head": {"init": "random", "id_residual": False}}
+PAPER_HEAD = {"head": {"init": "random", "id_residual": False}, "loss_excludes_history": False}
 VARIANTS: dict[str, tuple[str, dict]] = {
     "preset": ("IDLE, minilm, the preset", {}),
-    "paper-head": ("minilm, head random (paper)", PAPER_HEAD),
+    "paper-head": ("minilm, head random, plain loss (paper)", PAPER_HEAD),
     "id_tied": ("minilm, head id_tied", {"head": {"init": "id_tied", "id_residual": False}}),
     "text": ("minilm, head text", {"head": {"init": "text", "id_residual": False}}),
     "residual-random": ("minilm, head random + id_residual", {"head": {"init": "random", "id_residual": True}}),
     "residual-id_tied": ("minilm, head id_tied + id_residual", {"head": {"init": "id_tied", "id_residual": True}}),
-    "residual-text": ("minilm, head text + id_residual", {"head": {"init": "text", "id_residual": True}}),
+    "unmasked-loss": ("preset, plain loss (history not masked)", {"loss_excludes_history": False}),
     "smollm2": ("smollm2-135m, the preset's head", {"backbone": "smollm2-135m"}),
     "no-layerwise": ("preset w/o LayerWise", {"adapter": {"layerwise": False}}),
     "no-refinement": ("preset w/o Refinement", {"adapter": {"refinement": False}}),
     "no-distribution": ("preset w/o Distribution", {"mmd": {"weight": 0.0}}),
     "newest-4": ("preset on the 4 newest prefixes per user", {"subsequences_per_user": 4,
                                                               "train": {"samples_per_epoch": None}}),
-    "masked-loss": ("preset, history masked in the loss", {"loss_excludes_history": True}),
     "constant-lr": ("preset, constant lr", {"train": {"lr_schedule": "constant", "warmup_fraction": 0.0}}),
 }
 DECODER_DEFAULTS = ["train.samples_per_epoch=1000", "train.max_epochs=1", "train.valid_users=200"]
