@@ -14,7 +14,7 @@ from raylrec.eval.ranks import read_ranks
 from raylrec.models.base import ModelConfig
 from raylrec.train.config import StageConfig, TrainConfig
 from raylrec.train.id_model import load_stage_model
-from raylrec.train.loop import STATE_FILE
+from raylrec.train.loop import STATE_FILE, epoch_sample_indices, lr_factor
 from raylrec.train.stage import TRAIN_RUN_NAME, latest_checkpoint, run_training_stage
 
 TINY_MODEL = dict(hidden_size=16, max_len=8, num_layers=1, num_heads=2, inner_size=16, dropout=0.1, attn_dropout=0.1)
@@ -138,7 +138,38 @@ def test_weight_average_is_validated_exported_and_resumed(ray_session, prepared_
     assert all(torch.equal(resumed["model"][name], straight["model"][name]) for name in straight["model"])
 
 
+def test_linear_schedule_warms_up_then_decays_to_zero():
+    linear = TrainConfig(lr_schedule="linear", warmup_fraction=0.2)  # 10 steps: 2 of warm-up, 8 of decay
+    assert [lr_factor(step, 10, linear) for step in (0, 1, 2, 6, 9)] == [0.5, 1.0, 1.0, 0.5, 0.125]
+    assert [lr_factor(step, 4, TrainConfig(lr_schedule="linear")) for step in range(4)] == [1.0, 0.75, 0.5, 0.25]
+    assert {lr_factor(step, 10, TrainConfig()) for step in range(10)} == {1.0}  # the default: constant
+
+
+def test_epoch_budget_cycles_through_every_sample_before_repeating():
+    epochs = [epoch_sample_indices(10, 4, epoch, seed=1) for epoch in range(5)]  # 20 draws = two full cycles
+    assert all(len(e) == 4 for e in epochs)
+    drawn = np.concatenate(epochs)
+    assert sorted(drawn[:10]) == sorted(drawn[10:]) == list(range(10))
+    assert not np.array_equal(drawn[:10], drawn[10:])  # each cycle has its own order
+    assert np.array_equal(epoch_sample_indices(10, 4, 2, seed=1), epochs[2])  # a function of the epoch: resumable
+
+
+def test_schedule_and_epoch_budget_in_a_stage(ray_session, prepared_dir, tmp_path):
+    """64 samples an epoch at batch 16 = 4 steps; 2 epochs = 8 steps, 2 of warm-up: the last step of epoch 0 runs at
+    (8 − 3) / 6 of the lr, the last of epoch 1 at 1/6."""
+    run_training_stage(stage(tmp_path, lr_schedule="linear", warmup_fraction=0.25, samples_per_epoch=64),
+                       prepared_dir)
+    history = pd.read_csv(tmp_path / "models" / "sasrec" / "history.csv")
+    assert history["lr_last"].tolist() == pytest.approx([0.01 * 5 / 6, 0.01 / 6])
+
+
+def test_validate_start_keeps_the_untrained_weights_unless_an_epoch_beats_them(ray_session, prepared_dir, tmp_path):
+    summary = run_training_stage(stage(tmp_path, validate_start=True, lr=0.0, max_epochs=1), prepared_dir)
+    assert summary["final_metrics"]["best_epoch"] == -1  # lr 0: epoch 0 ties the start and does not replace it
+
+
 @pytest.mark.parametrize("train, error", [
+    (dict(warmup_fraction=0.1), "needs train.lr_schedule: linear"),
     (dict(ema_decay=1.0), "less than 1"),
     (dict(ema_decay=0.99, deepspeed="zero2"), "only one of ema_decay and deepspeed"),
     (dict(loss="bce", label_smoothing=0.1), "needs train.loss: ce"),
