@@ -309,12 +309,14 @@ def test_collapse_diagnostics_detect_a_collapsed_model(tiny_models, titled_data_
                ).fill_diagonal_(0).sum() / (50 * 49)), abs=1e-5)
     assert retrieval_at_1(spread, spread + 0.01 * torch.randn(50, 8)) == 1.0
     healthy = stage1_diagnostics(spread, spread, spread + 0.01 * torch.randn(50, 8))
-    assert collapse_problems(healthy, CollapseCheck()) == []
+    assert collapse_problems(healthy, CollapseCheck()) == ([], [])
     point = torch.ones(50, 8) + 1e-3 * torch.randn(50, 8)  # every item nearly the same vector
     collapsed = stage1_diagnostics(point, point, torch.ones(50, 8) + 1e-3 * torch.randn(50, 8))
     assert collapsed["e"]["mean_cosine"] > 0.99 and collapsed["e"]["std_per_dim"] < 0.01
-    problems = collapse_problems(collapsed, CollapseCheck())
-    assert any(p.startswith("e rows") for p in problems) and any("retrieval" in p for p in problems)
+    problems, other = collapse_problems(collapsed, CollapseCheck())
+    assert any(p.startswith("e rows") for p in problems) and any("retrieval" in p for p in problems) and not other
+    problems, other = collapse_problems(collapsed, CollapseCheck(checked=["text_encoder"]))  # only warnings
+    assert any(p.startswith("text_encoder") for p in problems) and any(p.startswith("e rows") for p in other)
     # A stage-1 model whose item encoder outputs one point fails at export, loudly; `warn` keeps and records it.
     data = PreparedData(titled_data_dir)
     recipe = Stage1Recipe("s1", stage1_config(tiny_models, collapse=CollapseCheck(action="error")), backbone_dir)

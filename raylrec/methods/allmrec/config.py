@@ -51,6 +51,10 @@ class CollapseCheck(StrictModel):
     # error: stop with a message naming the numbers (no DONE.json, so nothing downstream reads the tables);
     # warn: log it and carry the warning into stage 1's DONE.json and every A-LLMRec metrics JSON.
     action: Literal["error", "warn"] = "error"
+    # The tables `action` applies to; a collapse of any other table is always only a carried warning (e.g. q when
+    # only the `e` variant is evaluated). text_encoder = SBERT's outputs Q; e→q retrieval counts as "q".
+    checked: list[Literal["text_encoder", "e", "q", "projected_e", "projected_q"]] = Field(
+        default_factory=lambda: ["text_encoder", "e", "q", "projected_e", "projected_q"])
 
 
 def stage1_train() -> TrainConfig:

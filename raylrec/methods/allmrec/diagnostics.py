@@ -45,18 +45,20 @@ def stage1_diagnostics(text: torch.Tensor, e: torch.Tensor, q: torch.Tensor) -> 
             "e_to_q_retrieval@1": retrieval_at_1(e, q), "chance_retrieval@1": 1.0 / max(e.shape[0], 1)}
 
 
-def collapse_problems(diagnostics: dict, check: CollapseCheck) -> list[str]:
-    """Sentences naming each table that counts as collapsed under `check` (empty: none)."""
-    problems = []
+def collapse_problems(diagnostics: dict, check: CollapseCheck) -> tuple[list[str], list[str]]:
+    """Sentences naming each table that counts as collapsed under `check`: (of the tables `check.checked`, the
+    action applies to them; of the others, warnings only). Both empty: nothing collapsed."""
+    found: list[tuple[str, str]] = []
     for name in ("text_encoder", "e", "q", "projected_e", "projected_q"):
         stats = diagnostics.get(name)
         if stats and stats["mean_cosine"] > check.max_mean_cosine:
-            problems.append(f"{name} rows have mean pairwise cosine {stats['mean_cosine']:.3f} > "
-                            f"{check.max_mean_cosine} (per-dimension std {stats['std_per_dim']:.4g})")
+            found.append((name, f"{name} rows have mean pairwise cosine {stats['mean_cosine']:.3f} > "
+                                f"{check.max_mean_cosine} (per-dimension std {stats['std_per_dim']:.4g})"))
     retrieval = diagnostics.get("e_to_q_retrieval@1")
     if retrieval is not None:
         floor = check.min_retrieval_over_chance * diagnostics["chance_retrieval@1"]
         if retrieval < floor:
-            problems.append(f"e→q retrieval@1 is {retrieval:.4f} < {check.min_retrieval_over_chance}× chance "
-                            f"({floor:.4f})")
-    return problems
+            found.append(("q", f"e→q retrieval@1 is {retrieval:.4f} < {check.min_retrieval_over_chance}× chance "
+                               f"({floor:.4f})"))
+    return ([text for name, text in found if name in check.checked],
+            [text for name, text in found if name not in check.checked])

@@ -267,8 +267,10 @@ class Stage1Recipe(Recipe):
         """The joint tables, and the collapse diagnostics — an error (or a carried warning) when they collapsed."""
         e, q, text = core.joint_tables()
         diagnostics = stage1_diagnostics(text[1:], e[1:], q[1:])
-        problems = collapse_problems(diagnostics, self.config.collapse)
-        (out / DIAGNOSTICS_FILE).write_text(json.dumps({**diagnostics, "collapse": problems}, indent=2))
+        problems, other = collapse_problems(diagnostics, self.config.collapse)
+        (out / DIAGNOSTICS_FILE).write_text(json.dumps({**diagnostics, "collapse": problems + other}, indent=2))
+        for problem in other:
+            log.warning("A-LLMRec stage 1 (%s): %s (not a checked table: kept)", out, problem)
         if problems:
             message = (f"A-LLMRec stage 1 ({out}) collapsed: {'; '.join(problems)}. Every item would reach the LLM "
                        f"as nearly the same soft token. Lower stage1.text.lr (now {self.config.text.lr}) or "
@@ -281,7 +283,7 @@ class Stage1Recipe(Recipe):
         mismatch = float(F.mse_loss(e[1:], q[1:]))
         return {"joint_dim": int(e.shape[1]), "text_dim": core.tower.dim, "item_dim": int(core.item_table.shape[1]),
                 "mse_e_q": mismatch, "backbone": self.backbone_dir, "diagnostics": diagnostics,
-                "warnings": [f"stage 1 collapsed: {p}" for p in problems]}
+                "warnings": [f"stage 1 collapsed: {p}" for p in problems + other]}
 
     def config_dump(self) -> dict:
         return self.config.model_dump(mode="json")

@@ -268,7 +268,9 @@ class Stage2Recipe(Recipe):
 
     def export(self, core: Stage2Model, data: PreparedData, out: Path) -> dict:
         diagnostics = self.projected_diagnostics(core)
-        problems = collapse_problems(diagnostics, self.config.collapse)
+        problems, other = collapse_problems(diagnostics, self.config.collapse)
+        for problem in other:
+            log.warning("A-LLMRec stage 2 (%s): %s (not a checked table: kept)", out, problem)
         if problems:
             message = f"A-LLMRec stage 2 ({out}): the projected item tokens collapsed: {'; '.join(problems)}"
             if self.config.collapse.action == "error":
@@ -278,7 +280,7 @@ class Stage2Recipe(Recipe):
                  "token_width": core.llm.get_input_embeddings().embedding_dim,
                  "frozen_llm_params": sum(p.numel() for p in core.llm.parameters()),
                  "stage1": self.stage1_dir, "backbone": self.backbone_dir, "diagnostics": diagnostics,
-                 "warnings": [f"stage 2 projected tokens collapsed: {p}" for p in problems]}
+                 "warnings": [f"stage 2 projected tokens collapsed: {p}" for p in problems + other]}
         (out / PROJECTOR_FILE).write_text(json.dumps(facts, indent=2))
         return facts
 
