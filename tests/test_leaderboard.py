@@ -114,3 +114,49 @@ def test_candidate_protocol_rows_get_their_own_table(runs):
     assert frame.loc["SASRec", "improv_ndcg@10"] == 0  # the full-ranking table keeps its own baseline
     markdown = build_leaderboard(runs, runs[0] / "board", plots=False)["markdown"]
     assert "candidate protocol: 120 users" in markdown and "| A-LLMRec (SBERT) | 1 |" in markdown
+
+
+def write_ranks_for(stage_dir: Path, full_ranks, role: str = "method", backbone: str | None = None) -> None:
+    """Give a fixture stage stored per-user test ranks and its lineage fields."""
+    import numpy as np
+
+    from raylrec.eval.ranks import write_ranks
+
+    full_ranks = np.asarray(full_ranks)
+    users = np.arange(len(full_ranks))
+    write_ranks(stage_dir / "ranks_test.parquet", users, users + 1, users % 10, {"full": full_ranks})
+    record = json.loads((stage_dir / "metrics_test.json").read_text())
+    record.update(role=role, backbone=backbone)
+    (stage_dir / "metrics_test.json").write_text(json.dumps(record))
+
+
+def test_paired_intervals_against_the_strongest_id_model_and_the_own_backbone(tmp_path):
+    import numpy as np
+
+    run = tmp_path / "run"
+    users = 200
+    rare = (np.arange(users) % 10) < 2
+    write_stage(run / "models" / "sasrec", "sasrec", 0.12)
+    write_ranks_for(run / "models" / "sasrec", np.where(rare, 30, 0), role="id_model")  # hits all but the rare
+    write_stage(run / "models" / "sasrec-bce", "sasrec-bce", 0.08)
+    write_ranks_for(run / "models" / "sasrec-bce", np.full(users, 30), role="id_model")  # hits nobody
+    write_stage(run / "models" / "pad", "pad", 0.10)
+    write_ranks_for(run / "models" / "pad", np.where(rare, 0, 30), backbone="sasrec-bce")  # hits only the rare
+
+    frame = leaderboard_frame(collect_records([run])).set_index("method")
+    pad = frame.loc["PAD"]
+    assert pad["best_id"] == "SASRec" and pad["backbone_label"] == "SASRec (BCE)"
+    assert pad["delta_ndcg@10_vs_best_id"] == pytest.approx(0.2 - 0.8)
+    assert pad["delta_ndcg@10_vs_best_id_high"] < 0  # loses overall …
+    assert pad["rare_delta_ndcg@10_vs_best_id"] == pytest.approx(1.0)  # … and wins on every rare user
+    assert pad["rare_users"] == 40
+    assert pad["delta_ndcg@10_vs_backbone"] == pytest.approx(0.2) and pad["delta_ndcg@10_vs_backbone_low"] > 0
+    assert np.isnan(frame.loc["SASRec", "delta_ndcg@10_vs_best_id"])  # the reference itself
+    markdown = build_leaderboard([run], tmp_path / "board", plots=False)["markdown"]
+    assert "paired differences" in markdown and "-0.6000 [" in markdown and "**↓**" in markdown
+
+
+def test_rows_without_stored_ranks_get_no_interval(runs):
+    frame = leaderboard_frame(collect_records(runs))
+    assert "delta_ndcg@10_vs_best_id" not in frame or frame["delta_ndcg@10_vs_best_id"].isna().all()
+    assert "paired differences" not in build_leaderboard(runs, runs[0] / "board", plots=False)["markdown"]

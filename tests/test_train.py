@@ -9,6 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 from raylrec.data.prepared import PreparedData
+from raylrec.eval.metrics import mean_metrics
+from raylrec.eval.ranks import read_ranks
 from raylrec.models.base import ModelConfig
 from raylrec.train.config import StageConfig, TrainConfig
 from raylrec.train.id_model import load_stage_model
@@ -47,6 +49,11 @@ def test_training_stage_writes_every_artifact(ray_session, prepared_dir, tmp_pat
     assert set(metrics["metrics"]) >= {"full", "sampled_5", "sampled_10", "buckets"}
     assert 0 <= metrics["metrics"]["full"]["ndcg@10"] <= 1
     assert summary["test"]["hr@10"] == metrics["metrics"]["full"]["hr@10"]
+    assert metrics["role"] == "id_model" and metrics["backbone"] is None
+    # The stored per-user ranks reproduce the metrics (the leaderboard's paired intervals read them).
+    ranks = read_ranks(out / "ranks_test.parquet")
+    assert len(ranks) == data.num_users and (ranks["target"].to_numpy() == data.targets("test")).all()
+    assert mean_metrics(ranks["full"].to_numpy(), [10])["ndcg@10"] == pytest.approx(metrics["metrics"]["full"]["ndcg@10"])
     assert len(pd.read_csv(out / "history.csv")) == 2
 
 

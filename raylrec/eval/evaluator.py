@@ -25,6 +25,7 @@ from raylrec.eval.buckets import (
     warm_cold_labels,
 )
 from raylrec.eval.metrics import mean_metrics, target_ranks
+from raylrec.eval.ranks import write_ranks
 
 ScoreFn = Callable[[np.ndarray], torch.Tensor]
 
@@ -101,6 +102,13 @@ class Evaluator:
 
     def evaluate(self, score_fn: ScoreFn) -> dict:
         return self.summarize(self.ranks(score_fn))
+
+    def write_ranks(self, path: Path, ranks: dict[str, np.ndarray], users: np.ndarray | None = None) -> None:
+        """Store the per-user ranks with each user's target and its frequency bucket (raylrec/eval/ranks.py)."""
+        users = np.arange(self.data.num_users) if users is None else np.asarray(users)
+        targets = self.targets[users]
+        buckets = frequency_buckets(self.data.item_train_counts(), self.config.frequency_buckets)[targets]
+        write_ranks(path, users, targets, buckets, ranks)
 
 
 def write_metrics(path: Path, *, model: str, split: str, metrics: dict, config: dict, data: PreparedData,

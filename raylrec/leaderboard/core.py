@@ -31,6 +31,8 @@ import numpy as np
 import pandas as pd
 
 from raylrec.errors import RaylrecError
+from raylrec.eval.compare import RAREST
+from raylrec.leaderboard.significance import row_values, significance_columns, significance_table
 from raylrec.storage import RunStore
 
 DISPLAY = {
@@ -78,6 +80,8 @@ class Record:
     tuned_params: dict = field(default_factory=dict)
     protocol: str = "full"  # full: the whole split, full ranking; candidates: stored candidates, a user sample
     users: int | None = None
+    role: str = "method"  # id_model: compared against by every other row (the strongest one of its table)
+    backbone: str | None = None  # the stage name of the ID model a method builds on
 
 
 # A-LLMRec's training stages: their metrics rank only the stored candidates (the LLM scores no other item)
@@ -140,6 +144,9 @@ def record_values(metrics: dict) -> tuple[dict[str, float], int | None]:
         for metric in ("ndcg@10", "hr@10"):
             if metric in warm_cold.get(bucket, {}):
                 values[f"{bucket}_{metric}"] = warm_cold[bucket][metric]
+    for bucket, bucket_metrics in metrics.get("buckets", {}).get("frequency", {}).items():
+        if "ndcg@10" in bucket_metrics:
+            values[f"freq{bucket}_ndcg@10"] = bucket_metrics["ndcg@10"]
     return values, count
 
 
@@ -192,7 +199,8 @@ def read_record(path: Path) -> Record:
     return Record(label=label, model=model, dataset=str(record.get("dataset") or "?"),
                   fingerprint=str(record.get("data_fingerprint") or "?"), stage_dir=stage_dir, values=values,
                   candidates=count, config=record.get("config") or {}, params=record.get("trainable_params"),
-                  wall_s=wall, tuned_params=tuned, protocol=protocol, users=users)
+                  wall_s=wall, tuned_params=tuned, protocol=protocol, users=users,
+                  role=str(record.get("role") or "method"), backbone=record.get("backbone"))
 
 
 def collect_records(run_dirs: list[str | Path]) -> list[Record]:
@@ -215,9 +223,16 @@ def choose_baseline(labels: list[str], baseline: str | None) -> str | None:
     return next((label for label in BASELINE_PREFERENCE if label in labels), None)
 
 
-def leaderboard_frame(records: list[Record], baseline: str | None = None) -> pd.DataFrame:
-    """One row per (dataset, label): n, mean and std of every metric, improvement over the baseline row."""
-    rows = []
+def frequency_metrics(group: list[Record]) -> list[str]:
+    """NDCG@10 per equal-mass target-frequency bucket (0 = rarest), in bucket order."""
+    names = {m for r in group for m in r.values if m.startswith("freq")}
+    return sorted(names, key=lambda m: int(m[len("freq"):].partition("_")[0]))
+
+
+def leaderboard_frame(records: list[Record], baseline: str | None = None, num_buckets: int = 10) -> pd.DataFrame:
+    """One row per (dataset, label): n, mean and std of every metric, improvement over the baseline row, and
+    paired intervals of NDCG@10 against the strongest ID model and the row's own backbone (significance.py)."""
+    rows, run_lists = [], []
     groups: dict[tuple, list[Record]] = {}
     for record in records:
         groups.setdefault((record.fingerprint, record.protocol, record.users, record.label), []).append(record)
@@ -225,10 +240,13 @@ def leaderboard_frame(records: list[Record], baseline: str | None = None) -> pd.
         row: dict = {"dataset": group[0].dataset, "data_fingerprint": fingerprint, "protocol": protocol,
                      "users": users, "table": f"{fingerprint}|{protocol}|{users}", "method": label,
                      "model": group[0].model, "n": len(group), "candidates": group[0].candidates}
-        for metric in METRICS:
+        for metric in METRICS + frequency_metrics(group):
             values = [r.values[metric] for r in group if metric in r.values]
             row[metric] = float(np.mean(values)) if values else math.nan
             row[f"{metric}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
+        row["role"] = group[0].role
+        row["backbone"] = group[0].backbone or ""
+        row["backbone_label"] = display_name(group[0].backbone) if group[0].backbone else ""
         walls = [r.wall_s for r in group if r.wall_s is not None]
         row["wall_s"] = float(np.mean(walls)) if walls else math.nan
         row["trainable_params"] = group[0].params
@@ -236,6 +254,7 @@ def leaderboard_frame(records: list[Record], baseline: str | None = None) -> pd.
         row["config"] = json.dumps(group[0].config, sort_keys=True)
         row["runs"] = ";".join(str(r.stage_dir) for r in group)
         rows.append(row)
+        run_lists.append([r.stage_dir for r in group])
     frame = pd.DataFrame(rows)
     improv = []
     for _, part in frame.groupby("table", sort=False):
@@ -248,6 +267,11 @@ def leaderboard_frame(records: list[Record], baseline: str | None = None) -> pd.
                 entry[f"improv_{metric}"] = (row[metric] - base) / base * 100 if base and base > 0 else math.nan
             improv.append(entry)
     frame = frame.join(pd.DataFrame(improv).set_index("index"))
+    values = {index: row_values(runs, num_buckets) if protocol == "full" else None
+              for index, (runs, protocol) in enumerate(zip(run_lists, frame["protocol"]))}
+    significance = significance_columns(frame, values, num_buckets)
+    if len(significance):
+        frame = frame.join(significance)
     order = {label: i for i, label in enumerate(["SASRec", "GRU4Rec", "SASRec (BCE)"])}
     frame["_order"] = frame["method"].map(lambda m: (order.get(m.split(" (tuned")[0], 9), m))
     frame["_protocol"] = frame["protocol"] != "full"
@@ -327,10 +351,17 @@ def markdown_table(frame: pd.DataFrame) -> str:
             cells.append(config_cell(row))
             lines.append("| " + " | ".join(cells) + " |")
         out.append("\n".join(lines))
+        paired = significance_table(part)
+        if paired:
+            out.append(paired)
     notes = ("mean ± sample std over n runs (seeds); full ranking over all items unless marked (cand) = "
              "the stored 1 positive + negatives; warm/median/cold = target item popularity groups; "
              "Improv. = relative change of NDCG@10 over the SASRec row; fit wall s = Ray Train fit time of "
-             "the stage; config = the stage folder (stage_config.yaml, metrics JSONs) or the tuned parameters.")
+             "the stage; config = the stage folder (stage_config.yaml, metrics JSONs) or the tuned parameters. "
+             "Paired differences: mean over test users of the row's NDCG@10 minus the reference's, with a 95 % "
+             "paired bootstrap interval (users resampled); ↑/↓ = the interval excludes 0; rarest buckets = users "
+             f"whose target is among the least frequent items holding {100 * RAREST // 10} % of the training "
+             f"interactions (the rarest {RAREST} of 10 equal-mass buckets).")
     return "\n\n".join(out) + "\n\n" + notes + "\n"
 
 

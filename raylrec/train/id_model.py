@@ -28,6 +28,8 @@ def sequence_scorer(model: SequentialRecommender, data: PreparedData, split: str
 
 
 class IDModelRecipe(Recipe):
+    is_id_model = True
+
     def __init__(self, config: StageConfig):
         self.config = config
         self.name = config.stage_name

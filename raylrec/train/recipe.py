@@ -25,6 +25,8 @@ class Recipe:
     save_frozen: bool = True
     # Splits export_stage evaluates with the recipe's scorer; () when the method's pipeline evaluates itself.
     export_splits: tuple[str, ...] = ("valid", "test")
+    # True for the ID models; the leaderboard compares every method with the strongest of them.
+    is_id_model: bool = False
 
     def build(self, data: PreparedData) -> nn.Module:
         """The module whose parameters train (frozen parts may live inside it with requires_grad=False)."""
@@ -54,6 +56,10 @@ class Recipe:
     def config_dump(self) -> dict:
         """The method-specific configuration, saved with the metrics."""
         return {}
+
+    def backbone_stage(self) -> str | None:
+        """The stage name of the ID model this recipe builds on (the leaderboard compares the two), if any."""
+        return None
 
 
 def batched(function, tensor: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:

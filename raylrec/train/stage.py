@@ -5,6 +5,7 @@ Artifacts under the stage directory (`<run_dir>/models/<name>/` for ID models):
   train/                       Ray Train storage (per-epoch checkpoints; a rerun resumes from the latest)
   model.safetensors            the best model's state (chosen on validation)
   metrics_valid.json, metrics_test.json, history.csv, DONE.json
+  ranks_valid.parquet, ranks_test.parquet   per-user ranks (raylrec/eval/ranks.py), for paired comparisons
   + the recipe's own artifacts (for ID models: model_config.json, item_embeddings.safetensors,
     user_representations.safetensors — see raylrec/train/id_model.py)
 """
@@ -29,6 +30,7 @@ from raylrec.config import flatten
 from raylrec.data.prepared import PreparedData
 from raylrec.errors import ArtifactError
 from raylrec.eval.evaluator import EvalConfig, Evaluator, write_metrics
+from raylrec.eval.ranks import ranks_file
 from raylrec.paths import RunLayout
 from raylrec.ray_utils import cluster_has_gpus, ensure_ray
 from raylrec.storage import RunStore, filesystem_of
@@ -155,10 +157,14 @@ def export_stage(job: StageJob, data: PreparedData, state: dict) -> dict:
                **job.recipe.export(core, data, job.out)}
     config = {"method": job.recipe.config_dump(), "train": job.train.model_dump(mode="json"),
               "eval": job.eval.model_dump(mode="json")}
+    lineage = {"role": "id_model" if job.recipe.is_id_model else "method", "backbone": job.recipe.backbone_stage()}
     for split in job.recipe.export_splits:
-        metrics = Evaluator(data, split, job.eval).evaluate(job.recipe.scorer(core, data, split, torch.device("cpu")))
+        evaluator = Evaluator(data, split, job.eval)
+        ranks = evaluator.ranks(job.recipe.scorer(core, data, split, torch.device("cpu")))
+        evaluator.write_ranks(ranks_file(job.out, split), ranks)
+        metrics = evaluator.summarize(ranks)
         write_metrics(job.out / f"metrics_{split}.json", model=job.recipe.name, split=split, metrics=metrics,
-                      config=config, data=data, extra={"trainable_params": summary["trainable_params"]})
+                      config=config, data=data, extra={"trainable_params": summary["trainable_params"], **lineage})
         summary[split] = {k: v for k, v in metrics["full"].items() if k != "n"}
     return summary
 

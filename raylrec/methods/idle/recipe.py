@@ -63,6 +63,9 @@ class IdleRecipe(Recipe):
         self.family = family
         self._cache: dict = {}
 
+    def backbone_stage(self) -> str:
+        return Path(self.id_model_dir).name
+
     def __getstate__(self):  # caches (tokenizer, prompts) are rebuilt in each process
         return {**self.__dict__, "_cache": {}}
 

@@ -41,6 +41,11 @@ class PadStageRecipe(Recipe):
         self.train = train
         self.embeddings_dir = str(embeddings_dir) if embeddings_dir else None
 
+    def backbone_stage(self) -> str | None:
+        """Phase 1's stage, when this phase starts from it (Hybrid and MoRec train from scratch)."""
+        pretrained_dir = getattr(self, "pretrained_dir", None)
+        return Path(pretrained_dir).name if pretrained_dir else None
+
     def training_tensors(self, data: PreparedData) -> tuple[torch.Tensor, ...]:
         inputs, targets = data.train_windows(self.model.max_len, self.train.window_stride)
         return torch.from_numpy(inputs), torch.from_numpy(targets)
