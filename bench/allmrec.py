@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 
 from raylrec.config import load_config, parse_overrides
+from raylrec.eval.compare import compare_frames
+from raylrec.eval.ranks import read_ranks
 from raylrec.methods.allmrec.config import ALLMRecConfig
 from raylrec.methods.allmrec.pipeline import run_allmrec
 from raylrec.paths import RunLayout
@@ -61,6 +63,27 @@ def read_metrics(path: Path) -> dict:
     return json.loads(path.read_text())["metrics"]
 
 
+def sampled_ranks(evaluation: Path, split: str, name: str, users: set[int]):
+    frame = read_ranks(evaluation / f"ranks_{split}_{name}.parquet")
+    return frame[frame["user"].isin(users)]
+
+
+def print_differences(config: ALLMRecConfig, evaluation: Path, split: str, n: int) -> None:
+    """Paired bootstrap intervals (same users, same candidates) of A-LLMRec minus popularity and minus its backbone."""
+    users = set(json.loads((evaluation / f"metrics_{split}_backbone.json").read_text())["users"])
+    references = {"popularity": "popularity", config.backbone.name: "backbone"}
+    print(f"\nPaired differences over the {len(users)} sampled users (mean [95 % bootstrap interval]):\n")
+    print("| A-LLMRec ranking | minus | HR@1 | NDCG@5 |\n|---|---|---|---|")
+    for variant in config.inference.variants:
+        for scoring in ("sum", "mean"):
+            ours = sampled_ranks(evaluation, split, f"{variant}_{scoring}", users)
+            for label, name in references.items():
+                theirs = sampled_ranks(evaluation, split, name, users)
+                cells = [str(compare_frames(ours, theirs, metric, f"sampled_{n}").overall)
+                         for metric in ("hr@1", "ndcg@5")]
+                print(f"| {VARIANT_LABELS[variant]}, {scoring} | {label} | " + " | ".join(cells) + " |")
+
+
 def print_preset(config: ALLMRecConfig, summaries: dict, total: float) -> None:
     layout = RunLayout(config.run_dir)
     n = config.stage2.prompt.num_negatives
@@ -88,6 +111,7 @@ def print_preset(config: ALLMRecConfig, summaries: dict, total: float) -> None:
         for variant in config.inference.variants:
             metrics = read_metrics(evaluation / f"metrics_{split}_{variant}.json")
             print(candidate_row(VARIANT_LABELS[variant], metrics, n) + f"  <!-- {metrics.get('inference_seconds')} s -->")
+        print_differences(config, evaluation, split, n)
 
     stage1 = summaries.get("stage1") or json.loads((layout.model_dir(config.stage1_name) / "DONE.json").read_text())
     diagnostics = stage1.get("diagnostics", {})

@@ -287,8 +287,10 @@ def run_inference(recipe: Stage2Recipe, data_dir: Path, stage2_dir: Path, backbo
             write_metrics(out / f"metrics_{split}_{suffix}.json", model=stage.name, split=split,
                           metrics=metrics, config={"stage": str(stage)}, data=data,
                           extra={"users": sample.tolist(), "evaluated_users": users.tolist()})
+            evaluator.write_ranks(out / f"ranks_{split}_{suffix}.parquet", ranks, users)
             split_summary[suffix] = flat_metrics(metrics, num_negatives)
         ranks = evaluator.ranks(popularity_scorer(data), users)
+        evaluator.write_ranks(out / f"ranks_{split}_popularity.parquet", ranks, users)
         metrics = candidate_summary(evaluator, ranks[f"sampled_{num_negatives}"], users, sample, num_negatives)
         write_metrics(out / f"metrics_{split}_popularity.json", model="popularity", split=split, metrics=metrics,
                       config={"scores": "training interaction count of each item"}, data=data,
@@ -310,6 +312,8 @@ def run_inference(recipe: Stage2Recipe, data_dir: Path, stage2_dir: Path, backbo
                     llm_ranks = evaluator.ranks(lambda batch: torch.stack([table[int(u)] for u in batch]), users)
                     likelihood[scoring] = candidate_summary(evaluator, llm_ranks["full"], users, sample,
                                                             num_negatives)
+                    # candidate-only scores: the "full" rank is the rank among the candidates too
+                    evaluator.write_ranks(out / f"ranks_{split}_{variant}_{scoring}.parquet", llm_ranks, users)
                 metrics.update(likelihood[config.rank_by])  # the headline ranking (sampled_<n>, buckets)
                 metrics["likelihood"] = {"headline": config.rank_by, **likelihood}
             if config.generate:
