@@ -473,6 +473,17 @@ def check_inference_on_the_same_candidates(recipe, data_dir, backbone_dir, stage
     assert other["metrics"] == backbone["metrics"]  # the same model on the same candidates scores the same
     assert (backbone["model"], other["model"]) == (backbone_dir.name, "other-id")  # named by stage
     assert llm["metrics"]["generation"]["all"]["n"] == 3 and 0 <= llm["metrics"]["sampled_5"]["ndcg@5"] <= 1
+    assert 0 <= llm["metrics"]["generation"]["all"]["valid_rate"] <= 1 and llm["warnings"] == []
+    likelihood = llm["metrics"]["likelihood"]  # both rankings; the headline one is sampled_5
+    assert likelihood["headline"] == "sum" and likelihood["sum"]["sampled_5"] == llm["metrics"]["sampled_5"]
+    # Popularity on the same users and candidates, as a row of the leaderboard's candidate table.
+    from raylrec.leaderboard.core import read_record
+
+    popularity = read_record(out / "metrics_test_popularity.json")
+    assert popularity.label == "Popularity (same users)" and popularity.protocol == "candidates"
+    assert popularity.users == 3 and "cand_hit@1" in popularity.values
+    for name in ("backbone", "popularity", "e_sum", "e_mean"):  # per-user ranks for paired comparisons
+        assert set(pd.read_parquet(out / f"ranks_test_{name}.parquet")["user"]) >= set(llm["users"])
 
 
 # ---------- the whole method on Ray: stage 1, stage 2 (DeepSpeed), inference, resume ----------
