@@ -43,6 +43,7 @@ DISPLAY = {
     "sasrec": "SASRec", "sasrec-bce": "SASRec (BCE)", "gru4rec": "GRU4Rec",
     "pad": "PAD", "pad-align": "PAD phase 2 (alignment expert)", "hybrid": "Hybrid", "morec": "MoRec",
     "allmrec": "A-LLMRec", "allmrec-sbert": "A-LLMRec (SBERT)", "idle": "IDLE-Adapter",
+    "popularity": "Popularity (same users)",  # A-LLMRec's eval folder: item training counts on its candidates
     # bench/idle.py's variant stages
     "idle-smollm2": "IDLE-Adapter (smollm2-135m)", "idle-no-layerwise": "IDLE-Adapter w/o LayerWise",
     "idle-no-refinement": "IDLE-Adapter w/o Refinement", "idle-no-distribution": "IDLE-Adapter w/o Distribution",
