@@ -248,3 +248,21 @@ def test_a_diverged_trial_is_recorded_and_never_selected():
     rows = pd.DataFrame({"trial_id": ["a", "b", "c"], "status": ["COMPLETED", "DIVERGED", "ERROR"],
                          spec.metric: [0.2, 0.9, np.nan], "param:train.lr": [0.1, 0.2, 0.3]})
     assert pick_best(rows, spec)["trial_id"] == "a"
+
+
+def test_the_lr_schedule_scales_each_parameter_group_from_its_own_lr():
+    from torch import nn
+
+    from raylrec.train.loop import train_one_epoch
+
+    class TwoGroups:  # a recipe whose text-encoder group trains at a tenth of the lr
+        def loss(self, model, core, batch, generator):
+            return (model(batch[0]) ** 2).sum()
+
+    core = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 1))
+    optimizer = torch.optim.Adam([{"params": core[0].parameters(), "lr": 1e-4},
+                                  {"params": core[1].parameters()}], lr=1e-3)
+    loader = [(torch.ones(1, 2),)] * 2
+    train_one_epoch(TwoGroups(), core, core, loader, optimizer, torch.Generator(), lr_factors=[1.0, 0.5])
+    assert [group["lr"] for group in optimizer.param_groups] == pytest.approx([0.5e-4, 0.5e-3])
+    assert [group["initial_lr"] for group in optimizer.param_groups] == pytest.approx([1e-4, 1e-3])

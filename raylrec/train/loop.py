@@ -100,15 +100,17 @@ def epoch_loader(dataset: TensorDataset, train: TrainConfig, epoch: int) -> Data
 
 def train_one_epoch(recipe: Recipe, model, core, loader, optimizer, generator: torch.Generator,
                     engine=None, averaged: AveragedModel | None = None,
-                    learning_rates: list[float] | None = None) -> float:
+                    lr_factors: list[float] | None = None) -> float:
     """One pass over the loader; `engine` (a DeepSpeed engine, also passed as `model`) steps instead of `optimizer`;
-    `averaged` follows the weights after every step; `learning_rates`, when given, sets the lr of each step."""
+    `averaged` follows the weights after every step; `lr_factors`, when given, scales each parameter group's own initial lr at each step."""
     model.train()
     total, batches = 0.0, 0
     for batch in loader:
-        if learning_rates is not None:
+        if lr_factors is not None:
+            # Each group keeps its own lr (e.g. a fine-tuned text encoder's), saved as `initial_lr` before the first
+            # scheduled step (the key torch's schedulers use; restored with the optimizer state on resume).
             for group in optimizer.param_groups:
-                group["lr"] = learning_rates[batches]
+                group["lr"] = group.setdefault("initial_lr", group["lr"]) * lr_factors[batches]
         loss = recipe.loss(model, core, batch, generator)
         if engine is not None:
             engine.backward(loss)
@@ -282,13 +284,12 @@ def train_loop_per_worker(loop_config: dict) -> None:
             loader = epoch_loader(dataset, train, epoch)
         if isinstance(loader.sampler, DistributedSampler):
             loader.sampler.set_epoch(epoch)
-        learning_rates = None
+        lr_factors = None
         if train.lr_schedule != "constant":
-            learning_rates = [train.lr * lr_factor(epoch * steps_per_epoch + b, total_steps, train)
-                              for b in range(len(loader))]
+            lr_factors = [lr_factor(epoch * steps_per_epoch + b, total_steps, train) for b in range(len(loader))]
         started = time.perf_counter()
         train_loss = train_one_epoch(recipe, model, core, loader, optimizer, generator, engine, averaged,
-                                     learning_rates)
+                                     lr_factors)
         train_seconds = time.perf_counter() - started
         validated.eval()
         with torch.no_grad():
@@ -306,7 +307,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         state["epoch"] = epoch + 1
         stop = diverged or state["bad_epochs"] >= train.patience or state["epoch"] >= train.max_epochs
         metrics = {"epoch": epoch, "train_loss": train_loss, "epoch_train_s": train_seconds,
-                   **({"lr_last": learning_rates[-1]} if learning_rates else {}),
+                   **({"lr_last": train.lr * lr_factors[-1]} if lr_factors else {}),
                    "elapsed_s": time.perf_counter() - loop_started,
                    **{f"valid_{k}": v for k, v in valid.items() if k != "n"},
                    f"best_valid_{metric}": state["best"], "best_epoch": state["best_epoch"], "stopped": stop,
