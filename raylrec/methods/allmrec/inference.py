@@ -40,6 +40,7 @@ from raylrec.methods.allmrec.stage2 import Stage2Model, Stage2Recipe
 from raylrec.storage import RunStore
 from raylrec.train.id_model import load_stage_model, sequence_scorer
 from raylrec.train.loop import load_model_state
+from raylrec.train.stage import content_key, finished_stage
 
 log = logging.getLogger(__name__)
 PUNCTUATION = re.compile("[" + re.escape(string.punctuation) + "]")
@@ -254,8 +255,15 @@ def run_inference(recipe: Stage2Recipe, data_dir: Path, stage2_dir: Path, backbo
     """Evaluate every configured split and variant; metrics JSONs, predictions CSVs and DONE.json under `out`
     (`run_dir`: the run directory's location, for a URI one synced through its mirror)."""
     done = out / "DONE.json"
-    if done.exists() and not force:
-        return json.loads(done.read_text())
+    # Keyed on content like a training stage: a finished evaluation is reused only for the same settings, stage-2
+    # artifact and ID models; after stage 2 (or a backbone) changed it is an error until rerun with --force.
+    key = content_key({"stage2": recipe.config_dump(), "inference": config.model_dump(mode="json"),
+                       "eval": eval_config.model_dump(mode="json"), "seed": seed},
+                      [stage2_dir, backbone_dir, *(backbone_dir.parent / n for n in config.compare_id_models)],
+                      data_dir, run_dir or out.parents[1])
+    finished = finished_stage(out.name, out, key, force, RunStore(run_dir or out.parents[1]))
+    if finished is not None:
+        return finished
     out.mkdir(parents=True, exist_ok=True)
     data = PreparedData(data_dir)
     num_negatives = recipe.config.prompt.num_negatives
@@ -331,6 +339,7 @@ def run_inference(recipe: Stage2Recipe, data_dir: Path, stage2_dir: Path, backbo
             split_summary[variant] = flat_metrics(metrics, num_negatives)
             log.info("A-LLMRec %s [%s]: %s", split, variant, split_summary[variant])
         summary["splits"][split] = split_summary
+    summary["stage_key"] = key.record()
     done.write_text(json.dumps(summary, indent=2))
     RunStore(run_dir or out).push(out)
     return summary
