@@ -544,6 +544,10 @@ def test_stages_run_on_ray_with_deepspeed_and_resume(ray_session, tiny_models, t
 def test_presets_load(tmp_path):
     cpu = load_config(ALLMRecConfig, "allmrec")
     paper = load_config(ALLMRecConfig, "allmrec-paper")
+    long = load_config(ALLMRecConfig, "allmrec-long")
+    assert not cpu.stage1.text.finetune and cpu.inference.variants == ["e"]  # frozen MiniLM; no q in the main job
+    assert long.name != cpu.name and long.stage2.train_users is None and long.inference.variants == ["e", "q"]
+    assert long.backbone == cpu.backbone  # one shared backbone stage in a run directory
     assert cpu.stage2.llm == "smollm2-135m" and cpu.stage2.train.deepspeed == "zero2"
     assert paper.stage1.train.batch_size == 32
     assert paper.stage2.train.batch_size * paper.stage2.train.num_workers == 4  # global batch 4
