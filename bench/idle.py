@@ -48,6 +48,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "text": ("minilm, head text", {"head": {"init": "text", "id_residual": False}}),
     "residual-random": ("minilm, head random + id_residual", {"head": {"init": "random", "id_residual": True}}),
     "residual-id_tied": ("minilm, head id_tied + id_residual", {"head": {"init": "id_tied", "id_residual": True}}),
+    "residual-text": ("minilm, head text + id_residual", {"head": {"init": "text", "id_residual": True}}),
     "unmasked-loss": ("preset, plain loss (history not masked)", {"loss_excludes_history": False}),
     "smollm2": ("smollm2-135m, the preset's head", {"backbone": "smollm2-135m"}),
     "no-layerwise": ("preset w/o LayerWise", {"adapter": {"layerwise": False}}),
