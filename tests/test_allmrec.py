@@ -192,7 +192,6 @@ def test_answer_uses_the_prompts_surface_form_and_its_tokens_occur_in_the_prompt
                                "{% if add_generation_prompt %}<s>{% endif %}")
     titles = [""] + [title_of(i) for i in range(100, 100 + NUM_ITEMS)]
     chat = PromptBuilder(tokenizer, titles, prompt_config()).build([1, 2, 3], [9, 8, 7, 10, 11, 12], 7)
-    text = tokenizer.decode(chat.ids)
     assert chat.ids[0] == 2 and chat.ids[-1] == 2 and chat.ids.count(2) == 2 and chat.ids.count(3) == 1  # <s>, </s>
     assert contains(chat.ids, chat.answer[:-1]) and len(chat.item_slots) == 3 + 6
     plain = PromptBuilder(tokenizer, titles, prompt_config(chat_template=False)).build([1], [9, 8, 7, 10, 11, 12], 7)
