@@ -100,8 +100,8 @@ def print_preset(config: ALLMRecConfig, summaries: dict, total: float) -> None:
         print("| model | HR@1 | NDCG@5 | likelihood sum: HR@1 / NDCG@5 | length-normalised: HR@1 / NDCG@5 | "
               "Hit@1 (generation) | valid rate (generation) | warm: gen Hit@1 / HR@1 / NDCG@5 | "
               "cold: gen Hit@1 / HR@1 / NDCG@5 |\n|---|---|---|---|---|---|---|---|---|")
-        print(candidate_row("popularity (training counts)", read_metrics(evaluation / f"metrics_{split}_popularity.json"),
-                            n))
+        popularity = read_metrics(evaluation / f"metrics_{split}_popularity.json")
+        print(candidate_row("popularity (training counts)", popularity, n))
         print(candidate_row(f"{config.backbone.name} (backbone scores)",
                             read_metrics(evaluation / f"metrics_{split}_backbone.json"), n))
         for name in config.inference.compare_id_models:
@@ -110,7 +110,8 @@ def print_preset(config: ALLMRecConfig, summaries: dict, total: float) -> None:
                 print(candidate_row(f"{name} (scores)", read_metrics(other), n))
         for variant in config.inference.variants:
             metrics = read_metrics(evaluation / f"metrics_{split}_{variant}.json")
-            print(candidate_row(VARIANT_LABELS[variant], metrics, n) + f"  <!-- {metrics.get('inference_seconds')} s -->")
+            seconds = metrics.get("inference_seconds")
+            print(candidate_row(VARIANT_LABELS[variant], metrics, n) + f"  <!-- {seconds} s -->")
         print_differences(config, evaluation, split, n)
 
     stage1 = summaries.get("stage1") or json.loads((layout.model_dir(config.stage1_name) / "DONE.json").read_text())

@@ -472,7 +472,9 @@ def check_inference_on_the_same_candidates(recipe, data_dir, backbone_dir, stage
     assert other["metrics"] == backbone["metrics"]  # the same model on the same candidates scores the same
     assert (backbone["model"], other["model"]) == (backbone_dir.name, "other-id")  # named by stage
     assert llm["metrics"]["generation"]["all"]["n"] == 3 and 0 <= llm["metrics"]["sampled_5"]["ndcg@5"] <= 1
-    assert 0 <= llm["metrics"]["generation"]["all"]["valid_rate"] <= 1 and llm["warnings"] == []
+    assert 0 <= llm["metrics"]["generation"]["all"]["valid_rate"] <= 1
+    # stage 2's warnings (tiny random models: projected tokens alike) are carried into every metrics JSON
+    assert llm["warnings"] == json.loads((stage2_dir / "DONE.json").read_text())["warnings"]
     likelihood = llm["metrics"]["likelihood"]  # both rankings; the headline one is sampled_5
     assert likelihood["headline"] == "sum" and likelihood["sum"]["sampled_5"] == llm["metrics"]["sampled_5"]
     # Popularity on the same users and candidates, as a row of the leaderboard's candidate table.

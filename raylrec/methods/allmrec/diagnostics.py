@@ -52,13 +52,13 @@ def collapse_problems(diagnostics: dict, check: CollapseCheck) -> tuple[list[str
     for name in ("text_encoder", "e", "q", "projected_e", "projected_q"):
         stats = diagnostics.get(name)
         if stats and stats["mean_cosine"] > check.max_mean_cosine:
-            found.append((name, f"{name} rows have mean pairwise cosine {stats['mean_cosine']:.3f} > "
-                                f"{check.max_mean_cosine} (per-dimension std {stats['std_per_dim']:.4g})"))
+            found.append((name, (f"{name} rows have mean pairwise cosine {stats['mean_cosine']:.3f} > "
+                                 f"{check.max_mean_cosine} (per-dimension std {stats['std_per_dim']:.4g})")))
     retrieval = diagnostics.get("e_to_q_retrieval@1")
     if retrieval is not None:
         floor = check.min_retrieval_over_chance * diagnostics["chance_retrieval@1"]
         if retrieval < floor:
-            found.append(("q", f"e→q retrieval@1 is {retrieval:.4f} < {check.min_retrieval_over_chance}× chance "
-                               f"({floor:.4f})"))
+            found.append(("q", (f"e→q retrieval@1 is {retrieval:.4f} < {check.min_retrieval_over_chance}× "
+                                f"chance ({floor:.4f})")))
     return ([text for name, text in found if name in check.checked],
             [text for name, text in found if name not in check.checked])

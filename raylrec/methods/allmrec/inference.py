@@ -317,7 +317,8 @@ def run_inference(recipe: Stage2Recipe, data_dir: Path, stage2_dir: Path, backbo
                 likelihood = {}
                 for scoring, column in (("sum", "loglik"), ("mean", "loglik_mean")):
                     table = score_table(rows, data.num_items, column)
-                    llm_ranks = evaluator.ranks(lambda batch: torch.stack([table[int(u)] for u in batch]), users)
+                    llm_ranks = evaluator.ranks(lambda batch, table=table: torch.stack([table[int(u)] for u in batch]),
+                                                users)
                     likelihood[scoring] = candidate_summary(evaluator, llm_ranks["full"], users, sample,
                                                             num_negatives)
                     # candidate-only scores: the "full" rank is the rank among the candidates too

@@ -177,7 +177,9 @@ class Stage1Model(nn.Module):
         e = self.item_encoder(self.item_table[1:])
         text = batched(self.text_embeddings, items, batch_size)
         q = self.text_encoder(text)
-        pad = lambda table: torch.cat([torch.zeros(1, table.shape[1], device=table.device), table])  # noqa: E731
+        def pad(table: torch.Tensor) -> torch.Tensor:
+            return torch.cat([torch.zeros(1, table.shape[1], device=table.device), table])
+
         return pad(e), pad(q), pad(text)
 
 
