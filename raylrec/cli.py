@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from raylrec.config import load_config, parse_overrides, print_config
+from raylrec.config import deep_merge, load_config, parse_overrides, print_config
 from raylrec.errors import RaylrecError
 from raylrec.paths import RunLayout
 from raylrec.storage import RUN_DIR_HELP
@@ -23,8 +23,22 @@ log = logging.getLogger("raylrec")
 def cmd_data_fetch(args) -> None:
     from raylrec.data.fetch import fetch_dataset
 
-    raw = fetch_dataset(args.dataset, Path(args.cache_dir) if args.cache_dir else None)
+    raw = fetch_dataset(args.dataset, Path(args.cache_dir) if args.cache_dir else None,
+                        allow_unverified=args.allow_unverified, source_dir=args.source_dir)
     print(json.dumps({k: str(v) for k, v in vars(raw).items()}, indent=2))
+
+
+def cmd_data_verify(args) -> None:
+    from raylrec.data.verify import verify_dataset
+
+    reference, checks = verify_dataset(args.dataset, Path(args.cache_dir) if args.cache_dir else None,
+                                       args.source_dir, args.allow_unverified)
+    print(f"{args.dataset}: raw counts against the published statistics ({reference})\n")
+    print("| count | published | found | |\n|---|---|---|---|")
+    for check in checks:
+        print(f"| {check.what} | {check.published:,} | {check.found:,} | {'ok' if check.matches else 'DIFFERS'} |")
+    if not all(check.matches for check in checks):
+        raise RaylrecError(f"{args.dataset}: counts differ from the published statistics (table above)")
 
 
 def cmd_data_prepare(args) -> None:
@@ -72,7 +86,13 @@ def cmd_run(args) -> None:
     overrides = parse_overrides(args.set)
     if args.run_dir:
         overrides["run_dir"] = args.run_dir
-    config = load_config(PipelineConfig, args.config, overrides)
+    source = args.config
+    if args.dataset:  # the dataset's own preset when one ships, else the chosen preset on that dataset
+        if args.config == "default" and dataset_preset_exists(args.dataset):
+            source = args.dataset
+        else:
+            overrides = deep_merge({"data": {"dataset": args.dataset}}, overrides)
+    config = load_config(PipelineConfig, source, overrides)
     print_config("pipeline", config)
     summaries = run_pipeline(config, Path(args.cache_dir) if args.cache_dir else None)
     print("\n" + results_table(summaries, config.eval.ks))
@@ -81,6 +101,12 @@ def cmd_run(args) -> None:
         print("\n" + (board / "leaderboard.md").read_text())
         print(f"leaderboard: {board} (leaderboard.md, leaderboard.csv, *.png)")
     print(f"\nartifacts: {RunLayout(config.run_dir).root}")
+
+
+def dataset_preset_exists(dataset: str) -> bool:
+    from importlib import resources
+
+    return (resources.files("raylrec") / "presets" / f"{dataset}.yaml").is_file()
 
 
 def cmd_analyze_kendall(args) -> None:
@@ -110,9 +136,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = commands.add_parser("data", help="fetch and prepare datasets").add_subparsers(dest="data_command",
                                                                                         required=True)
-    fetch = data.add_parser("fetch", help="download a dataset into the cache, verifying checksums")
-    fetch.add_argument("dataset")
+    def with_source_options(p):
+        p.add_argument("dataset")
+        p.add_argument("--source-dir", help="directory holding local copies of datasets, a folder per dataset "
+                                            "(default $RAYLREC_DATASETS_DIR)")
+        p.add_argument("--allow-unverified", action="store_true",
+                       help="also use sources without pinned checksums (the official Amazon dumps)")
+        return p
+
+    fetch = with_source_options(data.add_parser("fetch", help="download a dataset into the cache, verifying "
+                                                              "checksums"))
     fetch.set_defaults(handler=cmd_data_fetch)
+    verify = with_source_options(data.add_parser("verify", help="compare a dataset's raw counts with the "
+                                                                "published statistics"))
+    verify.set_defaults(handler=cmd_data_verify)
     prepare = with_overrides(data.add_parser("prepare", help="prepare a dataset into a run directory"))
     prepare.add_argument("dataset", nargs="?")
     prepare.add_argument("--config", help="YAML file with a DataConfig")
@@ -133,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", "--preset", dest="config", default="default",
                      help="YAML PipelineConfig file or preset name: default (CPU, minutes) or paper (GPU cluster)")
     run.add_argument("--run-dir", help=RUN_DIR_HELP)
+    run.add_argument("--dataset", help="run on this dataset: its preset (amazon14-beauty, amazon18-scientific) or, "
+                                       "for other names, --config with data.dataset set to it")
     run.set_defaults(handler=cmd_run)
 
     analyze = commands.add_parser("analyze", help="analyses of trained models").add_subparsers(

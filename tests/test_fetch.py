@@ -14,7 +14,8 @@ import pytest
 from raylrec.data import fetch as fetch_module
 from raylrec.data.fetch import CHECKSUMS_FILE, fetch_dataset
 from raylrec.data.readers import read_interactions, read_items
-from raylrec.data.sources import SOURCES, KeptFile, PipWheel, Source, ZipUrl
+from raylrec.data.sources import (DATASETS_DIR_VARIABLE, PUBLISHED, SOURCES, FileUrls, KeptFile, LocalDir, PipWheel,
+                                  Source, ZipUrl)
 from raylrec.errors import DataError
 
 INTERACTIONS = b"user_id:token\titem_id:token\trating:float\ttimestamp:float\n1\t10\t4\t100\n2\t10\t5\t101\n"
@@ -234,12 +235,74 @@ def test_unknown_dataset_lists_known_names(cache):
     assert "ml-nope" in str(err.value) and "ml-100k" in str(err.value) and "ml-1m" in str(err.value)
 
 
-def test_registry_pins_every_recbole_file_and_no_grouplens_file():
+def test_registry_pins_every_source_except_the_official_amazon_dumps():
     for dataset, sources in SOURCES.items():
         for source in sources:
-            pinned = [kept.sha256 is not None for kept in source.kept]
-            assert all(pinned) == (source.name == "recbole-wheel"), (dataset, source.name)
-    assert [source.name for source in SOURCES["ml-100k"]] == ["grouplens", "recbole-wheel"]
+            assert bool(source.unpinned) == source.name.startswith("mcauley-"), (dataset, source.name)
+    assert [source.name for source in SOURCES["ml-100k"]] == ["recbole-wheel", "grouplens"]
+    assert SOURCES["ml-1m"][0].archive == ZipUrl(
+        "https://files.grouplens.org/datasets/movielens/ml-1m.zip",
+        sha256="a6898adb50b9ca05aa231689da44c217cb524e7ebd39d264c56e2832f2c54e20", size=5_917_549)
+    assert SOURCES["ml-100k"][1].archive.sha256 == "50d2a982c66986937beb9ffb3aa76efe955bf3d5c6b761f4e3a7cd717c6a3229"
+    assert {"amazon14-beauty", "amazon18-scientific", "ml-1m", "ml-100k"} <= set(PUBLISHED)
+
+
+def test_pinned_archive_verifies_every_file_taken_out_of_it(monkeypatch, toy_zip, tmp_path, cache):
+    """GroupLens-style: only the zip's checksum is published; it pins the unpinned members."""
+    good = Source("pinned-zip", ZipUrl(toy_zip.as_uri(), sha256(toy_zip.read_bytes()), toy_zip.stat().st_size),
+                  interactions=KeptFile("toy/toy.inter", None), items=KeptFile("toy/toy.item", None), format="recbole")
+    monkeypatch.setitem(SOURCES, "toy", (good,))
+    raw = fetch_dataset("toy", cache_root=cache)
+    assert raw.source == "pinned-zip" and raw.items_path.read_bytes() == ITEMS
+
+    wrong = Source("wrong-zip", ZipUrl(toy_zip.as_uri(), "0" * 64, 1), interactions=good.interactions,
+                   items=good.items, format="recbole")
+    monkeypatch.setitem(SOURCES, "toy", (wrong,))
+    with pytest.raises(DataError, match=r"wrong-zip .*toy.zip: sha256 expected 0{64} \(1 B\), actual"):
+        fetch_dataset("toy", cache_root=cache)
+
+
+def local_source(folder: str = "toy") -> Source:
+    return Source("local", LocalDir(folder), interactions=KeptFile("user_sequence.txt", sha256(b"A B C D\n")),
+                  items=KeptFile("items.json", sha256(b'{"B": "b", "C": "c", "D": "d"}')), format="p5",
+                  items_format="json")
+
+
+def test_local_directory_source_from_the_environment_or_source_dir(monkeypatch, tmp_path, cache):
+    copy = tmp_path / "datasets" / "toy"
+    copy.mkdir(parents=True)
+    (copy / "user_sequence.txt").write_bytes(b"A B C D\n")
+    (copy / "items.json").write_bytes(b'{"B": "b", "C": "c", "D": "d"}')
+    monkeypatch.setitem(SOURCES, "toy", (local_source(),))
+    monkeypatch.delenv(DATASETS_DIR_VARIABLE, raising=False)
+    with pytest.raises(DataError, match=f"skipped: no local directory given; set \\${DATASETS_DIR_VARIABLE}"):
+        fetch_dataset("toy", cache_root=cache)
+
+    raw = fetch_dataset("toy", cache_root=cache, source_dir=tmp_path / "datasets")
+    assert raw.source == "local" and raw.format == "p5" and raw.items_format == "json"
+    assert read_interactions(raw.interactions_path, raw.format).num_rows == 3
+    monkeypatch.setenv(DATASETS_DIR_VARIABLE, str(tmp_path / "datasets"))
+    assert fetch_dataset("toy", cache_root=tmp_path / "other-cache").interactions_path.read_bytes() == b"A B C D\n"
+
+    (copy / "items.json").write_bytes(b"{}")
+    with pytest.raises(DataError, match="items.json in .*datasets/toy: sha256 expected"):
+        fetch_dataset("toy", cache_root=tmp_path / "third-cache")
+    (copy / "items.json").unlink()
+    with pytest.raises(DataError, match="items.json: no such file"):
+        fetch_dataset("toy", cache_root=tmp_path / "fourth-cache")
+
+
+def test_plain_file_urls(monkeypatch, tmp_path, cache):
+    served = tmp_path / "served"
+    (served / "files").mkdir(parents=True)
+    (served / "files" / "toy.inter").write_bytes(INTERACTIONS)
+    (served / "files" / "toy.item").write_bytes(ITEMS)
+    source = Source("files", FileUrls(served.as_uri() + "/"), interactions=KeptFile("files/toy.inter",
+                    sha256(INTERACTIONS)), items=KeptFile("files/toy.item", sha256(ITEMS)), format="recbole")
+    monkeypatch.setitem(SOURCES, "toy", (source,))
+    raw = fetch_dataset("toy", cache_root=cache)
+    assert raw.interactions_path.read_bytes() == INTERACTIONS and raw.all_paths == [raw.interactions_path,
+                                                                                   raw.items_path]
 
 
 @pytest.fixture(scope="module")
@@ -265,3 +328,15 @@ def test_real_recbole_ml100k_files_parse(real_ml100k):
     assert items.num_rows == 1_682
     assert all(column.null_count == 0 for column in interactions.columns)
     assert items.slice(0, 1).to_pylist()[0]["genres"] == "Animation, Children's, Comedy"
+
+
+def test_verify_reports_counts_that_differ(monkeypatch, toy_zip, cache, capsys):
+    from raylrec.cli import main
+    from raylrec.data.sources import PublishedCounts
+
+    monkeypatch.setitem(SOURCES, "toy", (zip_source("mirror", toy_zip.as_uri()),))
+    monkeypatch.setitem(PUBLISHED, "toy", PublishedCounts(2, 1, 3, "a toy paper"))
+    assert main(["--cache-dir", str(cache), "data", "verify", "toy"]) == 1
+    captured = capsys.readouterr()
+    assert "| users | 2 | 2 | ok |" in captured.out and "| interactions | 3 | 2 | DIFFERS |" in captured.out
+    assert "counts differ from the published statistics" in captured.err

@@ -18,6 +18,10 @@ def prepare_frame(tmp_path, frame: pd.DataFrame, items: pd.DataFrame | None = No
         items.to_csv(items_path, index=False)
     config = DataConfig(dataset="t", interactions_path=str(log), items_path=str(items_path) if items_path else None,
                         format="csv", num_blocks=2, negatives=settings.pop("negatives", [2]), **settings)
+    return prepare_frame_config(config, tmp_path)
+
+
+def prepare_frame_config(config: DataConfig, tmp_path) -> dict:
     return prepare_dataset(config, tmp_path / "prepared")
 
 
@@ -147,3 +151,57 @@ def test_prepared_item_ids_are_sorted(prepared_dir):
     users = pd.read_parquet(prepared_dir / "users.parquet")
     assert items["item_id"].tolist() == sorted(items["item_id"]) and items["item"].tolist() == list(range(1, len(items) + 1))
     assert users["user_id"].tolist() == sorted(users["user_id"])
+
+
+def test_headerless_log_without_timestamps_prepares(ray_session, tmp_path):
+    """A real `user item` log (SASRec repository format: no header, no rating, no timestamp) used to crash after
+    Ray Data pickled the all-null timestamp lists; it is a supported input: file order is the time order."""
+    rng = np.random.default_rng(0)
+    lines, expected = [], {}
+    for user in range(300):
+        items = [f"i{x}" for x in rng.choice(500, size=int(rng.integers(3, 12)), replace=False)]
+        expected[f"u{user}"] = items
+        lines += [f"u{user} {item}" for item in items]
+    log = tmp_path / "Beauty.txt"
+    log.write_text("\n".join(lines) + "\n")
+    config = DataConfig(dataset="t", interactions_path=str(log), format="whitespace", fields=["user", "item"],
+                        columns={"user": "user", "item": "item", "rating": None, "timestamp": None},
+                        num_blocks=4, negatives=[5])
+    report = prepare_frame_config(config, tmp_path)
+    assert report["counts"]["interactions"] == len(lines) and report["counts"]["users"] == 300
+    assert any("no timestamps" in note for note in report["notes"])
+    data = PreparedData(tmp_path / "prepared")
+    users = pd.read_parquet(tmp_path / "prepared" / "users.parquet")["user_id"]
+    items = pd.read_parquet(tmp_path / "prepared" / "items.parquet").set_index("item")["item_id"]
+    for user, raw in enumerate(users):
+        assert [items[i] for i in data.sequences.row(user)] == expected[raw]
+    stored = pd.read_parquet(tmp_path / "prepared" / "interactions.parquet")
+    assert stored["timestamp"].isna().all() and stored["rating"].isna().all()
+
+
+def test_p5_sequences_with_an_item_table_and_id_map(ray_session, tmp_path):
+    """The shared Beauty layout: user_sequence.txt + products_lookup.csv + item_id_to_int.json; the unused
+    item of the table is counted in the report's item steps."""
+    (tmp_path / "user_sequence.txt").write_text("A1 B1 B2 B3\nA2 B2 B3 B1 B2\n")
+    (tmp_path / "products_lookup.csv").write_text(",global_product_id,name\n0,7,Soap\n1,8,Brush\n2,9,Comb\n3,4,X\n")
+    (tmp_path / "item_id_to_int.json").write_text('{"B1": 7, "B2": 8, "B3": 9}')
+    config = DataConfig(dataset="t", interactions_path=str(tmp_path / "user_sequence.txt"),
+                        items_path=str(tmp_path / "products_lookup.csv"), items_format="csv",
+                        item_columns={"item": "global_product_id", "title": "name"},
+                        item_ids_path=str(tmp_path / "item_id_to_int.json"), num_blocks=2, negatives=[0])
+    report = prepare_frame_config(config, tmp_path)
+    assert report["item_steps"] == [{"step": "read products_lookup.csv", "rows_in": 4, "rows_out": 3,
+                                     "dropped": {"item not named in item_id_to_int.json": 1}}]
+    steps = {s["step"]: s for s in report["steps"]}
+    assert steps["order by time and de-duplicate"]["dropped"] == {"repeated (user, item) pair, first kept": 1}
+    items = pd.read_parquet(tmp_path / "prepared" / "items.parquet")
+    assert items[["item_id", "title"]].values.tolist() == [["B1", "Soap"], ["B2", "Brush"], ["B3", "Comb"]]
+    assert PreparedData(tmp_path / "prepared").sequences.row(1).tolist() == [2, 3, 1]
+
+
+def test_settings_added_later_stay_out_of_saved_configs_at_their_defaults():
+    """Prepared data and fingerprints saved before these settings existed must still match a default config."""
+    from raylrec.data.prepare import ADDED_FIELDS
+
+    assert not set(ADDED_FIELDS) & set(DataConfig().model_dump(mode="json"))
+    assert DataConfig(fields=["user_id", "item_id"]).model_dump(mode="json")["fields"] == ["user_id", "item_id"]

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from raylrec.data.readers import INTERACTIONS_SCHEMA, ColumnMapping, ItemColumnMapping, read_interactions, read_items
+from raylrec.data.readers import (INTERACTIONS_SCHEMA, ColumnMapping, ItemColumnMapping, dropped_rows,
+                                  read_interactions, read_items, sibling_files)
 from raylrec.errors import DataError
 
 
@@ -303,3 +305,183 @@ def test_unknown_or_undetectable_format(tmp_path):
 
 def test_missing_file(tmp_path):
     raises_data_error("no such file", read=read_interactions, path=tmp_path / "absent.csv")
+
+
+# --- headerless files, sequence files, JSON item tables, Amazon dumps ------------------------------------------------
+
+
+def test_headerless_whitespace_with_fields_and_the_sasrec_format(tmp_path):
+    path = write(tmp_path, "Beauty.txt", "1 10\n1 11\n\n2 10\n")
+    expected = [{"user_id": "1", "item_id": "10", "row": 1}, {"user_id": "1", "item_id": "11", "row": 2},
+                {"user_id": "2", "item_id": "10", "row": 4}]
+    by_fields = read_interactions(path, format="whitespace", fields=["user_id", "item_id"])
+    assert rows(by_fields.select(["user_id", "item_id", "row"])) == expected
+    assert rows(read_interactions(path, format="sasrec").select(["user_id", "item_id", "row"])) == expected
+    mapped = read_interactions(path, format="whitespace", fields=["u", "i"],
+                               columns=ColumnMapping(user="u", item="i", rating=None, timestamp=None))
+    assert mapped["item_id"].to_pylist() == ["10", "11", "10"]
+    # A headerless file read as if line 1 were a header: the error says how to read it.
+    raises_data_error("line 1", "fields=", read=read_interactions, path=path, format="whitespace")
+    raises_data_error("line 3", "expected 2 fields", "found 3", read=read_interactions,
+                      path=write(tmp_path, "bad.txt", "1 10\n\n1 11 12\n"), format="sasrec")
+
+
+def test_headerless_csv_with_fields(tmp_path):
+    path = write(tmp_path, "log.csv", "7,a,4.5,10\n8,\"b,c\",1,11\n")
+    assert rows(read_interactions(path, fields=["user_id", "item_id", "rating", "timestamp"])) == [
+        {"user_id": "7", "item_id": "a", "rating": 4.5, "timestamp": 10, "row": 1},
+        {"user_id": "8", "item_id": "b,c", "rating": 1.0, "timestamp": 11, "row": 2},
+    ]
+    raises_data_error("line 2", "field 3 (rating)", "'x' is not a number", read=read_interactions,
+                      path=write(tmp_path, "bad.csv", "7,a,4\n8,b,x\n"), fields=["user_id", "item_id", "rating"])
+
+
+def test_p5_user_sequences(tmp_path):
+    path = write(tmp_path, "user_sequence.txt", "A1 B2 B1\n\nA2 B1 B3 B2\n")
+    table = read_interactions(path)
+    assert rows(table.select(["user_id", "item_id", "row"])) == [
+        {"user_id": "A1", "item_id": "B2", "row": 1}, {"user_id": "A1", "item_id": "B1", "row": 2},
+        {"user_id": "A2", "item_id": "B1", "row": 3}, {"user_id": "A2", "item_id": "B3", "row": 4},
+        {"user_id": "A2", "item_id": "B2", "row": 5},
+    ]
+    assert table["timestamp"].null_count == 5 and table["rating"].null_count == 5
+    raises_data_error("line 2", "user 'A9' has no items", read=read_interactions,
+                      path=write(tmp_path, "user_sequence.txt", "A1 B1\nA9\n"))
+
+
+def test_item_table_with_an_id_map(tmp_path):
+    """The shared Beauty copy: products_lookup.csv (pandas index, global_product_id, name) + item_id_to_int.json."""
+    items = write(tmp_path, "products_lookup.csv", ",global_product_id,name\n0,5,Lipstick\n1,3,\n2,9,Unused\n")
+    id_map = write(tmp_path, "item_id_to_int.json", '{"B2": 5, "B1": 3}')
+    columns = ItemColumnMapping(item="global_product_id", title="name")
+    table = read_items(items, columns=columns, id_map=id_map)
+    assert rows(table) == [{"item_id": "B2", "title": "Lipstick", "unnamed_1": "0"},
+                           {"item_id": "B1", "title": None, "unnamed_1": "1"}]
+    assert dropped_rows(table) == {"item not named in item_id_to_int.json": 1}
+    raises_data_error("'B7'", "'4'", "does not list", read=read_items, path=items, columns=columns,
+                      id_map=write(tmp_path, "item_id_to_int.json", '{"B2": 5, "B7": 4}'))
+    bad = write(tmp_path, "item_id_to_int.json", '{"B2": 5, "B3": 5}')
+    with pytest.raises(DataError, match="item_id_to_int.json: item table id '5' is the target of more than one"):
+        read_items(items, columns=columns, id_map=bad)
+
+
+def test_json_and_jsonl_item_tables(tmp_path):
+    titles = write(tmp_path, "titles.json", '{"B1": "Soap", "B2": "Brush"}')
+    assert rows(read_items(titles)) == [{"item_id": "B1", "title": "Soap"}, {"item_id": "B2", "title": "Brush"}]
+    fields = write(tmp_path, "items.json", '{"B1": {"title": "Soap", "brand": "Acme", "tags": ["a", "b"]}}')
+    assert rows(read_items(fields)) == [{"item_id": "B1", "title": "Soap", "brand": "Acme", "tags": '["a", "b"]'}]
+    records = write(tmp_path, "list.json", '[{"asin": "B1", "name": "Soap"}]')
+    assert rows(read_items(records, columns=ItemColumnMapping(item="asin", title="name"))) == [
+        {"item_id": "B1", "title": "Soap"}]
+    lines = write(tmp_path, "items.jsonl", '{"item_id": "B1", "title": "Soap"}\n\n{"item_id": "B2"}\n')
+    assert rows(read_items(lines)) == [{"item_id": "B1", "title": "Soap"}, {"item_id": "B2", "title": None}]
+    raises_data_error("line 2", "not valid JSON", read=read_items,
+                      path=write(tmp_path, "bad.jsonl", '{"item_id": "B1"}\n{"item_id": \n'))
+    raises_data_error("line 2", "item id 'B1' already appeared on line 1", read=read_items,
+                      path=write(tmp_path, "twice.jsonl", '{"item_id": "B1"}\n{"item_id": "B1"}\n'))
+    raises_data_error("item tables", read=read_interactions, path=lines)
+
+
+def write_splits(directory: Path, train: str, valid: str, test: str) -> Path:
+    header = "user_id:token\titem_id_list:token_seq\titem_id:token\n"
+    for split, body in (("train", train), ("valid", valid), ("test", test)):
+        write(directory, f"Toy.{split}.inter", header + body)
+    return directory / "Toy.train.inter"
+
+
+def test_recbole_split_files_rebuild_full_sequences(tmp_path):
+    # User 0: 0 1 2 3 4 5 with histories truncated to 3 items (longest prefix first, as UniSRec's files);
+    # user 1: 6 7 8, no training rows beyond the first transition.
+    train = "0\t0 1 2\t3\n0\t0 1\t2\n0\t0\t1\n1\t6\t7\n"
+    path = write_splits(tmp_path, train, valid="0\t1 2 3\t4\n1\t6 7\t8\n", test="0\t2 3 4\t5\n1\t6 7 8\t9\n")
+    table = read_interactions(path)
+    sequences = {}
+    for row in rows(table):
+        sequences.setdefault(row["user_id"], []).append(row["item_id"])
+    assert sequences == {"0": ["0", "1", "2", "3", "4", "5"], "1": ["6", "7", "8", "9"]}
+    assert table["row"].to_pylist() == list(range(1, 11))
+
+    write(tmp_path, "Toy.item2index", "".join(f"B{k}\t{k}\n" for k in range(10)))
+    write(tmp_path, "Toy.user2index", "Ann\t0\nBob\t1\n")
+    mapped = read_interactions(tmp_path / "Toy.test.inter")
+    assert mapped["user_id"].to_pylist()[:1] == ["Ann"] and mapped["item_id"].to_pylist()[-1] == "B9"
+    assert sorted(p.name for p in sibling_files(path)) == ["Toy.item2index", "Toy.test.inter", "Toy.user2index",
+                                                           "Toy.valid.inter"]
+
+
+def test_recbole_split_files_that_do_not_chain_up(tmp_path):
+    path = write_splits(tmp_path, "0\t0\t1\n", valid="0\t0 1\t2\n", test="0\t0 9\t3\n")
+    with pytest.raises(DataError, match=r"Toy.test.inter: line 2: the history of user '0' does not continue"):
+        read_interactions(path)
+    (tmp_path / "Toy.valid.inter").unlink()
+    with pytest.raises(DataError, match=r"Toy.valid.inter: no such file"):
+        read_interactions(path)
+
+
+def gzip_lines(directory: Path, name: str, lines: list[str]) -> Path:
+    path = directory / name
+    with gzip.open(path, "wt", encoding="utf-8") as out:
+        out.write("\n".join(lines) + "\n")
+    return path
+
+
+def test_amazon_2014_reviews_and_python_literal_meta(tmp_path):
+    reviews = gzip_lines(tmp_path, "reviews_Beauty_5.json.gz", [
+        '{"reviewerID": "A1", "asin": "B1", "reviewerName": "x", "helpful": [0, 0], "overall": 5.0, '
+        '"unixReviewTime": 1391212800, "reviewTime": "02 1, 2014"}',
+        '{"reviewerID": "A1", "asin": "B2", "overall": 3.0, "unixReviewTime": 1391212801}',
+    ])
+    assert rows(read_interactions(reviews)) == [
+        {"user_id": "A1", "item_id": "B1", "rating": 5.0, "timestamp": 1391212800, "row": 1},
+        {"user_id": "A1", "item_id": "B2", "rating": 3.0, "timestamp": 1391212801, "row": 2},
+    ]
+    meta = gzip_lines(tmp_path, "meta_Beauty.json.gz", [
+        "{'asin': 'B1', 'title': 'Rose &amp; Oud', 'description': 'A scent.', "
+        "'categories': [['Beauty', 'Fragrance'], ['Beauty', 'Women']], 'brand': 'Acme', 'price': 12.5}",
+        "{'asin': 'B2', 'categories': [['Beauty']], 'related': {'also_bought': ['B1']}}",
+    ])
+    assert rows(read_items(meta)) == [
+        {"item_id": "B1", "title": "Rose & Oud", "description": "A scent.", "categories": "Beauty, Fragrance, Women",
+         "brand": "Acme", "price": "12.5"},
+        {"item_id": "B2", "title": None, "description": None, "categories": "Beauty", "brand": None, "price": None},
+    ]
+    # Literals only: an expression is a parse error naming the line, never evaluated.
+    bad = gzip_lines(tmp_path, "meta_Bad.json.gz", ["{'asin': 'B1'}", "__import__('os').getcwd()"])
+    raises_data_error("line 2", "neither JSON nor a Python literal", read=read_items, path=bad)
+    missing = gzip_lines(tmp_path, "reviews_Gap_5.json.gz", ['{"reviewerID": "A1", "asin": "B1", "overall": 5.0, '
+                                                             '"unixReviewTime": 1}', '{"asin": "B2", "overall": 4.0, '
+                                                             '"unixReviewTime": 2}'])
+    raises_data_error("record 2", "user id is empty", read=read_interactions, path=missing)
+
+
+def test_amazon_2018_meta_repeats_are_counted(tmp_path):
+    reviews = gzip_lines(tmp_path, "Industrial_and_Scientific_5.json.gz", [
+        '{"overall": 4.0, "verified": true, "reviewerID": "U1", "asin": "P1", "style": {"Size:": " 1"}, '
+        '"unixReviewTime": 1500000000, "vote": "2"}',
+    ])
+    assert rows(read_interactions(reviews))[0] == {"user_id": "U1", "item_id": "P1", "rating": 4.0,
+                                                   "timestamp": 1500000000, "row": 1}
+    meta = gzip_lines(tmp_path, "meta_Industrial_and_Scientific.json.gz", [
+        '{"asin": "P1", "title": "Gloves", "description": ["Nitrile.", "Box of 100."], "category": '
+        '["Industrial & Scientific", "Lab"], "brand": "Acme"}',
+        '{"asin": "P1", "title": "Gloves (again)"}',
+    ])
+    table = read_items(meta)
+    assert rows(table) == [{"item_id": "P1", "title": "Gloves", "description": "Nitrile. Box of 100.",
+                            "categories": "Industrial & Scientific, Lab", "brand": "Acme", "price": None}]
+    assert dropped_rows(table) == {"item listed again, first kept": 1}
+
+
+def test_amazon_2023_jsonl(tmp_path):
+    reviews = gzip_lines(tmp_path, "All_Beauty.jsonl.gz", [
+        '{"rating": 5.0, "title": "ok", "asin": "B01", "parent_asin": "P01", "user_id": "U1", '
+        '"timestamp": 1588687728923, "helpful_vote": 0, "verified_purchase": true}',
+    ])
+    assert rows(read_interactions(reviews)) == [
+        {"user_id": "U1", "item_id": "P01", "rating": 5.0, "timestamp": 1588687728923, "row": 1}]
+    meta = gzip_lines(tmp_path, "meta_All_Beauty.jsonl.gz", [
+        '{"main_category": "All Beauty", "title": "Brush", "description": [], "categories": [], '
+        '"store": "Acme", "parent_asin": "P01", "price": null}',
+    ])
+    assert rows(read_items(meta)) == [{"item_id": "P01", "title": "Brush", "description": None, "categories": None,
+                                       "brand": "Acme", "price": None}]

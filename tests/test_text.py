@@ -340,3 +340,11 @@ def test_packaged_smollm2_converts_once_and_still_knows_paris():
     prompt = loaded.tokenizer("The capital of France is", return_tensors="pt")
     answer = lm.generate(**prompt, max_new_tokens=3, do_sample=False)[0, prompt["input_ids"].shape[1]:]
     assert "Paris" in loaded.tokenizer.decode(answer)
+
+
+def test_named_amazon_datasets_have_their_text_and_product_wording_from_one_place():
+    from raylrec.text.templates import default_instruction
+
+    assert default_template("amazon14-beauty") == default_template("amazon18-scientific") == "{title}"
+    assert "product" in default_instruction("amazon14-beauty") and "movie" in default_instruction("ml-1m")
+    assert default_instruction("my-shop").count("{history}") == 1

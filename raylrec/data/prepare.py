@@ -1,12 +1,15 @@
 """Turn a raw interaction log (and item texts) into the canonical prepared dataset.
 
-Heavy row-level steps (filtering, per-user ordering and de-duplication, k-core, grouping into
-sequences) run on Ray Data so large logs shard over the cluster; the per-user steps after grouping,
-the id maps, the split and the negatives run on the driver over one row per user.
+Heavy row-level steps (filtering, per-user ordering and de-duplication, k-core) run on Ray Data so large logs shard
+over the cluster. Users are hashed into `num_blocks` partitions and each partition is processed in one vectorised
+call (sort, de-duplicate): a Python call per user would cost more than the work itself. The per-user steps after that
+(history cap, leave-one-out minimum), the id maps, the split and the negatives run on the driver as array operations
+over the flat, ordered rows.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -16,12 +19,15 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import ray
+from pydantic import field_validator, model_serializer
 from tqdm import tqdm
 
 from raylrec.config import StrictModel
-from raylrec.data.fetch import fetch_dataset, file_sha256
-from raylrec.data.readers import ColumnMapping, read_interactions, read_items
+from raylrec.data.fetch import RawDataset, fetch_dataset, file_sha256
+from raylrec.data.readers import (ColumnMapping, ItemColumnMapping, dropped_rows, read_interactions, read_items,
+                                  row_unit, sibling_files)
 from raylrec.data.report import DataReport
 from raylrec.errors import DataError
 from raylrec.ray_utils import ensure_ray
@@ -29,6 +35,8 @@ from raylrec.ray_utils import ensure_ray
 log = logging.getLogger(__name__)
 
 LEAVE_ONE_OUT_MIN = 3  # train ≥ 1 item, then the validation and the test target
+PARTITION = "_partition"  # the user's hash partition, a column that exists only during the row-level steps
+POSITION = "_position"  # a row's place in its user's time order
 
 
 class DataConfig(StrictModel):
@@ -46,6 +54,39 @@ class DataConfig(StrictModel):
     negatives: list[int] = [19, 100]  # sampled-evaluation candidate sets drawn once and stored
     seed: int = 2020
     num_blocks: int = 8  # Ray Data parallelism of the row-level steps
+    # The names of a headerless file's fields, in order (csv, tsv, whitespace: the file then has no header line),
+    # e.g. [user_id, item_id] for the SASRec repository's `user item` lines.
+    fields: list[str] | None = None
+    items_format: str | None = None  # the items file's format when it differs from `format` (e.g. p5 + csv)
+    item_columns: dict[str, str | None] | None = None  # ItemColumnMapping fields (item, title) of the items file
+    # A JSON object mapping the interactions' raw item ids to the items file's ids (P5's item_id_to_int.json).
+    item_ids_path: str | None = None
+    # Where named datasets with a local-directory source are read from (a folder per dataset, as published);
+    # default $RAYLREC_DATASETS_DIR. Not needed for datasets downloaded from the internet.
+    source_dir: str | None = None
+
+    @field_validator("columns")
+    @classmethod
+    def _columns_are_fields(cls, columns: dict[str, str | None] | None) -> dict[str, str | None] | None:
+        known = [f.name for f in dataclasses.fields(ColumnMapping)]
+        unknown = sorted(set(columns or {}) - set(known))
+        if unknown:
+            raise ValueError(f"unknown field(s) {', '.join(map(repr, unknown))}; data.columns maps "
+                             f"{', '.join(known)} to the file's column names")
+        return columns
+
+    @model_serializer(mode="wrap")
+    def _dump_without_unset_additions(self, handler):
+        """Fields added after data was first prepared are left out while at their defaults, so the configs
+        saved in existing prepared datasets (and their fingerprints) still match."""
+        dumped = handler(self)
+        for name in ADDED_FIELDS:
+            if name in dumped and getattr(self, name) == type(self).model_fields[name].default:
+                del dumped[name]
+        return dumped
+
+
+ADDED_FIELDS = ("fields", "items_format", "item_columns", "item_ids_path", "source_dir")
 
 
 def natural_order(raw_ids: pd.Series) -> pd.Series:
@@ -59,21 +100,25 @@ def natural_order(raw_ids: pd.Series) -> pd.Series:
     return unique.sort_values(kind="stable").reset_index(drop=True)
 
 
-def sort_and_deduplicate(group: pd.DataFrame, deduplicate: bool) -> pd.DataFrame:
-    """One user's rows in time order (file order breaks timestamp ties), optionally first occurrences only."""
-    group = group.sort_values(["timestamp", "row"] if group["timestamp"].notna().all() else ["row"], kind="stable")
+def add_partition(batch: pa.Table, num_partitions: int) -> pa.Table:
+    """Each row's user partition: a fixed hash of the user id, so all of a user's rows meet in one group."""
+    users = batch["user_id"].to_numpy(zero_copy_only=False).astype(object)
+    partition = pd.util.hash_array(users) % np.uint64(num_partitions)
+    return batch.append_column(PARTITION, pa.array(partition.astype(np.int64)))
+
+
+def order_users(part: pa.Table, by_timestamp: bool, deduplicate: bool) -> pa.Table:
+    """A partition's rows, each user's rows in time order (file order breaks timestamp ties), optionally each
+    (user, item) pair's first occurrence only, with each row's place in its user's order in `_position`."""
+    keys = [("user_id", "ascending")] + ([("timestamp", "ascending")] if by_timestamp else []) + [("row", "ascending")]
+    part = part.take(pc.sort_indices(part, sort_keys=keys)).drop_columns([PARTITION])
+    users = pd.Series(part["user_id"].to_numpy(zero_copy_only=False))
     if deduplicate:
-        group = group.drop_duplicates("item_id", keep="first")
-    return group
-
-
-def to_sequence(group: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame({
-        "user_id": [group["user_id"].iloc[0]],
-        "items": [group["item_id"].tolist()],
-        "timestamps": [group["timestamp"].tolist()],
-        "ratings": [group["rating"].tolist()],
-    })
+        repeated = pd.DataFrame({"user": users, "item": part["item_id"].to_numpy(zero_copy_only=False)}).duplicated()
+        part = part.filter(pa.array(~repeated.to_numpy()))
+        users = users[~repeated.to_numpy()]
+    position = users.groupby(users, sort=False).cumcount().to_numpy(np.int64)
+    return part.append_column(POSITION, pa.array(position))
 
 
 def keep_members(batch: pa.Table, column: str, allowed: pa.Array) -> pa.Table:
@@ -108,40 +153,26 @@ def draw_negatives(sequences: list[np.ndarray], num_items: int, count: int, rng:
                    user_ids: list[str]) -> np.ndarray:
     """`count` distinct items per user that the user never interacted with, by rejection sampling."""
     out = np.empty((len(sequences), count), dtype=np.int32)
+    seen_mask = np.zeros(num_items + 1, dtype=bool)  # the current user's items; a lookup, not a search per draw
     for u, seen in enumerate(tqdm(sequences, desc=f"negatives ({count} per user)", unit="user", leave=False)):
-        if num_items - len(np.unique(seen)) < count:
+        if num_items - len(seen) < count and num_items - len(np.unique(seen)) < count:
             raise DataError(f"user {user_ids[u]!r} interacted with {len(seen)} of {num_items} items: "
                             f"cannot draw {count} unseen negatives; lower `negatives`")
-        picked: list[int] = []
+        seen_mask[seen] = True
+        picked: dict[int, None] = {}  # insertion-ordered set: draws are kept in the order they came
         while len(picked) < count:
             draw = rng.integers(1, num_items + 1, size=2 * count)
-            draw = draw[~np.isin(draw, seen)]
-            picked.extend(x for x in dict.fromkeys(draw.tolist()) if x not in set(picked))
-        out[u] = picked[:count]
+            picked.update(dict.fromkeys(draw[~seen_mask[draw]].tolist()))
+        seen_mask[seen] = False
+        out[u] = list(picked)[:count]
     return out
 
 
 def prepare_dataset(config: DataConfig, out_dir: Path, cache_root: Path | None = None) -> dict:
     """Run every preparation step and write the prepared dataset to `out_dir`; returns the data report."""
-    if config.interactions_path:
-        interactions_path = Path(config.interactions_path)
-        items_path = Path(config.items_path) if config.items_path else None
-        file_format = config.format
-    else:
-        raw = fetch_dataset(config.dataset, cache_root)
-        interactions_path, items_path, file_format = raw.interactions_path, raw.items_path, raw.format
-    mapping = ColumnMapping(**config.columns) if config.columns else None
-    table = read_interactions(interactions_path, format=file_format, columns=mapping, delimiter=config.delimiter)
-    items = (read_items(items_path, format=file_format, delimiter=config.delimiter).to_pandas()
-             if items_path else None)
-
-    if items is not None:
-        check_items_agree(table, items, interactions_path, items_path)
-    report = DataReport(config.dataset)
-    report.record("read", table.num_rows, table.num_rows)
+    files, table, items, report = read_inputs(config, cache_root)
     ensure_ray()
-    if not table["timestamp"].null_count == 0:
-        report.notes.append(f"{interactions_path.name} has no timestamps: file order is the time order")
+    by_timestamp = table["timestamp"].null_count == 0
     ds = ray.data.from_arrow(table).repartition(config.num_blocks)
 
     if config.min_rating is not None:
@@ -156,58 +187,112 @@ def prepare_dataset(config: DataConfig, out_dir: Path, cache_root: Path | None =
         })
 
     rows_in = ds.count()
-    by_user = ds.groupby("user_id", num_partitions=config.num_blocks)
-    ds = by_user.map_groups(sort_and_deduplicate, fn_args=(config.deduplicate,), batch_format="pandas").materialize()
+    partitioned = ds.map_batches(add_partition, fn_args=(config.num_blocks,), batch_format="pyarrow")
+    ds = partitioned.groupby(PARTITION, num_partitions=config.num_blocks).map_groups(
+        order_users, fn_args=(by_timestamp, config.deduplicate), batch_format="pyarrow").materialize()
     report.record("order by time" + (" and de-duplicate" if config.deduplicate else ""), rows_in, ds.count(),
                   {"repeated (user, item) pair, first kept": rows_in - ds.count()})
 
     ds = k_core(ds, config, report)
-    by_user = ds.groupby("user_id", num_partitions=config.num_blocks)
-    sequences = by_user.map_groups(to_sequence, batch_format="pandas").to_pandas()
-    sequences = finish_sequences(sequences, config, report)
-    return write_prepared(sequences, items, config, report, out_dir,
-                          [p for p in (interactions_path, items_path) if p])
+    rows = finish_rows(pa.concat_tables(ray.get(ds.to_arrow_refs())), config, report)
+    return write_prepared(rows, items, config, report, out_dir, files.all_paths)
 
 
-def finish_sequences(sequences: pd.DataFrame, config: DataConfig, report: DataReport) -> pd.DataFrame:
-    """Per-user steps on one row per user: history cap, then the leave-one-out minimum."""
-    lengths = sequences["items"].map(len)
+def read_inputs(config: DataConfig, cache_root: Path | None = None
+                ) -> tuple[RawDataset, pa.Table, pd.DataFrame | None, DataReport]:
+    """The raw files, the interactions read from them, the item table (checked to cover every item) and the report
+    with the read steps recorded."""
+    files = raw_files(config, cache_root)
+    table = read_interactions(files.interactions_path, format=files.format, columns=files.columns,
+                              delimiter=config.delimiter, fields=config.fields)
+    interactions_path, items_path = files.interactions_path, files.items_path
+    report = DataReport(config.dataset)
+    items = None
+    if items_path:
+        item_table = read_items(items_path, format=files.items_format, columns=files.item_columns,
+                                delimiter=config.delimiter if files.items_format == files.format else None,
+                                id_map=files.item_ids_path)
+        items = item_table.to_pandas()
+        dropped = dropped_rows(item_table)
+        report.record_items(f"read {items_path.name}", len(items) + sum(dropped.values()), len(items), dropped)
+        check_items_agree(table, items, interactions_path, items_path)
+    report.record("read", table.num_rows, table.num_rows)
+    if table["timestamp"].null_count:
+        report.notes.append(f"{interactions_path.name} has no timestamps: file order is the time order")
+    return files, table, items, report
+
+
+def raw_files(config: DataConfig, cache_root: Path | None = None) -> RawDataset:
+    """The raw files to read: the configured paths, or the named dataset's files fetched into the cache."""
+    if not config.interactions_path:
+        return fetch_dataset(config.dataset, cache_root, source_dir=config.source_dir)
+    path = Path(config.interactions_path)
+    return RawDataset(
+        name=config.dataset, interactions_path=path,
+        items_path=Path(config.items_path) if config.items_path else None,
+        format=config.format, source="configured paths",
+        columns=ColumnMapping(**config.columns) if config.columns else None,
+        items_format=config.items_format or config.format,
+        item_columns=ItemColumnMapping(**config.item_columns) if config.item_columns else None,
+        item_ids_path=Path(config.item_ids_path) if config.item_ids_path else None,
+        extra_paths=tuple(sibling_files(path, config.format)),
+    )
+
+
+def user_runs(codes: np.ndarray, num_users: int) -> tuple[np.ndarray, np.ndarray]:
+    """For rows grouped by user (`codes` non-decreasing): each user's row count, and each row's place in its user."""
+    lengths = np.bincount(codes, minlength=num_users)
+    starts = np.cumsum(lengths) - lengths
+    return lengths, np.arange(len(codes)) - starts[codes]
+
+
+def finish_rows(rows: pa.Table, config: DataConfig, report: DataReport) -> pa.Table:
+    """Per-user steps on the flat rows: each user's rows together in time order, the history cap, then the
+    leave-one-out minimum. Blocks may arrive in any order; the `_position` each row got while ordering its user
+    restores the order."""
+    codes, uniques = pd.factorize(rows["user_id"].to_numpy(zero_copy_only=False))
+    order = np.lexsort((rows[POSITION].to_numpy(), codes))
+    rows, codes = rows.take(order).drop_columns([POSITION]), codes[order]
+    lengths, position = user_runs(codes, len(uniques))
     if config.max_history is not None:
-        rows_in = int(lengths.sum())
-        for column in ("items", "timestamps", "ratings"):
-            sequences[column] = sequences[column].map(lambda values: values[-config.max_history:])
-        lengths = sequences["items"].map(len)
-        report.record(f"keep last {config.max_history} per user", rows_in, int(lengths.sum()),
-                      {f"older than the user's last {config.max_history}": rows_in - int(lengths.sum())})
-    rows_in = int(lengths.sum())
+        keep = position >= lengths[codes] - config.max_history
+        report.record(f"keep last {config.max_history} per user", len(codes), int(keep.sum()),
+                      {f"older than the user's last {config.max_history}": int((~keep).sum())})
+        rows, codes = rows.filter(pa.array(keep)), codes[keep]
+        lengths, _ = user_runs(codes, len(uniques))
     short = lengths < LEAVE_ONE_OUT_MIN
-    sequences = sequences.loc[~short].reset_index(drop=True)
-    report.record("leave-one-out minimum", rows_in, rows_in - int(lengths[short].sum()),
-                  {f"user has fewer than {LEAVE_ONE_OUT_MIN} interactions ({int(short.sum())} users)":
-                   int(lengths[short].sum())})
-    return sequences
+    keep = ~short[codes]
+    report.record("leave-one-out minimum", len(codes), int(keep.sum()),
+                  {f"user has fewer than {LEAVE_ONE_OUT_MIN} interactions ({int((short & (lengths > 0)).sum())} "
+                   "users)": int((~keep).sum())})
+    return rows.filter(pa.array(keep))
 
 
-def write_prepared(sequences: pd.DataFrame, items: pd.DataFrame | None, config: DataConfig, report: DataReport,
+def write_prepared(rows: pa.Table, items: pd.DataFrame | None, config: DataConfig, report: DataReport,
                    out_dir: Path, raw_files: list[Path]) -> dict:
-    user_ids = natural_order(sequences["user_id"])
-    flat = sequences.explode(["items", "timestamps", "ratings"])
-    item_ids = natural_order(flat["items"])
-    item_index = pd.Series(np.arange(1, len(item_ids) + 1), index=item_ids.to_numpy())
-    user_index = pd.Series(np.arange(len(user_ids)), index=user_ids.to_numpy())
+    """Number users and items in natural order and write the prepared files; `rows` hold each user's
+    interactions together, in time order."""
+    raw_users = pd.Series(rows["user_id"].to_numpy(zero_copy_only=False))
+    raw_items = pd.Series(rows["item_id"].to_numpy(zero_copy_only=False))
+    user_ids, item_ids = natural_order(raw_users), natural_order(raw_items)
+    user_of_row = pd.Index(user_ids).get_indexer(raw_users)
+    order = np.argsort(user_of_row, kind="stable")  # stable: each user's rows stay in time order
+    users = user_of_row[order].astype(np.int32)
+    items_of_rows = (pd.Index(item_ids).get_indexer(raw_items)[order] + 1).astype(np.int32)
+    lengths, position = user_runs(users, len(user_ids))
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
 
-    sequences = sequences.assign(user=sequences["user_id"].map(user_index)).sort_values("user")
-    item_sequences = [item_index.loc[s].to_numpy(dtype=np.int32) for s in sequences["items"]]
     out_dir.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"user": sequences["user"].to_numpy(np.int32), "items": item_sequences}).to_parquet(
-        out_dir / "sequences.parquet", index=False)
+    pq.write_table(pa.table({"user": np.arange(len(user_ids), dtype=np.int32),
+                             "items": pa.ListArray.from_arrays(offsets, items_of_rows)}),
+                   out_dir / "sequences.parquet")
     interactions = pd.DataFrame({
-        "user": np.repeat(sequences["user"].to_numpy(np.int32), [len(s) for s in item_sequences]),
-        "item": np.concatenate(item_sequences),
-        "timestamp": pd.array(np.concatenate([np.asarray(t, dtype=object) for t in sequences["timestamps"]]),
-                              dtype="Int64"),
-        "rating": np.concatenate([np.asarray(r, dtype=np.float64) for r in sequences["ratings"]]),
-        "position": np.concatenate([np.arange(len(s), dtype=np.int32) for s in item_sequences]),
+        "user": users,
+        "item": items_of_rows,
+        "timestamp": rows["timestamp"].take(order).cast(pa.int64()).to_pandas(
+            types_mapper={pa.int64(): pd.Int64Dtype()}.get),
+        "rating": rows["rating"].take(order).to_numpy(zero_copy_only=False),
+        "position": position.astype(np.int32),
     })
     interactions.to_parquet(out_dir / "interactions.parquet", index=False)
     pd.DataFrame({"user": np.arange(len(user_ids), dtype=np.int32), "user_id": user_ids}).to_parquet(
@@ -215,20 +300,17 @@ def write_prepared(sequences: pd.DataFrame, items: pd.DataFrame | None, config: 
     item_table = build_item_table(item_ids, items, report)
     item_table.to_parquet(out_dir / "items.parquet", index=False)
 
+    item_sequences = np.split(items_of_rows, offsets[1:-1])
     negatives = []
     for split_index, split in enumerate(("valid", "test")):
         for count in config.negatives:
             rng = np.random.default_rng([config.seed, split_index, count])
-            drawn = draw_negatives(item_sequences, len(item_ids), count, rng, list(sequences["user_id"]))
-            negatives.append(pd.DataFrame({"user": sequences["user"].to_numpy(np.int32), "split": split,
+            drawn = draw_negatives(item_sequences, len(item_ids), count, rng, list(user_ids))
+            negatives.append(pd.DataFrame({"user": np.arange(len(user_ids), dtype=np.int32), "split": split,
                                            "num_negatives": count, "items": list(drawn)}))
     pd.concat(negatives).to_parquet(out_dir / "negatives.parquet", index=False)
 
-    fingerprint = hashlib.sha256(json.dumps({
-        "files": {p.name: file_sha256(p) for p in raw_files},
-        "config": config.model_dump(mode="json"),
-    }, sort_keys=True).encode()).hexdigest()[:16]
-    lengths = np.array([len(s) for s in item_sequences])
+    fingerprint = data_fingerprint(config, raw_files)
     counts = {"users": len(user_ids), "items": len(item_ids), "interactions": int(lengths.sum()),
               "train_interactions": int((lengths - 2).sum()),
               "sequence_length": {"min": int(lengths.min()), "median": float(np.median(lengths)),
@@ -237,13 +319,26 @@ def write_prepared(sequences: pd.DataFrame, items: pd.DataFrame | None, config: 
                         config=config.model_dump(mode="json"), raw_files=[str(p) for p in raw_files])
 
 
+def data_fingerprint(config: DataConfig, raw_files: list[Path]) -> str:
+    """What the prepared data is a function of: the raw files' contents and the preparation settings."""
+    return hashlib.sha256(json.dumps({
+        "files": {p.name: file_sha256(p) for p in raw_files},
+        "config": config.model_dump(mode="json"),
+    }, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def user_raw_files(config: DataConfig) -> list[Path]:
+    """The raw files a config names itself (a fetched dataset's files are pinned by their checksums instead)."""
+    return [Path(p) for p in (config.interactions_path, config.items_path) if p]
+
+
 def check_items_agree(table: pa.Table, items: pd.DataFrame, interactions_path: Path, items_path: Path) -> None:
     """The items file must cover every item the interactions name (the reader rejects duplicate ids)."""
     unknown = pc.invert(pc.is_in(table["item_id"], value_set=pa.array(items["item_id"])))
     missing = table.filter(unknown)
     if missing.num_rows:
-        raise DataError(f"{interactions_path.name} line {missing['row'][0].as_py()}: field 'item_id' value "
-                        f"{missing['item_id'][0].as_py()!r} is not in {items_path.name} "
+        raise DataError(f"{interactions_path.name} {row_unit(table)} {missing['row'][0].as_py()}: field 'item_id' "
+                        f"value {missing['item_id'][0].as_py()!r} is not in {items_path.name} "
                         f"({missing.num_rows} interactions name unknown items); the two files disagree")
 
 

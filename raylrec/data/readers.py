@@ -6,15 +6,24 @@ number in the file, its row number for parquet; for error messages and determini
 
 Items: `item_id` (string), `title` (string), then the file's other fields as strings (empty ones null).
 
-Formats: `recbole` (.inter/.item atomic files), `movielens-100k` (u.data, u.item), `movielens-1m` (ratings.dat,
-movies.dat), and `csv`, `tsv`, `whitespace` (all with a header line naming the columns) and `parquet`, whose columns
-are chosen with a ColumnMapping / ItemColumnMapping. Bad input raises DataError naming file, line and field.
+Formats: `recbole` (.inter/.item/.text atomic files), `movielens-100k` (u.data, u.item), `movielens-1m`
+(ratings.dat, movies.dat), `csv`, `tsv`, `whitespace` (with a header line naming the columns, or headerless with
+`fields=`), `parquet`, whose columns are chosen with a ColumnMapping / ItemColumnMapping, and `sasrec` (headerless
+`user item` lines). Sequence files (raylrec.data.sequence_files): `p5` (user_sequence.txt, one user per line) and
+`recbole-splits` (UniSRec's <stem>.train/valid/test.inter); for these `row` is the interaction's place in the file
+order. Amazon dumps (raylrec.data.amazon): `amazon-2014`, `amazon-2018`, `amazon-2023`, reviews and meta files.
+Item tables also as `json` (an object: id → title or id → fields; or a list of objects) and `jsonl`.
+Bad input raises DataError naming file, line and field.
+
+Rows a reader drops on purpose (e.g. an item listed twice in an Amazon meta file) are counted by reason in the
+table's schema metadata (`dropped_rows`); the preparation report lists them.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,7 +38,12 @@ import pyarrow.parquet as pq
 
 from raylrec.errors import DataError
 
-FORMATS = ("recbole", "movielens-100k", "movielens-1m", "csv", "tsv", "whitespace", "parquet")
+FORMATS = ("recbole", "movielens-100k", "movielens-1m", "csv", "tsv", "whitespace", "parquet", "sasrec", "p5",
+           "recbole-splits", "amazon-2014", "amazon-2018", "amazon-2023", "json", "jsonl")
+SEQUENCE_FORMATS = ("p5", "recbole-splits")  # interactions only: their items come from a separate table
+ITEM_ONLY_FORMATS = ("json", "jsonl")
+DROPPED_KEY = b"dropped_rows"  # schema metadata: JSON {reason: rows}
+ROW_UNIT_KEY = b"row_unit"  # schema metadata: what the `row` column counts ("line", "interaction", ...)
 
 INTERACTIONS_SCHEMA = pa.schema(
     [
@@ -72,13 +86,26 @@ def read_interactions(
     format: str = "auto",
     columns: ColumnMapping | None = None,
     delimiter: str | None = None,
+    fields: list[str] | tuple[str, ...] | None = None,
 ) -> pa.Table:
-    """Read an interactions file into the canonical table (see the module docstring)."""
+    """Read an interactions file into the canonical table (see the module docstring).
+
+    `fields`: the names of a headerless csv/tsv/whitespace file's fields, in order (the first line is then data).
+    """
     path = Path(path)
     fmt = _resolve_format(path, format)
+    if fmt in ITEM_ONLY_FORMATS:
+        raise DataError(f"{path}: format {fmt!r} is for item tables; interactions need one of "
+                        f"{', '.join(f for f in FORMATS if f not in ITEM_ONLY_FORMATS)}")
     mapping = columns or ColumnMapping()
     wanted = {"user": mapping.user, "item": mapping.item, "rating": mapping.rating, "timestamp": mapping.timestamp}
-    records = _read_records(path, fmt, _INTERACTION_LAYOUTS, delimiter, expected=[n for n in wanted.values() if n])
+    if fmt in SEQUENCE_FORMATS or fmt.startswith("amazon-"):
+        if columns or fields or delimiter:
+            raise DataError(f"{path}: format {fmt!r} has fixed fields; columns=, fields= and delimiter= do not apply")
+        records = _read_special_interactions(path, fmt)
+    else:
+        records = _read_records(path, fmt, _INTERACTION_LAYOUTS, delimiter,
+                                expected=[n for n in wanted.values() if n], fields=fields)
     if fmt == "recbole":
         records = _without_recbole_types(records)
     picked = _pick_columns(records, wanted, optional=set() if columns else {"rating", "timestamp"})
@@ -94,8 +121,51 @@ def read_interactions(
             pa.nulls(n, pa.int64()) if timestamp is None else _whole_numbers(records, timestamp, mapping.timestamp),
             pa.array(records.positions, pa.int64()),
         ],
-        schema=INTERACTIONS_SCHEMA,
+        schema=INTERACTIONS_SCHEMA.with_metadata({ROW_UNIT_KEY: records.unit.encode()}),
     )
+
+
+def dropped_rows(table: pa.Table) -> dict[str, int]:
+    """The rows a reader dropped on purpose, by reason (see the module docstring)."""
+    metadata = table.schema.metadata or {}
+    return json.loads(metadata[DROPPED_KEY]) if DROPPED_KEY in metadata else {}
+
+
+def row_unit(table: pa.Table) -> str:
+    """What an interactions table's `row` column counts: "line" for most files (see the module docstring)."""
+    return (table.schema.metadata or {}).get(ROW_UNIT_KEY, b"line").decode()
+
+
+def sibling_files(path: Path, format: str = "auto") -> list[Path]:
+    """The other files an interactions file of this format is read together with (for checksums and fingerprints)."""
+    from raylrec.data.sequence_files import SPLIT_NAMES, split_stem
+
+    if _resolve_format(path, format) != "recbole-splits":
+        return []
+    stem = split_stem(path)
+    names = [f"{stem.name}.{split}.inter" for split in SPLIT_NAMES] + [f"{stem.name}.{m}" for m in ("item2index",
+                                                                                                  "user2index")]
+    return [stem.with_name(name) for name in names if stem.with_name(name) != path and stem.with_name(name).is_file()]
+
+
+def read_item_id_map(path: str | Path) -> pd.Series:
+    """A JSON object mapping the interactions' raw item ids to the item table's ids (P5's item_id_to_int.json),
+    as a Series indexed by the item table's id (as text)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    try:
+        mapping = json.loads(_decode(path, "utf-8-sig"))
+    except ValueError as exc:
+        raise DataError(f"{path}: not valid JSON: {exc}") from None
+    if not isinstance(mapping, dict) or not mapping:
+        raise DataError(f"{path}: expected a non-empty JSON object mapping raw item ids to the item table's ids")
+    by_table_id = pd.Series(list(mapping), index=[str(v) for v in mapping.values()], dtype=object)
+    repeated = by_table_id.index.duplicated()
+    if repeated.any():
+        raise DataError(f"{path}: item table id {by_table_id.index[repeated][0]!r} is the target of more than one "
+                        "raw item id")
+    return by_table_id
 
 
 def read_items(
@@ -103,13 +173,30 @@ def read_items(
     format: str = "auto",
     columns: ItemColumnMapping | None = None,
     delimiter: str | None = None,
+    id_map: str | Path | None = None,
 ) -> pa.Table:
-    """Read an item file: `item_id`, `title`, then its other fields as string columns (see the module docstring)."""
+    """Read an item file: `item_id`, `title`, then its other fields as string columns (see the module docstring).
+
+    `id_map`: a JSON file mapping the interactions' raw item ids to this file's ids (read_item_id_map); the items
+    then carry the raw ids, and items the map does not name are dropped and counted.
+    """
     path = Path(path)
     fmt = _resolve_format(path, format)
+    if fmt in SEQUENCE_FORMATS or fmt == "sasrec":
+        raise DataError(f"{path}: format {fmt!r} holds interactions only; give the item table's own format "
+                        f"(e.g. csv, json, jsonl, recbole)")
     mapping = columns or ItemColumnMapping()
     wanted = {"item": mapping.item, "title": mapping.title}
-    records = _read_records(path, fmt, _ITEM_LAYOUTS, delimiter, expected=[n for n in wanted.values() if n])
+    dropped: dict[str, int] = {}
+    if fmt.startswith("amazon-"):
+        from raylrec.data.amazon import read_meta
+
+        table, dropped = read_meta(path, fmt.removeprefix("amazon-"))
+        records = _Records(path, table, np.arange(1, table.num_rows + 1), "item")
+    elif fmt in ITEM_ONLY_FORMATS:
+        records = _read_json_items(path, fmt, mapping)
+    else:
+        records = _read_records(path, fmt, _ITEM_LAYOUTS, delimiter, expected=[n for n in wanted.values() if n])
     records = _ITEM_FIXUPS.get(fmt, lambda r: r)(records)
     picked = _pick_columns(records, wanted, optional=set() if columns else {"title"})
 
@@ -133,7 +220,90 @@ def read_items(
             records.fail(f"column {name!r} would clash with the canonical {name!r} column; rename it in the file")
         names.append(name)
         arrays.append(_text(records.table[name]))
-    return pa.Table.from_arrays(arrays, names=names)
+    table = pa.Table.from_arrays(arrays, names=names)
+    if id_map is not None:
+        table, unnamed = _with_raw_ids(table, read_item_id_map(id_map), Path(id_map), path)
+        if unnamed:
+            dropped[f"item not named in {Path(id_map).name}"] = unnamed
+    return table.replace_schema_metadata({DROPPED_KEY: json.dumps(dropped).encode()}) if dropped else table
+
+
+def _with_raw_ids(table: pa.Table, raw_by_table_id: pd.Series, map_path: Path, items_path: Path
+                  ) -> tuple[pa.Table, int]:
+    """Items re-keyed by the raw ids the map gives their table ids; items the map does not name are left out."""
+    table_ids = pd.Series(table["item_id"].to_numpy(zero_copy_only=False))
+    raw = table_ids.map(raw_by_table_id)
+    named = raw.notna().to_numpy()
+    absent = raw_by_table_id.index[~raw_by_table_id.index.isin(table_ids)]
+    if len(absent):
+        raise DataError(f"{map_path}: maps raw item {raw_by_table_id[absent[0]]!r} to {absent[0]!r}, which "
+                        f"{items_path.name} does not list ({len(absent)} such ids)")
+    table = table.filter(pa.array(named))
+    return table.set_column(0, "item_id", pa.array(raw[named].to_numpy(), pa.string())), int((~named).sum())
+
+
+def _read_special_interactions(path: Path, fmt: str) -> _Records:
+    """Interactions of the sequence formats and the Amazon dumps, as records the common checks then convert."""
+    from raylrec.data import amazon, sequence_files
+
+    if fmt == "p5":
+        lines, numbers = _lines(_decode(path, "utf-8-sig"))
+        if len(lines) == 0:
+            raise DataError(f"{path}: line 1: the file is empty; expected lines of `user item item ...`")
+        found = sequence_files.read_p5(path, lines, numbers)
+        return _Records(path, found.table, found.rows, "interaction")
+    if fmt == "recbole-splits":
+        def read_split(file: Path) -> tuple[pd.DataFrame, np.ndarray]:
+            records = _without_recbole_types(_read_delimited(file, _TextLayout("\t"), ["user_id", "item_id"]))
+            return records.table.to_pandas(), records.positions
+
+        found = sequence_files.read_recbole_splits(path, read_split)
+        return _Records(path, found.table, found.rows, "interaction")
+    table = amazon.read_reviews(path, fmt.removeprefix("amazon-"))
+    return _Records(path, table, np.arange(1, table.num_rows + 1), "record")
+
+
+def _read_json_items(path: Path, fmt: str, mapping: ItemColumnMapping) -> _Records:
+    """`json`: an object id → title (or id → object of fields), or a list of objects; `jsonl`: an object a line."""
+    text = _decode(path, "utf-8-sig")
+    if fmt == "jsonl":
+        lines, numbers = _lines(text)
+        objects = []
+        for line, number in zip(lines.to_pylist(), numbers):
+            try:
+                value = json.loads(line)
+            except ValueError as exc:
+                raise DataError(f"{path}: line {number}: not valid JSON: {exc}") from None
+            if not isinstance(value, dict):
+                raise DataError(f"{path}: line {number}: expected an object, found {type(value).__name__}")
+            objects.append(value)
+        positions, unit = numbers, "line"
+    else:
+        try:
+            value = json.loads(text)
+        except ValueError as exc:
+            raise DataError(f"{path}: not valid JSON: {exc}") from None
+        if isinstance(value, dict):
+            objects = [{mapping.item: key, **(entry if isinstance(entry, dict) else {mapping.title or "title": entry})}
+                       for key, entry in value.items()]
+        elif isinstance(value, list) and all(isinstance(entry, dict) for entry in value):
+            objects = value
+        else:
+            raise DataError(f"{path}: expected an object (item id → title or fields) or a list of objects")
+        positions, unit = np.arange(1, len(objects) + 1), "entry"
+    if not objects:
+        raise DataError(f"{path}: {unit} 1: no items in the file")
+    names = list(dict.fromkeys(key for entry in objects for key in entry))
+    columns = {name: pa.array([_json_text(entry.get(name)) for entry in objects], pa.string()) for name in names}
+    return _Records(path, pa.table(columns), np.asarray(positions), unit)
+
+
+def _json_text(value) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
 
 
 # --- reading files into string columns ---------------------------------------------------------------------------
@@ -179,8 +349,10 @@ _ML100K_GENRES = (
 )
 _MOVIELENS_RATINGS = ("user_id", "item_id", "rating", "timestamp")
 
+_HEADER_FORMATS = ("csv", "tsv", "whitespace")
 _INTERACTION_LAYOUTS = {
     "recbole": _TextLayout("\t"),
+    "sasrec": _TextLayout(None, fields=("user_id", "item_id")),
     "movielens-100k": _TextLayout("\t", "latin-1", _MOVIELENS_RATINGS),
     "movielens-1m": _TextLayout("::", "latin-1", _MOVIELENS_RATINGS),
     "tsv": _TextLayout("\t"),
@@ -198,9 +370,20 @@ _ITEM_LAYOUTS = {
 
 # Exact names first: u.item would otherwise look like a RecBole .item file.
 _MOVIELENS_100K_NAMES = re.compile(r"u\.(data|item)|u[0-9ab]\.(base|test)")
+# Names of formats that the suffix alone cannot tell.
+_FORMAT_BY_NAME = (
+    (re.compile(r"user_sequence\.txt"), "p5"),
+    (re.compile(r".+\.(train|valid|test)\.inter"), "recbole-splits"),
+    (re.compile(r"(reviews|meta)_.+\.json\.gz"), "amazon-2014"),  # 2018 meta files parse the same way
+    (re.compile(r".+\.jsonl\.gz"), "amazon-2023"),
+    (re.compile(r".+\.json\.gz"), "amazon-2018"),
+)
 _FORMAT_BY_SUFFIX = {
     ".inter": "recbole",
     ".item": "recbole",
+    ".text": "recbole",
+    ".json": "json",
+    ".jsonl": "jsonl",
     ".dat": "movielens-1m",
     ".csv": "csv",
     ".tsv": "tsv",
@@ -218,6 +401,9 @@ def _resolve_format(path: Path, fmt: str) -> str:
         return fmt
     if _MOVIELENS_100K_NAMES.fullmatch(path.name.lower()):
         return "movielens-100k"
+    for pattern, named in _FORMAT_BY_NAME:
+        if pattern.fullmatch(path.name):
+            return named
     detected = _FORMAT_BY_SUFFIX.get(path.suffix.lower())
     if detected is None:
         raise DataError(
@@ -228,17 +414,29 @@ def _resolve_format(path: Path, fmt: str) -> str:
 
 
 def _read_records(
-    path: Path, fmt: str, layouts: dict[str, _TextLayout], delimiter: str | None, expected: list[str]
+    path: Path,
+    fmt: str,
+    layouts: dict[str, _TextLayout],
+    delimiter: str | None,
+    expected: list[str],
+    fields: list[str] | tuple[str, ...] | None = None,
 ) -> _Records:
     if not path.is_file():
         raise DataError(f"{path}: no such file")
+    if fields is not None and fmt not in _HEADER_FORMATS:
+        raise DataError(f"{path}: fields= names the fields of a headerless {', '.join(_HEADER_FORMATS)} file; "
+                        f"format {fmt!r} has its own layout")
+    if fields is not None:
+        fields = tuple(_header(path, list(fields), line=None))
     if fmt == "parquet":
         return _read_parquet(path)
     if fmt == "csv":
-        return _read_csv(path, delimiter or ",", expected)
+        return _read_csv(path, delimiter or ",", expected, fields)
     layout = layouts[fmt]
     if delimiter:
         layout = replace(layout, delimiter=delimiter)
+    if fields is not None:
+        layout = replace(layout, fields=fields)
     return _read_delimited(path, layout, expected)
 
 
@@ -277,17 +475,24 @@ def _read_delimited(path: Path, layout: _TextLayout, expected: list[str]) -> _Re
     return _Records(path, table, numbers, "line", header_line, field_numbers)
 
 
-def _read_csv(path: Path, delimiter: str, expected: list[str]) -> _Records:
+def _read_csv(path: Path, delimiter: str, expected: list[str], fields: tuple[str, ...] | None = None) -> _Records:
     """Read a quoted CSV file with pyarrow, every column as strings, and map records back to line numbers."""
     if len(delimiter) != 1:
         raise DataError(f"{path}: a csv delimiter must be one character, got {delimiter!r}; use format='tsv' instead")
     text = _decode(path, "utf-8-sig")
     lines, numbers = _lines(text)
     if len(lines) == 0:
+        if fields:
+            raise DataError(f"{path}: line 1: the file is empty; expected lines of {', '.join(fields)}")
         _fail_empty(path, expected)
-    header_line = int(numbers[0])
-    raw_names = next(csv.reader([lines[0].as_py()], delimiter=delimiter))
-    names = _header(path, raw_names, header_line)
+    if fields:
+        header_line, raw_names, names = None, list(fields), list(fields)
+    else:
+        header_line = int(numbers[0])
+        raw_names = next(csv.reader([lines[0].as_py()], delimiter=delimiter))
+        # An unnamed column is usually a pandas index written with to_csv: named by its place, like pandas does.
+        raw_names = [name if name.strip() else f"unnamed_{k + 1}" for k, name in enumerate(raw_names)]
+        names = _header(path, raw_names, header_line)
 
     invalid: list[pacsv.InvalidRow] = []
 
@@ -299,7 +504,7 @@ def _read_csv(path: Path, delimiter: str, expected: list[str]) -> _Records:
         table = pacsv.read_csv(
             io.BytesIO(text.encode("utf-8")),
             # Single-threaded so pyarrow can number an invalid row.
-            read_options=pacsv.ReadOptions(use_threads=False),
+            read_options=pacsv.ReadOptions(use_threads=False, column_names=raw_names if fields else None),
             parse_options=pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=on_invalid_row),
             convert_options=pacsv.ConvertOptions(
                 column_types={name: pa.string() for name in raw_names},
@@ -312,7 +517,7 @@ def _read_csv(path: Path, delimiter: str, expected: list[str]) -> _Records:
             raise DataError(f"{path}: not readable as CSV: {exc}") from None
         row = invalid[0]
         # pyarrow counts records (header included, blank lines not); they are lines unless a quoted value spans lines.
-        index = (row.number or 0) - 1
+        index = (row.number or 0) - (0 if fields else 1)
         aligned = 0 <= index < len(lines) and lines[index].as_py() == row.text
         where = f"line {numbers[index]}" if aligned else f"record {row.number}"
         raise DataError(
@@ -323,11 +528,13 @@ def _read_csv(path: Path, delimiter: str, expected: list[str]) -> _Records:
         raise DataError(f"{path}: line {header_line + 1}: no data rows after the header on line {header_line}")
 
     table = table.rename_columns(names)
-    if table.num_rows == len(numbers) - 1:
-        positions, unit = numbers[1:], "line"
+    skip = 0 if fields else 1
+    if table.num_rows == len(numbers) - skip:
+        positions, unit = numbers[skip:], "line"
     else:  # quoted values span lines: only the record count is known
-        positions, unit = np.arange(2, table.num_rows + 2), "record"
-    return _Records(path, table, positions, unit, header_line)
+        positions, unit = np.arange(1 + skip, table.num_rows + 1 + skip), "record"
+    field_numbers = {name: k + 1 for k, name in enumerate(names)} if fields else {}
+    return _Records(path, table, positions, unit, header_line, field_numbers)
 
 
 def _read_parquet(path: Path) -> _Records:
@@ -367,13 +574,15 @@ def _split(lines: pa.Array, delimiter: str | None) -> pa.Array:
     return pc.split_pattern(lines, delimiter)
 
 
-def _header(path: Path, raw_names: list[str], line: int) -> list[str]:
+def _header(path: Path, raw_names: list[str], line: int | None) -> list[str]:
+    """Checked column names: from the header on `line`, or given as fields= (line None)."""
     names = [name.strip() for name in raw_names]
+    where = f"line {line}: header" if line is not None else "fields="
     for k, name in enumerate(names):
         if not name:
-            raise DataError(f"{path}: line {line}: header field {k + 1} is empty; every column needs a name")
+            raise DataError(f"{path}: {where} field {k + 1} is empty; every column needs a name")
         if name in names[:k]:
-            raise DataError(f"{path}: line {line}: column {name!r} appears twice in the header")
+            raise DataError(f"{path}: {where}: column {name!r} appears twice")
     return names
 
 
@@ -477,6 +686,9 @@ def _pick_columns(
     ]
     if missing:
         hint = "" if records.field_numbers else "; pass columns= to name the columns to use"
+        if records.header_line is not None:
+            hint += (f", or fields= (e.g. ['user_id', 'item_id']) if line {records.header_line} is data: "
+                     "a file without a header line")
         records.fail(
             f"missing column {', '.join(missing)}: {records.column_source()} {', '.join(map(repr, present))}{hint}"
         )

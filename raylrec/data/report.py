@@ -22,6 +22,7 @@ class DataReport:
     dataset: str
     steps: list[StepRecord] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    item_steps: list[StepRecord] = field(default_factory=list)  # rows of the items file, counted the same way
 
     def record(self, step: str, rows_in: int, rows_out: int, dropped: dict[str, int] | None = None) -> None:
         dropped = {reason: n for reason, n in (dropped or {}).items() if n}
@@ -32,7 +33,15 @@ class DataReport:
             raise DataError(f"dataset {self.dataset!r} is empty after step {step!r} "
                             f"({rows_in} rows in, dropped: {dropped}); relax the preparation settings")
 
+    def record_items(self, step: str, rows_in: int, rows_out: int, dropped: dict[str, int] | None = None) -> None:
+        dropped = {reason: n for reason, n in (dropped or {}).items() if n}
+        if rows_in - rows_out != sum(dropped.values()):
+            raise AssertionError(f"item step {step!r}: {rows_in - rows_out} rows lost but {dropped} accounted for")
+        self.item_steps.append(StepRecord(step, rows_in, rows_out, dropped))
+
     def write(self, path: Path, **extra) -> dict:
         body = {"dataset": self.dataset, "steps": [asdict(s) for s in self.steps], "notes": self.notes, **extra}
+        if self.item_steps:
+            body["item_steps"] = [asdict(s) for s in self.item_steps]
         path.write_text(json.dumps(body, indent=2))
         return body

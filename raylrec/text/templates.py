@@ -15,15 +15,38 @@ import pandas as pd
 from raylrec.errors import DataError
 
 MOVIELENS_TEMPLATE = "{title}; {genres}"
-AMAZON_TEMPLATE = "Title: {title}, Description: {description}"
+AMAZON_TEMPLATE = "Title: {title}, Description: {description}"  # the official Amazon meta files (readers: amazon-*)
 FALLBACK_TEMPLATE = "{title}"
-# Dataset-name prefix → default template; the first match wins.
-DATASET_TEMPLATES = (("ml-", MOVIELENS_TEMPLATE), ("movielens", MOVIELENS_TEMPLATE), ("amazon", AMAZON_TEMPLATE))
+# Dataset name (exact) or name prefix → default item template; exact names first, then the first matching prefix.
+# The named Amazon copies hold titles only (amazon14-beauty), or UniSRec's "title. categories. brand." text read
+# into `title` (amazon18-scientific).
+DATASET_TEMPLATES = (("amazon14-beauty", FALLBACK_TEMPLATE), ("amazon18-scientific", FALLBACK_TEMPLATE),
+                     ("ml-", MOVIELENS_TEMPLATE), ("movielens", MOVIELENS_TEMPLATE), ("amazon", AMAZON_TEMPLATE))
+
+# Dataset-name prefix → the instruction of prompts over a user's history (IDLE-Adapter §4.1 adapts the wording to
+# the domain: movies watched, products bought); the first match wins.
+INSTRUCTIONS = (
+    (("ml-", "movielens"), "Your task is to recommend a movie the user may want to watch next based on their "
+                           "watching history: {history}."),
+    (("amazon",), "Your task is to recommend a product the user may be interested in based on their purchase "
+                  "history: {history}."),
+)
+GENERIC_INSTRUCTION = ("Your task is to recommend an item the user may be interested in based on their history: "
+                       "{history}.")
 
 
 def default_template(dataset: str) -> str:
+    """The item-text template of a dataset (see DATASET_TEMPLATES)."""
     name = dataset.lower()
-    return next((template for prefix, template in DATASET_TEMPLATES if name.startswith(prefix)), FALLBACK_TEMPLATE)
+    exact = dict(DATASET_TEMPLATES).get(name)
+    return exact or next((template for prefix, template in DATASET_TEMPLATES if name.startswith(prefix)),
+                         FALLBACK_TEMPLATE)
+
+
+def default_instruction(dataset: str) -> str:
+    """The domain's instruction for prompts over a user's history, with one `{history}` slot."""
+    name = dataset.lower()
+    return next((text for prefixes, text in INSTRUCTIONS if name.startswith(prefixes)), GENERIC_INSTRUCTION)
 
 
 def template_fields(template: str) -> list[str]:

@@ -13,21 +13,7 @@ import pandas as pd
 
 from raylrec.errors import RaylrecError
 from raylrec.methods.idle.config import PromptConfig
-from raylrec.text.templates import render_texts, template_fields
-
-# Dataset-name prefix → default instruction, the first match wins (the paper adapts the wording to the domain).
-DOMAIN_TEMPLATES = (
-    (("ml-", "movielens"), "Your task is to recommend a movie the user may want to watch next based on their "
-                           "watching history: {history}."),
-    (("amazon",), "Your task is to recommend a product the user may be interested in based on their purchase "
-                  "history: {history}."),
-)
-GENERIC_TEMPLATE = "Your task is to recommend an item the user may be interested in based on their history: {history}."
-
-
-def default_template(dataset: str) -> str:
-    name = dataset.lower()
-    return next((t for prefixes, t in DOMAIN_TEMPLATES if name.startswith(prefixes)), GENERIC_TEMPLATE)
+from raylrec.text.templates import default_instruction, render_texts, template_fields
 
 
 def special_tokens(tokenizer) -> tuple[list[int], list[int]]:
@@ -45,7 +31,7 @@ class PromptBuilder:
 
     def __init__(self, tokenizer, items: pd.DataFrame, num_items: int, config: PromptConfig, dataset: str):
         self.config = config
-        template = config.template or default_template(dataset)
+        template = config.template or default_instruction(dataset)
         if template.count("{history}") != 1:
             raise RaylrecError(f"prompt template must contain {{history}} exactly once: {template!r}")
         before, after = template.split("{history}")
@@ -63,6 +49,7 @@ class PromptBuilder:
         texts = [""] * (num_items + 1)
         for item, text in zip(rendered.items, rendered.texts):
             texts[item] = text
+        self.texts = texts  # per item index ("" for padding and items without a row)
         encoded = tokenizer([" " + t for t in texts], add_special_tokens=False)["input_ids"]
         self.item_ids = [list(ids) for ids in encoded]
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0

@@ -1,0 +1,38 @@
+"""Dataset presets of the main job: `raylrec run --dataset NAME` picks the dataset's preset, or sets data.dataset."""
+
+from __future__ import annotations
+
+import pytest
+
+from raylrec import pipeline
+from raylrec.cli import main
+from raylrec.config import load_config
+from raylrec.pipeline import PipelineConfig, method_configs
+
+
+@pytest.fixture
+def captured(monkeypatch):
+    seen = []
+    monkeypatch.setattr(pipeline, "run_pipeline", lambda config, cache_root: seen.append(config) or [])
+    return seen
+
+
+@pytest.mark.parametrize("dataset", ["amazon14-beauty", "amazon18-scientific"])
+def test_run_with_a_named_dataset_uses_its_preset(dataset, captured, tmp_path):
+    assert main(["run", "--dataset", dataset, "--run-dir", str(tmp_path / "run")]) == 0
+    (config,) = captured
+    assert config.data.dataset == dataset and config.run_dir == str(tmp_path / "run")
+    assert config.data.deduplicate == (dataset != "amazon18-scientific")  # UniSRec's split keeps repeated items
+    assert {s.name for s in config.stages} == {"sasrec", "gru4rec", "sasrec-bce"}
+    assert {m.name for m in config.methods} == {"idle", "pad", "allmrec"}
+    idle, pad, allmrec_stage1, allmrec_rest = method_configs(config)
+    assert idle.prompt.item_template == "{title}" and allmrec_rest.stage2.prompt.noun == "product"
+    assert allmrec_stage1.stage1 == allmrec_rest.stage1  # both entries describe the same stage-1 model
+    assert idle.id_model.train == config.stages[0].train  # IDLE's ID model is the pipeline's sasrec stage
+
+
+def test_run_with_another_dataset_name_sets_it_on_the_chosen_preset(captured):
+    assert main(["run", "--dataset", "ml-1m", "--set", "data.negatives=[19]"]) == 0
+    (config,) = captured
+    assert config.data.dataset == "ml-1m" and config.data.negatives == [19]
+    assert config.stages == load_config(PipelineConfig, "default").stages
