@@ -180,10 +180,10 @@ def main() -> None:
         rows.add_stage(f"{label}: phase 2 alone (alignment expert)", config.align_stage_name)
         rows.add_experts(label, config.name)
         bucket_rows[label] = config.name
-    for baseline in ("hybrid", "morec"):
+    for baseline, label in (("hybrid", "Hybrid"), ("morec", "MoRec")):
         if layout.model_dir(baseline).joinpath("metrics_test.json").exists():
-            rows.add_stage(f"{baseline.capitalize()} ({args.baselines_on} settings)", baseline)
-            bucket_rows[baseline.capitalize()] = baseline
+            rows.add_stage(f"{label} ({args.baselines_on} settings)", baseline)
+            bucket_rows[label] = baseline
     print("\n".join(rows.lines))
     print_buckets(layout, bucket_rows)
 
