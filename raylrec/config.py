@@ -6,6 +6,7 @@ saved beside the artifacts it produced.
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -48,15 +49,35 @@ def set_dotted(tree: dict, dotted_key: str, value: Any) -> None:
     node[leaf] = value
 
 
+DOTTED_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*)*$")
+
+
 def parse_overrides(pairs: list[str]) -> dict:
     """`["train.lr=0.01", "model.hidden_size=32"]` → nested dict; values parsed as YAML scalars."""
     tree: dict = {}
     for pair in pairs:
         if "=" not in pair:
             raise RaylrecError(f"override {pair!r} must look like key.sub=value")
-        key, raw = pair.split("=", 1)
-        set_dotted(tree, key.strip(), yaml.safe_load(raw))
+        key, raw = (part.strip() for part in pair.split("=", 1))
+        if not DOTTED_KEY.match(key):
+            raise RaylrecError(f"override {pair!r}: {key!r} is not a dotted field name like train.lr")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as err:
+            raise RaylrecError(f"override {pair!r}: the value is not valid YAML ({yaml_problem(err)})") from None
+        try:
+            set_dotted(tree, key, value)
+        except (TypeError, AttributeError):
+            raise RaylrecError(f"override {pair!r} conflicts with an earlier --set that gives "
+                               f"{key.rsplit('.', 1)[0]!r} a plain value") from None
     return tree
+
+
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """A YAML error in one line: what is wrong and where."""
+    mark = getattr(err, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return where + " ".join(str(getattr(err, "problem", None) or err).split())
 
 
 def deep_merge(base: dict, update: dict) -> dict:
@@ -79,14 +100,50 @@ def load_config(cls: type[ConfigT], source: str | Path | None = None, overrides:
         try:
             tree = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as err:
-            raise RaylrecError(f"{path}: not valid YAML: {err}") from err
+            raise RaylrecError(f"{path}: not valid YAML ({yaml_problem(err)})") from None
         if not isinstance(tree, dict):
             raise RaylrecError(f"{path}: expected a mapping at the top level, got {type(tree).__name__}")
     tree = deep_merge(tree, overrides or {})
     try:
-        return cls.model_validate(tree)
+        config = cls.model_validate(tree)
     except ValidationError as err:
-        raise RaylrecError(f"invalid {cls.__name__} in {where}: {validation_problems(err)}") from err
+        raise RaylrecError(f"invalid {cls.__name__} in {where}: {validation_problems(err)}") from None
+    check_select_metrics(config, where)
+    return config
+
+
+SELECT_METRIC = re.compile(r"^(hr|ndcg|mrr)@(\d+)$")
+
+
+def check_select_metric(value: str, ks: list[int] | None, field: str, where: str = "config") -> None:
+    """A model-selection metric must be one the evaluator computes: hr@K, ndcg@K or mrr@K with K in eval.ks."""
+    match = SELECT_METRIC.match(value)
+    if not match:
+        raise RaylrecError(f"{where}: {field} {value!r} is not a validation metric; use hr@K, ndcg@K or mrr@K")
+    if ks is not None and int(match.group(2)) not in ks:
+        raise RaylrecError(f"{where}: {field} {value!r} needs {match.group(2)} in eval.ks (eval.ks is {ks}); add it "
+                           f"there or select on one of {', '.join(f'{match.group(1)}@{k}' for k in ks)}")
+
+
+def check_select_metrics(config: BaseModel, where: str = "config") -> None:
+    """Every `select_metric` in a loaded config against its evaluation protocol (`eval.ks` at the top), so a typo
+    fails at load time, not after a full epoch."""
+    eval_config = getattr(config, "eval", None)
+    ks = getattr(eval_config, "ks", None)
+
+    def walk(node, path: str) -> None:
+        if isinstance(node, BaseModel):
+            for name in type(node).model_fields:
+                value = getattr(node, name)
+                if name == "select_metric" and isinstance(value, str):
+                    check_select_metric(value, ks, f"{path}{name}", where)
+                else:
+                    walk(value, f"{path}{name}.")
+        elif isinstance(node, (list, tuple)):
+            for index, item in enumerate(node):
+                walk(item, f"{path}{index}.")
+
+    walk(config, "")
 
 
 def print_config(title: str, config: StrictModel) -> None:

@@ -18,8 +18,17 @@ from typing import Any, Callable
 
 from pydantic import Field, ValidationError, model_validator
 
-from raylrec.config import StrictModel, deep_merge, load_config, print_config, validation_problems
-from raylrec.data.prepare import DataConfig, prepare_dataset
+from raylrec.config import (
+    StrictModel,
+    check_select_metric,
+    deep_merge,
+    flatten,
+    load_config,
+    preset_path,
+    print_config,
+    validation_problems,
+)
+from raylrec.data.prepare import DataConfig, data_fingerprint, prepare_dataset, user_raw_files
 from raylrec.data.prepared import check_readable
 from raylrec.errors import ArtifactError, RaylrecError
 from raylrec.eval.evaluator import EvalConfig
@@ -43,6 +52,8 @@ class StageSpec(StrictModel):
     def _overrides_are_settings(self) -> "StageSpec":
         ModelConfig(**self.model)  # unknown keys and wrong types fail where the spec is loaded
         TrainConfig(**self.train)
+        if self.preset:
+            preset_path(self.preset)  # an unknown preset name fails here, naming the shipped ones
         return self
 
 
@@ -57,6 +68,12 @@ class MethodSpec(StrictModel):
     # the largest num_workers × cpus_per_worker). An entry that runs only some of a method's stages sets its own.
     cpus: float | None = Field(None, gt=0)
 
+    @model_validator(mode="after")
+    def _preset_exists(self) -> "MethodSpec":
+        if self.preset:
+            preset_path(self.preset)
+        return self
+
 
 class PipelineConfig(StrictModel):
     run_dir: str = "runs/default"
@@ -68,6 +85,18 @@ class PipelineConfig(StrictModel):
     # the cluster's CPUs hold (each reserves its Ray Train workers' or actors' CPUs); false runs one at a time.
     side_by_side: bool = True
     leaderboard: bool = True
+
+    @model_validator(mode="after")
+    def _stages_are_distinct_and_select_on_computed_metrics(self) -> "PipelineConfig":
+        names = [spec.name for spec in self.stages]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"stage name(s) {', '.join(map(repr, repeated))} used more than once: each stage "
+                             "writes models/<name>/, so two would collide; give each its own name")
+        for spec in self.stages:  # the stage's preset merged with its settings, against this job's eval.ks
+            check_select_metric(self.stage_config(spec).train.select_metric, self.eval.ks,
+                                f"stage {spec.name!r} train.select_metric", "pipeline")
+        return self
 
     def stage_config(self, spec: StageSpec) -> StageConfig:
         return resolve_stage(spec, self.run_dir, self.data, self.eval)
@@ -93,11 +122,20 @@ def ensure_prepared(data: DataConfig, run_dir: str, cache_root: Path | None = No
     report_file = data_dir / "data_report.json"
     if report_file.exists():
         check_readable(report_file)  # a damaged report is an error naming it, not a silent re-preparation
-        saved = json.loads(report_file.read_text())["config"]
-        if saved != data.model_dump(mode="json"):
-            raise ArtifactError(f"{data_dir} was prepared with other data settings ({saved}); "
+        report = json.loads(report_file.read_text())
+        saved, wanted = flatten(report["config"]), flatten(data.model_dump(mode="json"))
+        differing = [f"{k}: {saved.get(k)!r} there, {wanted.get(k)!r} here"
+                     for k in sorted(saved.keys() | wanted.keys()) if saved.get(k) != wanted.get(k)]
+        if differing:
+            raise ArtifactError(f"{data_dir} was prepared with other data settings ({'; '.join(differing)}); "
                                 "use a new run directory or delete that folder")
-        log.info("prepared data found at %s; skipping preparation", data_dir)
+        raw_files = user_raw_files(data)
+        if raw_files and all(p.is_file() for p in raw_files) and data_fingerprint(data, raw_files) != \
+                report["fingerprint"]:
+            raise ArtifactError(f"{data_dir} was prepared from other contents of "
+                                f"{', '.join(map(str, raw_files))} (the files changed since; data fingerprint "
+                                f"{report['fingerprint']} there); use a new run directory or delete that folder")
+        log.info("prepared data found at %s (same settings and raw files); skipping preparation", data_dir)
         return data_dir
     report = prepare_dataset(data, data_dir, cache_root)
     layout.store.push(data_dir)

@@ -16,15 +16,23 @@ from raylrec.config import load_config
 from raylrec.data.prepared import PreparedData
 from raylrec.methods.allmrec.config import (
     ALLMRecConfig,
+    CollapseCheck,
     PromptConfig,
     Stage1Config,
     Stage1Losses,
     Stage2Config,
     TextTowerConfig,
 )
-from raylrec.methods.allmrec.inference import answers_loglik, greedy_decode, is_hit, prompt_pass
+from raylrec.methods.allmrec.diagnostics import collapse_problems, retrieval_at_1, stage1_diagnostics, table_stats
+from raylrec.methods.allmrec.inference import (
+    answers_loglik,
+    candidate_scores,
+    greedy_decode,
+    matched_candidate,
+    prompt_pass,
+)
 from raylrec.methods.allmrec.prompt import PromptBuilder, collate, shuffled_candidates, splice
-from raylrec.methods.allmrec.stage1 import Stage1Recipe, item_texts
+from raylrec.methods.allmrec.stage1 import CollapseError, Stage1Recipe, item_texts
 from raylrec.methods.allmrec.stage2 import Stage2Recipe
 from raylrec.models.base import ModelConfig
 from raylrec.train.config import TrainConfig
@@ -171,12 +179,39 @@ def test_candidate_shuffling_is_seeded_per_split_and_user():
         not np.array_equal(first, shuffled_candidates(7, negatives, seed=2, split="test", user=3))
 
 
-def test_hit_rule_is_a_normalised_substring_match():
-    assert is_hit(' "Toy Story (1995)" is great', "Toy Story (1995)")
-    assert is_hit("toy story 1995", "Toy Story (1995)")  # punctuation dropped by default
-    assert not is_hit("toy story 1995", "Toy Story (1995)", strict_punctuation=True)
-    assert not is_hit("GoldenEye", "Toy Story")
-    assert not is_hit("anything", "")
+def test_answer_uses_the_prompts_surface_form_and_its_tokens_occur_in_the_prompt(tiny_models):
+    b = builder(tiny_models)
+    example = b.build(history=[1, 2, 3], candidates=[9, 8, 7, 10, 11, 12], target=7)
+    assert example.ids[0] == tiny_models["tokenizer"].bos_token_id  # the tokenizer's BOS starts a plain prompt
+    answer = example.answer[:-1]
+    assert tiny_models["tokenizer"].decode(answer).replace(" ", "") == f'"{title_of(106)}"'.replace(" ", "")
+    assert contains(example.ids, answer)  # the whole quoted title, as listed: the LLM can copy it
+    # With a chat template the prompt is the user turn and the answer the assistant turn; no extra BOS.
+    tokenizer = copy.deepcopy(tiny_models["tokenizer"])
+    tokenizer.chat_template = ("{% for m in messages %}<s> {{ m['content'] }} </s> {% endfor %}"
+                               "{% if add_generation_prompt %}<s>{% endif %}")
+    titles = [""] + [title_of(i) for i in range(100, 100 + NUM_ITEMS)]
+    chat = PromptBuilder(tokenizer, titles, prompt_config()).build([1, 2, 3], [9, 8, 7, 10, 11, 12], 7)
+    assert chat.ids[0] == 2 and chat.ids[-1] == 2 and chat.ids.count(2) == 2 and chat.ids.count(3) == 1  # <s>, </s>
+    assert contains(chat.ids, chat.answer[:-1]) and len(chat.item_slots) == 3 + 6
+    plain = PromptBuilder(tokenizer, titles, prompt_config(chat_template=False)).build([1], [9, 8, 7, 10, 11, 12], 7)
+    assert plain.ids.count(2) == 1 and 3 not in plain.ids  # switchable: the plain prompt after one BOS
+
+
+def contains(sequence: list[int], part: list[int]) -> bool:
+    return any(sequence[i:i + len(part)] == part for i in range(len(sequence) - len(part) + 1))
+
+
+def test_generation_hits_only_on_an_exact_candidate_title():
+    titles = ["Heat (1995)", "White Heat (1949)", "Toy Story (1995)"]
+    assert matched_candidate(' "Heat (1995)"', titles) == 0
+    assert matched_candidate("white heat 1949.", titles) == 1  # punctuation and case normalised
+    assert matched_candidate("White Heat (1949)", titles[:1]) is None  # a title inside another is no match
+    assert matched_candidate('"Heat (1995)", "Toy Story (1995)"', titles) is None  # a list names no one title
+    assert matched_candidate("Heat (1995) is great", titles) is None
+    assert matched_candidate('"Heat (1995)"\nmore text', titles) == 0  # the first line is the answer
+    assert matched_candidate("heat 1995", titles, strict_punctuation=True) is None
+    assert matched_candidate("", titles) is None
 
 
 # ---------- stage 1 ----------
@@ -204,8 +239,11 @@ def backbone_dir(titled_data_dir, tmp_path_factory):
 
 
 def stage1_config(tiny_models, **overrides) -> Stage1Config:
+    # Tiny random-weight models give near-identical rows (an untrained SASRec's E is ≈ 0): stage-1 exports here
+    # record the collapse instead of failing on it; the collapse test sets `action: error` itself.
     settings = {"joint_dim": 6, "text": TextTowerConfig(model=tiny_models["bert"], max_length=16),
-                "train": TrainConfig(lr=1e-3, batch_size=8, max_epochs=1), **overrides}
+                "train": TrainConfig(lr=1e-3, batch_size=8, max_epochs=1),
+                "collapse": CollapseCheck(action="warn"), **overrides}
     return Stage1Config(**settings)
 
 
@@ -234,10 +272,69 @@ def test_stage1_loss_terms_are_nonzero_and_switchable(tiny_models, titled_data_d
         model=tiny_models["bert"], max_length=16, finetune=False)), backbone_dir).build(data)
     frozen.total(frozen(users[:8], positives[:8], negatives[:8])).backward()
     assert all(p.grad is None for p in frozen.tower.parameters())
+    # The text-reconstruction target is detached (the public code's `.data`): SBERT gets the gradient of the
+    # reconstruction only, not the pull of its own outputs towards what the decoder reproduces.
+    core.eval()  # no dropout: the same forward twice
+
+    def tower_grads(detach: bool) -> list[torch.Tensor]:
+        core.zero_grad()
+        text = core.text_embeddings(positives[:8])
+        target = text.detach() if detach else text
+        torch.nn.functional.mse_loss(core.text_decoder(core.text_encoder(text)), target).backward()
+        return [p.grad.clone() for p in core.tower.parameters() if p.grad is not None]
+
+    core.zero_grad()
+    core(users[:8], positives[:8], negatives[:8])["text_recon"].backward()
+    used = [p.grad.clone() for p in core.tower.parameters() if p.grad is not None]
+    assert all(torch.allclose(a, b, atol=1e-7) for a, b in zip(used, tower_grads(detach=True)))
+    assert not all(torch.allclose(a, b, atol=1e-7) for a, b in zip(used, tower_grads(detach=False)))
+    # SBERT trains in its own optimizer group at text.lr; with a frozen SBERT there is no such group.
+    groups = recipe.parameter_groups(core)
+    assert len(groups) == 2 and groups[1]["lr"] == 1e-4 and {id(p) for p in groups[1]["params"]} == {
+        id(p) for p in core.tower.parameters()}
+    assert sum(len(g["params"]) for g in groups) == sum(1 for p in core.parameters() if p.requires_grad)
+    assert len(Stage1Recipe("s1", frozen.config, backbone_dir).parameter_groups(frozen)) == 1
     all_items = Stage1Recipe("s1", stage1_config(tiny_models, sequence_items="all"), backbone_dir)
     # A-LLMRec_all: one sample per training transition of the whole sequence, not only the last window
     transitions = sum(max(len(data.history("train").row(u)) - 1, 0) for u in range(data.num_users))
     assert len(all_items.training_tensors(data)[0]) == transitions
+
+
+def test_collapse_diagnostics_detect_a_collapsed_model(tiny_models, titled_data_dir, backbone_dir, tmp_path):
+    torch.manual_seed(0)
+    spread = torch.randn(50, 8)
+    assert table_stats(spread)["mean_cosine"] == pytest.approx(
+        float((torch.nn.functional.normalize(spread, dim=1) @ torch.nn.functional.normalize(spread, dim=1).T
+               ).fill_diagonal_(0).sum() / (50 * 49)), abs=1e-5)
+    assert retrieval_at_1(spread, spread + 0.01 * torch.randn(50, 8)) == 1.0
+    healthy = stage1_diagnostics(spread, spread, spread + 0.01 * torch.randn(50, 8))
+    assert collapse_problems(healthy, CollapseCheck()) == ([], [])
+    point = torch.ones(50, 8) + 1e-3 * torch.randn(50, 8)  # every item nearly the same vector
+    collapsed = stage1_diagnostics(point, point, torch.ones(50, 8) + 1e-3 * torch.randn(50, 8))
+    assert collapsed["e"]["mean_cosine"] > 0.99 and collapsed["e"]["std_per_dim"] < 0.01
+    problems, other = collapse_problems(collapsed, CollapseCheck())
+    assert any(p.startswith("e rows") for p in problems) and any("retrieval" in p for p in problems) and not other
+    problems, other = collapse_problems(collapsed, CollapseCheck(checked=["text_encoder"]))  # only warnings
+    assert any(p.startswith("text_encoder") for p in problems) and any(p.startswith("e rows") for p in other)
+    # A stage-1 model whose item encoder outputs one point fails at export, loudly; `warn` keeps and records it.
+    data = PreparedData(titled_data_dir)
+    recipe = Stage1Recipe("s1", stage1_config(tiny_models, collapse=CollapseCheck(action="error")), backbone_dir)
+    core = recipe.build(data).eval()
+    with torch.no_grad():
+        for encoder in (core.item_encoder, core.text_encoder):
+            encoder.weight.mul_(1e-6)
+            encoder.bias.fill_(1.0)
+    with pytest.raises(CollapseError, match="collapsed"):
+        recipe.export(core, data, tmp_path)
+    assert not (tmp_path / "joint_embeddings.safetensors").exists()
+    warned = Stage1Recipe("s1", stage1_config(tiny_models), backbone_dir)  # action: warn
+    facts = warned.export(core, data, tmp_path)
+    assert facts["warnings"] and facts["diagnostics"]["e"]["mean_cosine"] > 0.99
+    assert json.loads((tmp_path / "diagnostics.json").read_text())["collapse"]
+    # The validation scorer goes through the text side: a collapsed q gives every item (nearly) one score.
+    with torch.no_grad():
+        scores = recipe.scorer(core, data, "valid", torch.device("cpu"))(np.arange(4))[:, 1:]
+    assert float(scores.std(1).max()) < 1e-3 * float(scores.abs().mean())
 
 
 # ---------- stage 2 (without Ray) ----------
@@ -298,7 +395,10 @@ def test_cached_candidate_scores_and_greedy_decoding_match_plain_forwards(tiny_m
     inputs = recipe.model_inputs(core, [example], np.array([5]), "test", with_answer=False)
     answers = [recipe.context.builder.answer_tokens(c) for c in example.candidates]
     cache, last, length = prompt_pass(core, inputs)
-    cached = answers_loglik(core, copy.deepcopy(cache), last, length, answers)
+    cached, counts = answers_loglik(core, copy.deepcopy(cache), last, length, answers)
+    assert counts.tolist() == [len(a) for a in answers]
+    normalised = candidate_scores(recipe, core, example, 5, "test", length_normalize=True)
+    assert torch.allclose(normalised, cached / torch.tensor([len(a) for a in answers]), atol=1e-5)
     tokens = greedy_decode(core, cache, last, length, recipe.context.builder.eos_id, max_new_tokens=5)
     with torch.no_grad():
         prompt_embeds = core.input_embeddings(collate([example], 0, with_answer=False), inputs["user_vectors"],
@@ -372,6 +472,17 @@ def check_inference_on_the_same_candidates(recipe, data_dir, backbone_dir, stage
     assert other["metrics"] == backbone["metrics"]  # the same model on the same candidates scores the same
     assert (backbone["model"], other["model"]) == (backbone_dir.name, "other-id")  # named by stage
     assert llm["metrics"]["generation"]["all"]["n"] == 3 and 0 <= llm["metrics"]["sampled_5"]["ndcg@5"] <= 1
+    assert 0 <= llm["metrics"]["generation"]["all"]["valid_rate"] <= 1 and llm["warnings"] == []
+    likelihood = llm["metrics"]["likelihood"]  # both rankings; the headline one is sampled_5
+    assert likelihood["headline"] == "sum" and likelihood["sum"]["sampled_5"] == llm["metrics"]["sampled_5"]
+    # Popularity on the same users and candidates, as a row of the leaderboard's candidate table.
+    from raylrec.leaderboard.core import read_record
+
+    popularity = read_record(out / "metrics_test_popularity.json")
+    assert popularity.label == "Popularity (same users)" and popularity.protocol == "candidates"
+    assert popularity.users == 3 and "cand_hit@1" in popularity.values
+    for name in ("backbone", "popularity", "e_sum", "e_mean"):  # per-user ranks for paired comparisons
+        assert set(pd.read_parquet(out / f"ranks_test_{name}.parquet")["user"]) >= set(llm["users"])
 
 
 # ---------- the whole method on Ray: stage 1, stage 2 (DeepSpeed), inference, resume ----------
@@ -423,7 +534,8 @@ def test_stages_run_on_ray_with_deepspeed_and_resume(ray_session, tiny_models, t
     stage1_done = (models / "allmrec-stage1" / "DONE.json").stat().st_mtime
     longer = config.model_copy(update={"stages": ["stage2"], "stage2": config.stage2.model_copy(update={
         "train": config.stage2.train.model_copy(update={"max_epochs": 2})})})
-    resumed = pipeline.run_allmrec(longer, force=True)
+    (models / "allmrec-stage2" / "DONE.json").unlink()  # as if the driver was lost after the last checkpoint
+    resumed = pipeline.run_allmrec(longer)
     assert (models / "allmrec-stage1" / "DONE.json").stat().st_mtime == stage1_done
     assert pd.read_csv(models / "allmrec-stage2" / "history.csv")["epoch"].tolist() == [0, 1]
     assert resumed["stage2"]["final_metrics"]["epoch"] == 1
@@ -432,6 +544,10 @@ def test_stages_run_on_ray_with_deepspeed_and_resume(ray_session, tiny_models, t
 def test_presets_load(tmp_path):
     cpu = load_config(ALLMRecConfig, "allmrec")
     paper = load_config(ALLMRecConfig, "allmrec-paper")
+    long = load_config(ALLMRecConfig, "allmrec-long")
+    assert not cpu.stage1.text.finetune and cpu.inference.variants == ["e"]  # frozen MiniLM; no q in the main job
+    assert long.name != cpu.name and long.stage2.train_users is None and long.inference.variants == ["e", "q"]
+    assert long.backbone == cpu.backbone  # one shared backbone stage in a run directory
     assert cpu.stage2.llm == "smollm2-135m" and cpu.stage2.train.deepspeed == "zero2"
     assert paper.stage1.train.batch_size == 32
     assert paper.stage2.train.batch_size * paper.stage2.train.num_workers == 4  # global batch 4

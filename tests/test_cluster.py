@@ -212,7 +212,6 @@ def test_killed_train_worker_restores_from_checkpoint_with_same_result(jobs):
         assert got["final_metrics"][key] == pytest.approx(expected["final_metrics"][key], abs=TOLERANCE), key
 
 
-@pytest.mark.slow
 def test_resubmitted_pipeline_skips_done_stages_and_resumes_the_stopped_one(cluster, jobs, synthetic_log,
                                                                             tmp_path):
     """`ray job stop` a two-stage pipeline during its second stage, then submit it again with the same run dir."""

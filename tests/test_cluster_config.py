@@ -1,16 +1,22 @@
-"""cluster.yaml: valid for Ray's cluster launcher (its own schema and validator, no cloud calls), and no Ray port
-open to the internet."""
+"""cluster.yaml: valid for Ray's cluster launcher (its own schema and validator, no cloud calls), no Ray port
+open to the internet, SSH only from the range the user sets, least-privilege instance profiles."""
 
 from __future__ import annotations
 
 import copy
+import json
+import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
 CLUSTER_YAML = Path(__file__).resolve().parents[1] / "cluster.yaml"
+DEPLOY = CLUSTER_YAML.parent / "deploy" / "aws"
+SECURITY_GROUP_RULES = DEPLOY / "security-group-rules.json"
+SETUP = DEPLOY / "setup.sh"
 OPEN_TO_ALL = {"0.0.0.0/0", "::/0"}
 
 
@@ -26,23 +32,13 @@ def ray_ports(config: dict) -> set[int]:
     return given | {6379, 8265, 10001, 8080}
 
 
-def ray_default_inbound_rules(group_ids: set[str], extra: list[dict]) -> list[dict]:
-    """Ray's AWS bootstrap: the rules it authorises on a security group it creates (its own function when boto3,
-    which `ray up` on AWS needs, is installed; else the same rules as Ray 2.60 defines them)."""
-    try:
-        from ray.autoscaler._private.aws.config import _create_default_inbound_rules
-    except ImportError:  # ray/autoscaler/_private/aws/config.py imports boto3 at module level
-        return [{"FromPort": -1, "ToPort": -1, "IpProtocol": "-1",
-                 "UserIdGroupPairs": [{"GroupId": g} for g in sorted(group_ids)]},
-                {"FromPort": 22, "ToPort": 22, "IpProtocol": "tcp", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]},
-                *extra]
-    return _create_default_inbound_rules(group_ids, extra)
-
-
-def effective_inbound_rules(config: dict) -> list[dict]:
-    """What Ray's AWS bootstrap authorises on the group it creates: its defaults plus our IpPermissions."""
+def effective_inbound_rules(config: dict, ssh_cidr: str = "198.51.100.7/32") -> list[dict]:
+    """The rules of the group every node uses: deploy/aws/security-group-rules.json as setup.sh fills it in, plus
+    any rule the file would have Ray add (Ray adds none to a group given by SecurityGroupIds)."""
+    rules = json.loads(SECURITY_GROUP_RULES.read_text().replace("SSH_CIDR", ssh_cidr).replace("GROUP_ID",
+                                                                                             "sg-raylrec"))
     extra = config["provider"].get("security_group", {}).get("IpPermissions", [])
-    return ray_default_inbound_rules({"sg-raylrec"}, extra)
+    return rules["IpPermissions"] + extra
 
 
 def covers(rule: dict, port: int) -> bool:
@@ -94,16 +90,57 @@ def test_no_ray_port_is_open_to_the_internet(config):
     assert not open_ports, f"Ray ports reachable from outside the cluster: {open_ports}"
     # Every other rule admits only the cluster's own security group.
     assert any(rule.get("UserIdGroupPairs") and not public_sources(rule) for rule in rules)
-    # No node type bypasses the managed group with groups this check cannot see.
-    assert not any("SecurityGroupIds" in t["node_config"] for t in config["available_node_types"].values())
+    # Every node type uses that one group (Ray would create a group admitting SSH from anywhere otherwise).
+    groups = {tuple(t["node_config"].get("SecurityGroupIds", ())) for t in config["available_node_types"].values()}
+    assert groups == {("sg-REPLACE-ME",)} and "security_group" not in config["provider"]
 
 
 def test_the_check_catches_an_exposed_dashboard(config):
     exposed = copy.deepcopy(config)
-    exposed["provider"]["security_group"]["IpPermissions"] = [
-        {"FromPort": 8265, "ToPort": 8265, "IpProtocol": "tcp", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]
+    exposed["provider"]["security_group"] = {"IpPermissions": [
+        {"FromPort": 8265, "ToPort": 8265, "IpProtocol": "tcp", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]}
     with pytest.raises(AssertionError):
         test_no_ray_port_is_open_to_the_internet(exposed)
+
+
+def test_ssh_is_open_only_to_the_range_the_user_sets(config):
+    rules = effective_inbound_rules(config, "198.51.100.7/32")
+    ssh = [rule for rule in rules if public_sources(rule)]
+    assert len(ssh) == 1 and public_sources(ssh[0]) == {"198.51.100.7/32"} and covers(ssh[0], 22)
+    assert not any(public_sources(rule) & OPEN_TO_ALL for rule in rules)
+    for cidr, accepted in (("198.51.100.7/32", True), ("10.0.0.0/16", True), ("0.0.0.0/0", False),
+                           ("::/0", False), ("not-a-range", False), ("", False)):
+        result = subprocess.run(["bash", str(SETUP), "--dry-run"], capture_output=True, text=True, timeout=60,
+                                env={"PATH": os.environ["PATH"], "SSH_CIDR": cidr, "RUN_BUCKET": "runs",
+                                     "VPC_ID": "vpc-1"})
+        assert (result.returncode == 0) == accepted, (cidr, result.stderr)
+        if accepted:
+            assert f'"CidrIp": "{cidr}"' in result.stdout and "0.0.0.0/0" not in result.stdout
+
+
+def test_instance_profiles_are_least_privilege(config):
+    """Workers: the run bucket only. Head: the run bucket, the autoscaler's EC2 calls limited to this cluster's
+    tagged instances, and passing the worker role only — never Ray's default role (EC2 and S3 full access)."""
+    types = config["available_node_types"]
+    assert types["head"]["node_config"]["IamInstanceProfile"] == {"Name": "raylrec-head"}
+    assert {types[t]["node_config"]["IamInstanceProfile"]["Name"] for t in ("cpu-worker", "gpu-worker")} == \
+        {"raylrec-worker"}
+    bucket = {"arn:aws:s3:::RUN_BUCKET", "arn:aws:s3:::RUN_BUCKET/*"}
+    for role in ("worker", "head"):
+        statements = json.loads((DEPLOY / f"{role}-policy.json").read_text())["Statement"]
+        for statement in statements:
+            actions = [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]
+            resources = [statement["Resource"]] if isinstance(statement["Resource"], str) else statement["Resource"]
+            assert statement["Effect"] == "Allow" and not any(a == "*" or a.endswith(":*") for a in actions)
+            if any(a.startswith("s3:") for a in actions):
+                assert set(resources) <= bucket, statement  # no other bucket, no wildcard bucket
+            if role == "worker":
+                assert all(a.startswith("s3:") for a in actions), statement
+            elif any(a in ("ec2:TerminateInstances", "ec2:StopInstances") for a in actions):
+                assert statement["Condition"]["StringEquals"]["aws:ResourceTag/ray-cluster-name"] == \
+                    config["cluster_name"]
+            elif "iam:PassRole" in actions:
+                assert resources == ["arn:aws:iam::ACCOUNT_ID:role/raylrec-worker"]
 
 
 def test_token_auth_on_every_node_and_no_secrets_in_the_file(config):

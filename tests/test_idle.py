@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from raylrec.data.prepared import PreparedData
 from raylrec.methods.idle.adapter import IdleAdapter, refine
-from raylrec.methods.idle.config import AdapterConfig, IdleConfig, MMDConfig, PromptConfig
+from raylrec.methods.idle.config import AdapterConfig, HeadConfig, IdleConfig, MMDConfig, PromptConfig
 from raylrec.methods.idle.injection import Prefix, wrap_backbone
 from raylrec.methods.idle.mmd import gaussian_mmd, layerwise_mmd
 from raylrec.methods.idle.model import IdleModel
@@ -133,9 +133,10 @@ def test_padding_does_not_leak_into_the_prompt(kind):
 
 # ---------- the trained module ----------
 
-def idle_model(kind="encoder", num_items=20, **adapter):
+def idle_model(kind="encoder", num_items=20, head=HeadConfig(), text_rows=None, **adapter):
     torch.manual_seed(1)
-    return IdleModel(backbone(kind), build_model(num_items, TINY_ID), num_items, AdapterConfig(**adapter))
+    return IdleModel(backbone(kind), build_model(num_items, TINY_ID), num_items, AdapterConfig(**adapter), head,
+                     text_rows)
 
 
 def batch_of(num_items=20, size=4, length=6):
@@ -174,6 +175,64 @@ def test_only_the_adapter_and_head_train(kind, injection):
     assert not model.backbone.training and not model.id_model.training
     model.double()
     assert next(model.backbone.parameters()).dtype == torch.float64
+
+
+# ---------- item head options (eq. 14 and our extensions) ----------
+
+@pytest.mark.parametrize("init", ["random", "id_tied", "text"])
+@pytest.mark.parametrize("id_residual", [False, True])
+def test_each_head_option_scores_every_item_and_trains(init, id_residual):
+    num_items, hidden = 20, 16
+    text_rows = torch.randn(num_items + 1, hidden) if init == "text" else None
+    model = idle_model(head=HeadConfig(init=init, id_residual=id_residual), text_rows=text_rows)
+    batch = batch_of(num_items)
+    logits, _ = model(*batch[:3])
+    assert logits.shape == (4, num_items + 1) and torch.isfinite(logits).all()
+    shapes = {name: tuple(p.shape) for name, p in model.head.named_parameters()}
+    expected = {"id_map": (hidden, TINY_ID.hidden_size)} if init == "id_tied" else {"weight": (num_items + 1, hidden)}
+    if id_residual:
+        expected.update(gain=(), log_temperature=())
+    assert shapes == expected
+    idle_loss(model, batch, weight=0.0).backward()
+    # With id_residual the head's own parameters get no gradient until the gain has left 0; the gain and τ do.
+    moved = {name for name, p in model.head.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert moved == ({"gain", "log_temperature"} if id_residual else set(expected))
+    if text_rows is not None:
+        assert torch.equal(model.head.weight, text_rows)
+    with pytest.raises(ValueError, match="text embeddings"):
+        idle_model(head=HeadConfig(init="text"))
+
+
+@pytest.mark.parametrize("init", ["random", "id_tied", "text"])
+def test_id_residual_with_a_zero_head_gives_exactly_the_id_models_scores(init):
+    num_items = 20
+    model = idle_model(head=HeadConfig(init=init, id_residual=True),
+                       text_rows=torch.randn(num_items + 1, 16) if init == "text" else None)
+    windows, ids, mask, _ = batch_of(num_items)
+    expected = model.id_model.score_all(model.id_model.user_vector(windows))
+    assert torch.equal(model.score(windows, ids, mask), expected)  # gain 0, τ 1: the ID model, bit for bit
+    with torch.no_grad():
+        model.head.gain.fill_(1.0)
+    assert not torch.allclose(model.score(windows, ids, mask)[:, 1:], expected[:, 1:])
+
+
+def test_text_init_is_the_frozen_models_embedding_of_each_item_text(artifacts, data):
+    """Row i of W_y starts as the backbone's own pooled output for item i's text alone; padding row 0 is zero."""
+    from transformers import AutoTokenizer
+
+    root, id_dir, folders = artifacts
+    config = tiny_config(root, head={"init": "text", "batch_items": 7})
+    core = IdleRecipe(config, id_dir, folders["encoder"], "encoder").build(data)
+    tokenizer = AutoTokenizer.from_pretrained(folders["encoder"], local_files_only=True)
+    items = data.items_table()
+    assert core.head.weight.shape == (data.num_items + 1, core.backbone.hidden_size)
+    assert torch.equal(core.head.weight[0], torch.zeros(core.backbone.hidden_size))
+    for item in (1, 2, data.num_items):
+        text = "item " + str(items.loc[items["item"] == item, "item_id"].iloc[0])
+        encoded = tokenizer(text, return_tensors="pt")
+        with torch.no_grad():
+            alone = core.backbone.model(**encoded).last_hidden_state[0, 0]  # [CLS] pooling of a plain BERT folder
+        assert torch.allclose(core.head.weight[item], alone, atol=1e-5)
 
 
 # ---------- MMD (eq. 12) ----------
@@ -364,6 +423,18 @@ def test_presets_load():
     from raylrec.config import load_config
 
     cpu, paper = load_config(IdleConfig, "idle"), load_config(IdleConfig, "idle-paper")
-    assert cpu.backbone == "minilm" and cpu.subsequences_per_user is not None
+    assert cpu.backbone == "minilm" and cpu.train.samples_per_epoch is not None
     assert paper.subsequences_per_user is None and paper.adapter.prompt_length == 2
+    assert paper.head.init == "random" and not paper.head.id_residual and paper.train.lr == 5e-4
+    assert paper.train.lr_schedule == "linear"
     assert MMDConfig().weight in (0.1, 0.2, 0.5, 1.0)
+
+
+def test_loss_can_exclude_the_history_the_evaluation_masks():
+    from raylrec.methods.idle.recipe import exclude_seen
+
+    logits = torch.zeros(2, 6)
+    windows = torch.tensor([[0, 2, 3], [0, 0, 5]])
+    masked = exclude_seen(logits, windows, torch.tensor([3, 1]))
+    assert torch.isinf(masked[0, [0, 2]]).all() and masked[0, 3] == 0  # the target stays even when seen
+    assert torch.isinf(masked[1, [0, 5]]).all() and torch.isfinite(masked[1, [1, 2, 3, 4]]).all()

@@ -23,10 +23,11 @@ def metrics(ndcg10: float, warm: float = 0.2, cold: float = 0.05) -> dict:
                                       "cold": {"ndcg@10": cold, "hr@10": 2 * cold, "n": 343}}}}
 
 
-def write_stage(stage_dir: Path, model: str, ndcg10: float, params: int = 1000, wall: float = 12.0, **kw) -> None:
+def write_stage(stage_dir: Path, model: str, ndcg10: float, params: int = 1000, wall: float = 12.0,
+                config: dict | None = None, **kw) -> None:
     stage_dir.mkdir(parents=True)
     record = {"model": model, "split": "test", "metrics": metrics(ndcg10, **kw), "data_fingerprint": "fp1",
-              "dataset": "ml-100k", "config": {"train": {"lr": 0.002}}, "trainable_params": params}
+              "dataset": "ml-100k", "config": config or {"train": {"lr": 0.002}}, "trainable_params": params}
     (stage_dir / "metrics_test.json").write_text(json.dumps(record))
     (stage_dir / "DONE.json").write_text(json.dumps({"fit_wall_s": wall}))
 
@@ -160,3 +161,20 @@ def test_rows_without_stored_ranks_get_no_interval(runs):
     frame = leaderboard_frame(collect_records(runs))
     assert "delta_ndcg@10_vs_best_id" not in frame or frame["delta_ndcg@10_vs_best_id"].isna().all()
     assert "paired differences" not in build_leaderboard(runs, runs[0] / "board", plots=False)["markdown"]
+
+
+def test_same_label_different_configs_are_separate_rows_and_moved_aside_runs_are_not_read(tmp_path):
+    """Two seeds of one config average into one row (their seeds and run-directory paths differ); a third run with
+    the same label and another learning rate gets its own row; a folder moved aside by --force is never read."""
+    config = lambda lr, seed, run: {"train": {"lr": lr, "seed": seed, "cpus_per_worker": 1.0},  # noqa: E731
+                                    "method": {"run_dir": str(tmp_path / run), "pretrained_dir": f"/x/{run}/models/b"}}
+    write_stage(tmp_path / "a" / "models" / "sasrec", "sasrec", 0.10, config=config(0.002, 1, "a"))
+    write_stage(tmp_path / "b" / "models" / "sasrec", "sasrec", 0.12, config=config(0.002, 2, "b"))
+    write_stage(tmp_path / "c" / "models" / "sasrec", "sasrec", 0.30, config=config(0.01, 1, "c"))
+    write_stage(tmp_path / "a" / "models" / "sasrec.old-20261204-151500", "sasrec", 0.99, config=config(0.002, 1, "a"))
+    frame = leaderboard_frame(collect_records([tmp_path / r for r in "abc"])).set_index("method")
+    assert len(frame) == 2 and all(label.startswith("SASRec [config ") for label in frame.index)
+    assert sorted(frame["n"]) == [1, 2]
+    averaged = frame[frame["n"] == 2].iloc[0]
+    assert averaged["ndcg@10"] == pytest.approx(0.11)
+    assert frame[frame["n"] == 1].iloc[0]["ndcg@10"] == pytest.approx(0.30)

@@ -67,3 +67,21 @@ def test_mean_interval_brackets_the_mean_with_the_normal_width():
 
 def test_mean_interval_of_identical_values_is_that_value():
     assert mean_interval(np.full(50, 0.25)) == pytest.approx((0.25, 0.25))
+
+
+def test_nan_and_inf_scores_rank_worst_never_best():
+    """A diverged model's NaN (or +inf) target score is the last rank, never rank -1 / HR = 1 / NDCG = inf; a NaN
+    on another candidate counts ahead of the target; -inf (the evaluator's mask) stays behind."""
+    nan, inf = float("nan"), float("inf")
+    scores = torch.tensor([
+        [nan, 0.5, 0.1, 0.7],  # NaN target → last (3)
+        [nan, nan, nan, nan],  # all NaN → last
+        [0.2, inf, 0.8, 0.1],  # +inf target → last
+        [nan, 0.2, 0.3, -inf],  # target col 2: the NaN counts ahead, the masked -inf does not → 1
+        [-inf, 0.2, -inf, -inf],  # -inf target ties every masked item → last
+    ])
+    ranks = target_ranks(scores, torch.tensor([0, 2, 1, 2, 0]))
+    assert ranks.tolist() == [3, 3, 3, 1, 3]
+    metrics = mean_metrics(ranks.numpy(), ks=[1, 2])
+    assert all(math.isfinite(v) and 0 <= v <= 1 for k, v in metrics.items() if k != "n")
+    assert metrics["hr@1"] == 0.0 and metrics["hr@2"] == pytest.approx(0.2)

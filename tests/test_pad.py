@@ -12,12 +12,16 @@ from raylrec.config import load_config
 from raylrec.data.prepared import CSR, PreparedData
 from raylrec.errors import RaylrecError
 from raylrec.eval.buckets import frequency_buckets
-from raylrec.eval.evaluator import EvalConfig
+from raylrec.eval.evaluator import EvalConfig, Evaluator
+from raylrec.eval.metrics import mean_metrics
 from raylrec.methods.pad.alignment import AlignmentRecipe, alignment_sample
 from raylrec.methods.pad.config import AlignConfig, AlignmentLossConfig, ExpertsConfig, PadConfig, TowerConfig
-from raylrec.methods.pad.experts import ExpertsRecipe, FrequencyGate
+from raylrec.methods.pad.diagnostics import expert_diagnostics
+from raylrec.methods.pad.experts import ExpertsRecipe
 from raylrec.methods.pad.kendall import behaviour_target_pairs, kendall_by_bucket, kendall_tau
+from raylrec.methods.pad.mixture import ExpertScale, FrequencyGate
 from raylrec.methods.pad.mmd import alignment_loss, bandwidths, kernel_matrix, mk_mmd, squared_distances
+from raylrec.methods.pad.towers import FusedTower
 from raylrec.models.base import ModelConfig, build_model
 from raylrec.text.artifacts import EmbeddingMeta, write_embeddings
 from raylrec.train.stage import StageJob, run_stage
@@ -147,9 +151,10 @@ def text_dir(run_dir, data):
     return write_embeddings(run_dir / "embeddings" / "random", vectors, meta)
 
 
-def align_recipe(phase1_dir, text_dir, **align) -> AlignmentRecipe:
+def align_recipe(phase1_dir, text_dir, towers=None, **align) -> AlignmentRecipe:
     config = AlignConfig(**{"train": {"max_epochs": 1, "batch_size": 16, "lr": 0.01}, **align})
-    return AlignmentRecipe("pad-align", TINY_MODEL, TowerConfig(text_mlp_layers=2), config, phase1_dir, text_dir)
+    return AlignmentRecipe("pad-align", TINY_MODEL, towers or TowerConfig(text_mlp_layers=2), config, phase1_dir,
+                           text_dir)
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +168,8 @@ def align_dir(run_dir, data, phase1_dir, text_dir):
 
 def experts_recipe(phase1_dir, text_dir, align_dir, **experts) -> ExpertsRecipe:
     config = ExpertsConfig(**{"train": {"max_epochs": 1, "batch_size": 16, "lr": 0.01}, **experts})
-    return ExpertsRecipe("pad", TINY_MODEL, TowerConfig(text_mlp_layers=2), config, text_dir, phase1_dir, align_dir)
+    return ExpertsRecipe("pad", TINY_MODEL, TowerConfig(text_mlp_layers=2), config, text_dir, phase1_dir, align_dir,
+                         EvalConfig(num_negatives=[5], length_edges=[5, 10], frequency_buckets=4))
 
 
 # ---------- buckets and gating ----------
@@ -188,8 +194,8 @@ def test_gate_weights_sum_to_one_per_bucket(mode):
     with torch.no_grad():
         gate.logits.add_(torch.randn_like(gate.logits))
         if gate.item_terms is not None:
-            for layer in gate.item_terms.values():
-                layer.weight.normal_()
+            for term in gate.item_terms.values():
+                term[1].weight.normal_()
     per_bucket = gate.bucket_weights()
     assert per_bucket.shape == (1 if mode == "global" else 3, 3)
     assert torch.allclose(per_bucket.sum(-1), torch.ones(len(per_bucket)))
@@ -198,6 +204,145 @@ def test_gate_weights_sum_to_one_per_bucket(mode):
     assert weights.shape == (2, 3, 3) and torch.allclose(weights.sum(-1), torch.ones(2, 3))
     if mode == "frequency":  # items of one bucket share their weights
         assert torch.allclose(weights[0, 2], weights[1, 0])
+
+
+def test_eq11_gate_sees_item_vectors_and_user_states():
+    torch.manual_seed(0)
+    names = ["id", "align", "llm"]
+    init = {"id": (0.0, 1.0), "align": (-5.0, -4.0), "llm": (1.0, 0.0)}
+    buckets = torch.tensor([-1, 0, 1, 2, 2, 1])
+    gate = FrequencyGate(names, buckets, 3, "frequency_embedding", init, dim=4)
+    plain = FrequencyGate(names, buckets, 3, "frequency", init, dim=4)
+    items = torch.arange(6)
+    tables = {n: torch.randn(6, 4) for n in names}
+    states = {n: torch.randn(5, 4) for n in names}
+    # Zero-initialised embedding terms: the gate starts as the frequency gate.
+    assert torch.allclose(gate(items, tables, states), plain(items, tables).expand(5, -1, -1))
+    with torch.no_grad():
+        for terms in (gate.item_terms, gate.user_terms):
+            for term in terms.values():
+                term[1].weight.normal_()
+    every_item = gate(items, tables, states)  # all items for R user states
+    assert every_item.shape == (5, 6, 3) and torch.allclose(every_item.sum(-1), torch.ones(5, 6))
+    candidates = torch.tensor([[1, 2], [3, 4], [5, 1], [2, 2], [4, 3]])
+    picked = gate(candidates, {n: tables[n][candidates] for n in names}, states)  # (R, C) candidates
+    assert picked.shape == (5, 2, 3)
+    assert torch.allclose(picked, every_item.gather(1, candidates.unsqueeze(-1).expand(-1, -1, 3)))
+    # Items of one bucket now get different weights, and so do users.
+    assert not torch.allclose(every_item[0, 3], every_item[0, 4])
+    assert not torch.allclose(every_item[0], every_item[1])
+    # The layer norm makes the gate blind to the size of the vectors it sees.
+    assert torch.allclose(gate(items, {n: 9 * t for n, t in tables.items()}, states), every_item, atol=1e-4)
+
+
+def test_normalised_expert_logits_ignore_the_scale_of_any_one_expert(data, phase1_dir, text_dir, align_dir):
+    window = torch.from_numpy(data.input_windows("valid", np.arange(6), TINY_MODEL.max_len))
+    for gating in ("frequency", "frequency_embedding"):
+        for normalize in ("standardize", "none"):
+            torch.manual_seed(0)
+            core = experts_recipe(phase1_dir, text_dir, align_dir, gating=gating, normalize=normalize).build(data)
+            core.eval()
+            assert (core.scale is not None) == (normalize == "standardize")
+            with torch.no_grad():
+                before = core.score_all(window)
+                # The LLM expert's user states, hence its logits, × 50: its encoder ends in a post-norm layer norm.
+                last_norm = core.experts["llm"].encoder.blocks.layers[-1].norm2
+                last_norm.weight.mul_(50)
+                last_norm.bias.mul_(50)
+                after = core.score_all(window)
+            same = torch.allclose(before[:, 1:], after[:, 1:], atol=1e-4)
+            assert same == (normalize == "standardize"), (gating, normalize)
+    z = ExpertScale.standardize(torch.randn(4, 7, 3) * torch.tensor([1.0, 10.0, 0.1]))
+    assert torch.allclose(z[:, 1:].mean(1), torch.zeros(4, 3), atol=1e-5)
+    assert torch.allclose(z[:, 1:].std(1), torch.ones(4, 3), atol=1e-5) and (z[:, 0] == 0).all()
+    # The temperature starts at the ID expert's logit spread, so Φ starts on phase 1's scale.
+    recipe = experts_recipe(phase1_dir, text_dir, align_dir, normalize="standardize")
+    core = recipe.build(data)
+    inputs, targets = (t[:64] for t in recipe.training_tensors(data))
+    core.eval()
+    with torch.no_grad():
+        id_expert = core.experts["id"]
+        spread = (id_expert.user_states(inputs)[targets > 0] @ id_expert.item_table()[1:].T).std(-1).mean()
+    assert core.scale.temperature.item() == pytest.approx(spread.item(), rel=1e-4)
+
+
+def test_cross_entropy_is_over_every_item_of_the_gated_scores(data, phase1_dir, text_dir, align_dir):
+    for switches in ({}, {"normalize": "standardize", "gating": "frequency_embedding"}):
+        recipe = experts_recipe(phase1_dir, text_dir, align_dir, **switches,
+                                train={"max_epochs": 1, "batch_size": 16, "loss": "ce", "label_smoothing": 0.1})
+        torch.manual_seed(0)
+        core = recipe.build(data)
+        core.eval()  # no dropout: the two computations below must see the same network
+        inputs, targets = (t[:4] for t in recipe.training_tensors(data))
+        loss = recipe.loss(core, core, (inputs, targets), torch.Generator().manual_seed(0))
+        # The same loss by hand: Φ of every item at every trained position, softmax over the real items.
+        expected = []
+        for row, column in (targets > 0).nonzero().tolist():
+            prefix = inputs[row:row + 1, :column + 1]  # the causal encoder sees items ≤ column at the same places
+            phi = core.score_all(prefix)[0, 1:]
+            expected.append(torch.nn.functional.cross_entropy(phi.unsqueeze(0), targets[row, column:column + 1] - 1,
+                                                              label_smoothing=0.1))
+        assert loss.item() == pytest.approx(torch.stack(expected).mean().item(), rel=1e-4)
+        loss.backward()
+        assert core.gate.logits.grad is not None and core.gate.logits.grad.abs().sum() > 0
+        if core.scale is not None:
+            assert core.scale.log_tau.grad is not None
+    # Phase 2 under cross-entropy: the alignment expert's softmax over every item, plus γ · MMD.
+    recipe = align_recipe(phase1_dir, text_dir, variant="none", train={"loss": "ce", "batch_size": 16})
+    torch.manual_seed(0)
+    model = recipe.build(data)
+    model.eval()
+    inputs, targets = (t[:4] for t in recipe.training_tensors(data))
+    loss = recipe.loss(model, model, (inputs, targets), torch.Generator().manual_seed(0))
+    logits = model.expert.user_states(inputs)[targets > 0] @ model.expert.item_table().T
+    expected = torch.nn.functional.cross_entropy(logits[:, 1:], targets[targets > 0] - 1)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_fusion_starts_from_the_id_half_or_from_both(data, text_dir):
+    text = torch.from_numpy(np.random.default_rng(1).normal(size=(data.num_items + 1, TEXT_DIM)).astype(np.float32))
+    torch.manual_seed(0)
+    identity = FusedTower(data.num_items, text, 8, TowerConfig(text_mlp_layers=2)).eval()
+    items = torch.arange(1, data.num_items + 1)
+    with torch.no_grad():
+        assert torch.allclose(identity(items), identity.collaborative(items))
+        balanced = FusedTower(data.num_items, text, 8, TowerConfig(text_mlp_layers=2, fuse_init="balanced")).eval()
+        balanced.collaborative.embedding.weight.mul_(30)  # a trained table is larger than the 0.02 init
+        balanced.init_fusion()
+        halves = balanced.fuse.weight
+        text_part = balanced.text(items) @ halves[:, :8].T
+        id_part = balanced.collaborative(items) @ halves[:, 8:].T
+        rms = [part.pow(2).mean().sqrt().item() for part in (text_part, id_part)]
+        assert rms[0] == pytest.approx(rms[1], rel=1e-4)
+        assert rms[1] == pytest.approx(balanced.collaborative(items).pow(2).mean().sqrt().item() / 2 ** 0.5, rel=1e-4)
+
+
+def test_expert_diagnostics_rank_each_expert_alone(data, phase1_dir, text_dir, align_dir):
+    recipe = experts_recipe(phase1_dir, text_dir, align_dir, normalize="standardize", gating="frequency_embedding")
+    core = recipe.build(data)
+    core.eval()
+    report, ranks = expert_diagnostics(core, data, recipe.eval_config, TINY_MODEL.max_len)
+    # The ID expert starts as phase 1: alone it ranks exactly as the phase-1 backbone does.
+    backbone = build_model(data.num_items, TINY_MODEL)
+    backbone.load_state_dict(load_file(str(phase1_dir / "model.safetensors")))
+    backbone.eval()
+    for split in ("valid", "test"):
+        evaluator = Evaluator(data, split, EvalConfig(num_negatives=[]))
+        with torch.no_grad():
+            phase1 = evaluator.ranks(lambda users, split=split: backbone.score_all(backbone.user_vector(
+                torch.from_numpy(data.input_windows(split, users, TINY_MODEL.max_len)))))["full"]
+        assert (ranks[split]["id"] == phase1).all()
+        assert report[split]["experts"]["id"]["ndcg@10"] == pytest.approx(mean_metrics(phase1, [10])["ndcg@10"])
+        for name in ("id", "align", "llm"):
+            entry = report[split]["experts"][name]
+            assert 0 <= entry["rarest_two_ndcg@10"] <= 1 and entry["rarest_two_n"] > 0
+            assert entry["logit_range"] > entry["logit_std"] > 0
+        gates = report[split]["mean_gate_by_bucket"]
+        assert sorted(gates) == ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]
+        assert all(math.isclose(sum(g.values()), 1, abs_tol=1e-3) for g in gates.values())
+        # The rarest bucket starts with the public code's init: the LLM expert trusted most.
+        assert max(gates["0"], key=gates["0"].get) == "llm"
+    assert report["temperature"] == pytest.approx(core.scale.temperature.item(), abs=1e-4)
 
 
 # ---------- ablation switches ----------
@@ -221,15 +366,20 @@ def graph_signature(recipe, data):
 
 def test_each_ablation_switch_changes_the_computation_graph(data, phase1_dir, text_dir, align_dir):
     variants = {"default": {}, "global gate": {"gating": "global"},
-                "embedding gate": {"gating": "frequency_embedding"}}
+                "embedding gate": {"gating": "frequency_embedding"}, "normalised": {"normalize": "standardize"},
+                "frozen id": {"freeze": ["id"]},
+                "cross-entropy": {"train": {"max_epochs": 1, "batch_size": 16, "loss": "ce"}}}
     for expert in ("id", "align", "llm"):
         variants[f"without {expert}"] = {"experts": [e for e in ("id", "align", "llm") if e != expert]}
         variants[f"only {expert}"] = {"experts": [expert]}
     signatures = {name: graph_signature(experts_recipe(phase1_dir, text_dir, align_dir, **switch), data)
                   for name, switch in variants.items()}
     assert len(set(signatures.values())) == len(variants), signatures
+    assert not any(name.startswith("experts.id.") for name, _ in signatures["frozen id"][0])
+    assert any(name.startswith("experts.id.") for name, _ in signatures["default"][0])
     alignment = {variant: graph_signature(align_recipe(phase1_dir, text_dir, variant=variant), data)
                  for variant in ("none", "non_anchored", "rec_anchored", "rec_anchored_frozen")}
+    alignment["cross-entropy"] = graph_signature(align_recipe(phase1_dir, text_dir, train={"loss": "ce"}), data)
     assert len(set(alignment.values())) == len(alignment)
     trained_frozen = {name for name, _ in alignment["rec_anchored_frozen"][0]}
     assert "expert.tower.collaborative.embedding.weight" not in trained_frozen
@@ -274,8 +424,9 @@ def test_presets_load_and_model_with_method_is_an_error(tmp_path):
     assert cpu.align.gamma == paper.align.gamma == 0.2
     assert paper.align.loss.bandwidth_exponents == EXPONENTS and paper.experts.num_buckets == 10
     assert main(["train", "--method", "pad", "--model", "sasrec", "--run-dir", str(tmp_path)]) == 1
+    assert load_config(PadConfig, "pad", {"align": {"train": {"loss": "ce"}}}).align.train.loss == "ce"
     with pytest.raises(RaylrecError, match="loss"):
-        load_config(PadConfig, "pad", {"align": {"train": {"loss": "ce"}}})
+        load_config(PadConfig, "pad", {"align": {"train": {"loss": "softmax"}}})
 
 
 # ---------- phases 2 and 3 through the shared Ray Train stage runner ----------
@@ -290,7 +441,8 @@ def test_phases_two_and_three_run_as_ray_train_stages(ray_session, prepared_dir,
     experts_job = StageJob(experts, experts.train, eval_config, prepared_dir, str(run_dir), "phase: 3")
     summary = run_stage(experts_job)
     out = run_dir / "models" / "pad"
-    for artifact in ("model.safetensors", "item_embeddings.safetensors", "gates.json", "metrics_valid.json",
+    for artifact in ("model.safetensors", "item_embeddings.safetensors", "gates.json", "expert_diagnostics.json",
+                     "metrics_valid.json",
                      "metrics_test.json", "history.csv", "DONE.json", "model_config.json"):
         assert (out / artifact).exists(), artifact
     metrics = json.loads((out / "metrics_test.json").read_text())

@@ -9,6 +9,7 @@ over the flat, ordered rows.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -20,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
-from pydantic import model_serializer
+from pydantic import field_validator, model_serializer
 from tqdm import tqdm
 
 from raylrec.config import StrictModel
@@ -63,6 +64,16 @@ class DataConfig(StrictModel):
     # Where named datasets with a local-directory source are read from (a folder per dataset, as published);
     # default $RAYLREC_DATASETS_DIR. Not needed for datasets downloaded from the internet.
     source_dir: str | None = None
+
+    @field_validator("columns")
+    @classmethod
+    def _columns_are_fields(cls, columns: dict[str, str | None] | None) -> dict[str, str | None] | None:
+        known = [f.name for f in dataclasses.fields(ColumnMapping)]
+        unknown = sorted(set(columns or {}) - set(known))
+        if unknown:
+            raise ValueError(f"unknown field(s) {', '.join(map(repr, unknown))}; data.columns maps "
+                             f"{', '.join(known)} to the file's column names")
+        return columns
 
     @model_serializer(mode="wrap")
     def _dump_without_unset_additions(self, handler):
@@ -306,16 +317,26 @@ def write_prepared(rows: pa.Table, items: pd.DataFrame | None, config: DataConfi
                                            "num_negatives": count, "items": list(drawn)}))
     pd.concat(negatives).to_parquet(out_dir / "negatives.parquet", index=False)
 
-    fingerprint = hashlib.sha256(json.dumps({
-        "files": {p.name: file_sha256(p) for p in raw_files},
-        "config": config.model_dump(mode="json"),
-    }, sort_keys=True).encode()).hexdigest()[:16]
+    fingerprint = data_fingerprint(config, raw_files)
     counts = {"users": len(user_ids), "items": len(item_ids), "interactions": int(lengths.sum()),
               "train_interactions": int((lengths - 2).sum()),
               "sequence_length": {"min": int(lengths.min()), "median": float(np.median(lengths)),
                                   "max": int(lengths.max())}}
     return report.write(out_dir / "data_report.json", counts=counts, fingerprint=fingerprint,
                         config=config.model_dump(mode="json"), raw_files=[str(p) for p in raw_files])
+
+
+def data_fingerprint(config: DataConfig, raw_files: list[Path]) -> str:
+    """What the prepared data is a function of: the raw files' contents and the preparation settings."""
+    return hashlib.sha256(json.dumps({
+        "files": {p.name: file_sha256(p) for p in raw_files},
+        "config": config.model_dump(mode="json"),
+    }, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def user_raw_files(config: DataConfig) -> list[Path]:
+    """The raw files a config names itself (a fetched dataset's files are pinned by their checksums instead)."""
+    return [Path(p) for p in (config.interactions_path, config.items_path) if p]
 
 
 def check_items_agree(table: pa.Table, items: pd.DataFrame, interactions_path: Path, items_path: Path) -> None:

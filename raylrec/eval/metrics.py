@@ -2,7 +2,9 @@
 
 Ranks are 0-based and pessimistic on ties: every other candidate with exactly the target's score is
 counted ahead of the target, so a model that gives all items the same score gets the worst rank,
-never a lucky one.
+never a lucky one. Non-finite scores are pessimistic too: a NaN or +inf target score (a diverged model)
+ranks last, and a NaN on another candidate counts ahead of the target, so NaN never reads as a hit.
+(-inf is the evaluator's "not a candidate" mark and stays behind every finite score.)
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from scipy import stats
 def target_ranks(scores: torch.Tensor, target_column: torch.Tensor) -> torch.Tensor:
     """(B, C) scores and (B,) column of each row's target → (B,) 0-based pessimistic ranks."""
     target_scores = scores.gather(1, target_column.unsqueeze(1))
-    ahead = (scores > target_scores).sum(1)
-    tied_others = (scores == target_scores).sum(1) - 1
-    return ahead + tied_others
+    others = torch.ones_like(scores, dtype=torch.bool).scatter_(1, target_column.unsqueeze(1), False)
+    ahead = ((scores >= target_scores) | scores.isnan()) & others
+    ranks = ahead.sum(1)
+    diverged = target_scores.squeeze(1).isnan() | target_scores.squeeze(1).isposinf()
+    return torch.where(diverged, torch.full_like(ranks, scores.size(1) - 1), ranks)
 
 
 def per_user_metrics(ranks: np.ndarray, ks: list[int]) -> dict[str, np.ndarray]:

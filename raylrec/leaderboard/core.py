@@ -4,9 +4,11 @@ Sources, found under each RUN_DIR (symlinks are not followed, so shared artifact
   models/<stage>/metrics_test.json                 one run of a model or method variant
   sweeps/<sweep>/seeds/seed-<s>/models/<stage>/    the tuned configuration's seed re-runs: "<Method> (tuned)"
   sweeps/<sweep>/trials/...                        skipped: trials are judged on validation only
-Runs with the same row label (the same stage name across run directories, or a sweep's seeds) are one
-row, reported as mean ± std (sample std) over those runs. Rows are grouped by dataset fingerprint:
-numbers on different splits are never compared.
+Runs with the same row label (the same stage name across run directories, or a sweep's seeds) and the same
+config (up to seeds, paths and placement) are one row, reported as mean ± std (sample std) over those runs;
+same-label runs from different configs are separate rows, their labels suffixed with a short config hash.
+Stage folders moved aside by `--force` (`<stage>.old-<time>`) are not read. Rows are grouped by dataset
+fingerprint: numbers on different splits are never compared.
 
 Methods evaluated on the stored candidates only, for a sample of users (A-LLMRec's `<name>-eval/
 metrics_test_<variant>.json`, with its backbone scored on the same users in `metrics_test_backbone.json`),
@@ -21,9 +23,11 @@ trainable parameters; the config that produced the row.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +43,7 @@ DISPLAY = {
     "sasrec": "SASRec", "sasrec-bce": "SASRec (BCE)", "gru4rec": "GRU4Rec",
     "pad": "PAD", "pad-align": "PAD phase 2 (alignment expert)", "hybrid": "Hybrid", "morec": "MoRec",
     "allmrec": "A-LLMRec", "allmrec-sbert": "A-LLMRec (SBERT)", "idle": "IDLE-Adapter",
+    "popularity": "Popularity (same users)",  # A-LLMRec's eval folder: item training counts on its candidates
     # bench/idle.py's variant stages
     "idle-smollm2": "IDLE-Adapter (smollm2-135m)", "idle-no-layerwise": "IDLE-Adapter w/o LayerWise",
     "idle-no-refinement": "IDLE-Adapter w/o Refinement", "idle-no-distribution": "IDLE-Adapter w/o Distribution",
@@ -82,16 +87,36 @@ class Record:
     role: str = "method"  # id_model: compared against by every other row (the strongest one of its table)
     backbone: str | None = None  # the stage name of the ID model a method builds on
 
+    @property
+    def config_key(self) -> str:
+        """The config that produced the run, up to seeds, placement and paths: runs averaged into one row share it."""
+        return hashlib.sha256(json.dumps(comparable(self.config), sort_keys=True, default=str).encode()) \
+            .hexdigest()[:6]
+
+
+def comparable(value):
+    if isinstance(value, dict):
+        return {k: comparable(v) for k, v in value.items() if k not in NOT_CONFIG}
+    if isinstance(value, list):
+        return [comparable(v) for v in value]
+    if isinstance(value, str) and (value.startswith("/") or "://" in value):
+        return Path(value.split("://")[-1]).name  # a path: which stage, not where its run directory is
+    return value
+
 
 # A-LLMRec's training stages: their metrics rank only the stored candidates (the LLM scores no other item)
 # although written as full ranking; its `<name>-eval` folder holds the real evaluation.
 TRAINING_ONLY_SUFFIXES = ("-stage1", "-stage2")
+MOVED_ASIDE = re.compile(r"\.old-\d{8}-\d{6}$")  # an earlier run of a stage, kept by --force
+# Config keys that differ between runs meant to be averaged (seeds) or that only say where and on what a run went.
+NOT_CONFIG = {"seed", "run_dir", "name", "cpus_per_worker", "threads_per_worker", "use_gpu", "max_failures"}
 
 
 def metric_files(root: Path) -> list[Path]:
     found = []
     for directory, subdirs, files in os.walk(root):  # does not follow symlinks
-        if directory.endswith(TRAINING_ONLY_SUFFIXES):
+        if directory.endswith(TRAINING_ONLY_SUFFIXES) or MOVED_ASIDE.search(Path(directory).name):
+            subdirs[:] = []
             continue
         parts = Path(directory).relative_to(root).parts
         subdirs[:] = [d for d in subdirs if d not in ("train", "tune", "seeds-tune", "data", "embeddings")
@@ -234,8 +259,15 @@ def leaderboard_frame(records: list[Record], baseline: str | None = None, num_bu
     rows, run_lists = [], []
     groups: dict[tuple, list[Record]] = {}
     for record in records:
-        groups.setdefault((record.fingerprint, record.protocol, record.users, record.label), []).append(record)
-    for (fingerprint, protocol, users, label), group in groups.items():
+        groups.setdefault((record.fingerprint, record.protocol, record.users, record.label, record.config_key),
+                          []).append(record)
+    configs_per_label: dict[tuple, int] = {}
+    for fingerprint, protocol, users, label, _ in groups:
+        configs_per_label[(fingerprint, protocol, users, label)] = \
+            configs_per_label.get((fingerprint, protocol, users, label), 0) + 1
+    for (fingerprint, protocol, users, label, config_key), group in groups.items():
+        if configs_per_label[(fingerprint, protocol, users, label)] > 1:  # never average different configs
+            label = f"{label} [config {config_key}]"
         row: dict = {"dataset": group[0].dataset, "data_fingerprint": fingerprint, "protocol": protocol,
                      "users": users, "table": f"{fingerprint}|{protocol}|{users}", "method": label,
                      "model": group[0].model, "n": len(group), "candidates": group[0].candidates}

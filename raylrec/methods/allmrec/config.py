@@ -24,7 +24,10 @@ class TextTowerConfig(StrictModel):
     template: str | None = None  # None: the dataset's default (MovieLens "{title}; {genres}", Amazon title+description)
     max_length: int = Field(64, ge=4)  # tokens per item text
     pooling: Literal["mean", "cls"] = "mean"  # sentence-transformers' all-* models use mean pooling
-    finetune: bool = True  # False: the "Freeze SBERT" ablation (Table 6)
+    finetune: bool = True  # False: the "Freeze SBERT" ablation (Table 6); its text embeddings are computed once
+    # Learning rate of the fine-tuned encoder, in its own optimizer group (the encoders/decoders use
+    # stage1.train.lr). The paper's 1e-4 (Table 11); at 1e-3 MiniLM's outputs collapsed to one point.
+    lr: float = Field(1e-4, gt=0)
 
 
 class Stage1Losses(StrictModel):
@@ -33,6 +36,25 @@ class Stage1Losses(StrictModel):
     matching: bool = True  # eq. 2, MSE(e_i, q_i)
     recon: bool = True  # eq. 3 + 4, item and text reconstruction (the ablation drops both together)
     rec: bool = True  # eq. 5, BCE of x_u against the decoded positive vs. a sampled negative
+
+
+class CollapseCheck(StrictModel):
+    """When the stage-1 tables (SBERT outputs Q, e = f_I^enc(E), q = f_T^enc(Q)) count as collapsed: every item
+    would reach the LLM as nearly the same soft token. Checked at export; the numbers go to DONE.json and
+    `diagnostics.json` either way."""
+
+    # Mean pairwise cosine of the rows of Q, e or q above this: collapsed (MiniLM's titles+genres ≈ 0.3–0.5).
+    max_mean_cosine: float = Field(0.95, gt=0, le=1)
+    # e→q retrieval@1 (is q_i the nearest q to e_i?) below this many times chance (1 / number of items): the two
+    # sides no longer match item by item.
+    min_retrieval_over_chance: float = Field(5.0, ge=0)
+    # error: stop with a message naming the numbers (no DONE.json, so nothing downstream reads the tables);
+    # warn: log it and carry the warning into stage 1's DONE.json and every A-LLMRec metrics JSON.
+    action: Literal["error", "warn"] = "error"
+    # The tables `action` applies to; a collapse of any other table is always only a carried warning (e.g. q when
+    # only the `e` variant is evaluated). text_encoder = SBERT's outputs Q; e→q retrieval counts as "q".
+    checked: list[Literal["text_encoder", "e", "q", "projected_e", "projected_q"]] = Field(
+        default_factory=lambda: ["text_encoder", "e", "q", "projected_e", "projected_q"])
 
 
 def stage1_train() -> TrainConfig:
@@ -52,6 +74,11 @@ class Stage1Config(StrictModel):
     # training window (A-LLMRec_all, §5.4.2).
     sequence_items: Literal["last", "all"] = "last"
     text: TextTowerConfig = TextTowerConfig()
+    # The per-epoch validation scorer (model selection). text: x_u · f_I^dec(q_i), the collaborative signal that
+    # reaches the text side (§4.1.4's cold-item path) — it falls when e and q stop matching item by item or
+    # collapse; item: x_u · f_I^dec(f_I^enc(E_i)), which a (near-)invertible autoencoder keeps even when e collapses.
+    validation: Literal["text", "item"] = "text"
+    collapse: CollapseCheck = CollapseCheck()
     train: TrainConfig = Field(default_factory=stage1_train)
 
 
@@ -64,9 +91,16 @@ class PromptConfig(StrictModel):
     user_sentence: str = f"{USER_SLOT} is a user representation. "
     item_format: str = f'"{{title}}"{ITEM_SLOT}'  # one history or candidate item: its title, then its embedding
     item_format_no_embedding: str = '"{title}"'  # the "w/o joint embedding" ablation
+    # The target's surface form: the title as the prompt shows it (quoted, as the public code's target), so every
+    # answer token also occurs in the prompt and the frozen LLM can copy it.
+    answer_format: str = '"{title}"'
     separator: str = ", "
     title_template: str = "{title}"  # item-table fields, e.g. "{title} ({year})"
-    answer_prefix: str = " "  # between the prompt and the target title
+    answer_prefix: str = " "  # between the prompt and the answer (" " tokenizes the opening quote as in the list)
+    # Wrap the prompt in the tokenizer's chat template (user turn; the answer is the assistant turn) when the
+    # tokenizer has one (instruct models such as SmolLM2-135M-Instruct); false, or a tokenizer without a
+    # template: the plain prompt after the tokenizer's BOS.
+    chat_template: bool = True
     noun: str = "movie"
     verb: str = "watch"
     verb_past: str = "watched"
@@ -85,6 +119,8 @@ class PromptConfig(StrictModel):
             raise ValueError(f"prompt.user_sentence must contain {USER_SLOT}")
         if self.item_format.count(ITEM_SLOT) != 1 or ITEM_SLOT in self.item_format_no_embedding:
             raise ValueError(f"prompt.item_format needs one {ITEM_SLOT}; item_format_no_embedding none")
+        if "{title}" not in self.answer_format or ITEM_SLOT in self.answer_format:
+            raise ValueError(f"prompt.answer_format must contain {{title}} and no {ITEM_SLOT}")
         return self
 
 
@@ -106,6 +142,9 @@ class Stage2Config(StrictModel):
     # keeping its direction learnable; False: the raw MLP output (the public code).
     scale_match: bool = True
     train_users: int | None = Field(None, ge=1)  # a fixed random sample of users to train on (None: all)
+    # The same rule applied at export to the projected tables F_I(e), F_I(q) (mean pairwise cosine only); a
+    # warning by default (carried into the metrics JSONs), since the projectors are trained by then.
+    collapse: CollapseCheck = CollapseCheck(action="warn")
     train: TrainConfig = Field(default_factory=stage2_train)
 
 
@@ -127,10 +166,14 @@ class InferenceConfig(StrictModel):
     rank: bool = True
     max_new_tokens: int = Field(32, ge=1)
     repetition_penalty: float = Field(1.0, ge=1.0)  # 1.0 = plain greedy (the public code uses 1.5)
-    # A generation hits when the normalised target title is a substring of the normalised output (the public
-    # code's rule); normalisation lower-cases, and with `strict_punctuation: false` also drops punctuation.
+    # Generation: the output (its first line, outer quotes and a trailing period stripped) is matched against the
+    # 20 candidate titles after normalisation (lower-cased, whitespace collapsed, and with `strict_punctuation:
+    # false` punctuation dropped); a hit is an exact match with the target, "valid" an exact match with any
+    # candidate. Substrings never count (the public code's substring rule let "Heat" hit inside "White Heat").
     strict_punctuation: bool = False
-    length_normalize: bool = False  # rank by mean instead of summed token log-likelihood
+    # Which likelihood ranking is the headline (`sampled_<n>` in the metrics JSON, the leaderboard's row): sum =
+    # summed token log-likelihood of the answer, mean = divided by its token count. Both are always reported.
+    rank_by: Literal["sum", "mean"] = "sum"
     num_workers: int = Field(2, ge=1)  # Ray tasks, each on a shard of the users
     cpus_per_worker: float = Field(1.0, gt=0)
     gpus_per_worker: float = Field(0.0, ge=0)  # > 0 on GPU clusters: each task runs the LLM on its GPU share

@@ -2,14 +2,17 @@
 
 For each user the Figure-3 prompt (history + the split's 20 stored candidates, shuffled by a fixed seed) is run
 through the frozen LLM once; its key/value cache then serves both
-  - generation: greedy decoding (optionally with a repetition penalty) until EOS or `max_new_tokens`. Hit@1 =
-    the normalised target title is a substring of the normalised output (lower-cased, whitespace collapsed, and
-    punctuation dropped unless `strict_punctuation`) — the public code's lower-cased substring rule;
-  - ranking (beyond the paper): each candidate's log-likelihood as the answer (title tokens + EOS, summed, or
-    averaged with `length_normalize`), scored for all 20 candidates in one batch over the shared prompt cache.
-The ranking goes through the shared Evaluator as a candidate-only score function (−inf off the candidates), so
-HR@K/NDCG@K and the warm/median/cold buckets are computed exactly as for every other model. The ID backbone is
-scored on the same users and candidates for the comparison.
+  - generation: greedy decoding (optionally with a repetition penalty) until EOS or `max_new_tokens`. The output
+    (first line, outer quotes and a final period stripped) must equal one candidate title after normalisation
+    (lower-cased, whitespace collapsed, punctuation dropped unless `strict_punctuation`): Hit@1 = it equals the
+    target, valid rate = it equals any candidate. Unlike the public code's substring rule, a title inside a
+    longer title or a list of titles never counts;
+  - ranking (beyond the paper): each candidate's log-likelihood as the answer (the answer tokens + EOS), both
+    summed and divided by the token count, for all 20 candidates in one batch over the shared prompt cache.
+Both rankings go through the shared Evaluator as candidate-only score functions (−inf off the candidates), so
+HR@K/NDCG@K and the warm/median/cold buckets are computed exactly as for every other model; `rank_by` picks the
+headline one. The ID backbone, the configured other ID models and item popularity (training counts) are scored on
+the same users and candidates for the comparison.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from raylrec.methods.allmrec.stage2 import Stage2Model, Stage2Recipe
 from raylrec.storage import RunStore
 from raylrec.train.id_model import load_stage_model, sequence_scorer
 from raylrec.train.loop import load_model_state
+from raylrec.train.stage import content_key, finished_stage
 
 log = logging.getLogger(__name__)
 PUNCTUATION = re.compile("[" + re.escape(string.punctuation) + "]")
@@ -49,9 +53,22 @@ def normalize_title(text: str, strict_punctuation: bool = False) -> str:
     return " ".join(text.split())
 
 
-def is_hit(generated: str, target_title: str, strict_punctuation: bool = False) -> bool:
-    target = normalize_title(target_title, strict_punctuation)
-    return bool(target) and target in normalize_title(generated, strict_punctuation)
+def answer_of(generated: str) -> str:
+    """The generated answer proper: its first non-empty line, without a final period and outer quotes."""
+    lines = [line.strip() for line in generated.strip().splitlines() if line.strip()]
+    text = lines[0] if lines else ""
+    text = text.removesuffix(".").strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        text = text[1:-1].strip()
+    return text
+
+
+def matched_candidate(generated: str, titles: list[str], strict_punctuation: bool = False) -> int | None:
+    """Index of the candidate title the output names exactly (after normalisation), or None."""
+    answer = normalize_title(answer_of(generated), strict_punctuation)
+    if not answer:
+        return None
+    return next((i for i, title in enumerate(titles) if normalize_title(title, strict_punctuation) == answer), None)
 
 
 @torch.no_grad()
@@ -68,8 +85,9 @@ def prompt_pass(core: Stage2Model, inputs: dict):
 
 @torch.no_grad()
 def answers_loglik(core: Stage2Model, cache, last_logits: torch.Tensor, prompt_length: int,
-                   answers: list[list[int]], length_normalize: bool = False) -> torch.Tensor:
-    """(C,) log-likelihood of each answer continuing the cached prompt; the cache is expanded in place."""
+                   answers: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(C,) summed log-likelihood of each answer continuing the cached prompt, and (C,) its token count (their
+    ratio is the length-normalised score); the cache is expanded in place."""
     device = last_logits.device
     count, width = len(answers), max(len(a) for a in answers)
     tokens = torch.zeros((count, width), dtype=torch.long, device=device)
@@ -87,8 +105,7 @@ def answers_loglik(core: Stage2Model, cache, last_logits: torch.Tensor, prompt_l
                        position_ids=positions, cache=cache, use_cache=True)
         rest = torch.log_softmax(out.logits.float(), -1).gather(2, tokens[:, 1:].unsqueeze(-1)).squeeze(-1)
         logp = torch.cat([logp, rest], dim=1)
-    total = (logp * mask).sum(1)
-    return total / mask.sum(1) if length_normalize else total
+    return (logp * mask).sum(1), mask.sum(1)
 
 
 @torch.no_grad()
@@ -119,11 +136,13 @@ def greedy_decode(core: Stage2Model, cache, last_logits: torch.Tensor, prompt_le
 
 def candidate_scores(recipe: Stage2Recipe, core: Stage2Model, example: PromptExample, user: int, split: str,
                      variant: str = "e", length_normalize: bool = False) -> torch.Tensor:
-    """(C,) log-likelihood of each of the example's candidates (in its shown order) as the answer."""
+    """(C,) log-likelihood of each of the example's candidates (in its shown order) as the answer, summed or
+    per token (`length_normalize`)."""
     inputs = recipe.model_inputs(core, [example], np.array([user]), split, variant, with_answer=False)
     cache, last_logits, length = prompt_pass(core, inputs)
     answers = [recipe.context.builder.answer_tokens(c) for c in example.candidates]
-    return answers_loglik(core, cache, last_logits, length, answers, length_normalize).cpu()
+    total, count = answers_loglik(core, cache, last_logits, length, answers)
+    return (total / count if length_normalize else total).cpu()
 
 
 def evaluate_users(recipe: Stage2Recipe, data_dir: str, stage2_dir: str, split: str, variant: str,
@@ -145,13 +164,17 @@ def evaluate_users(recipe: Stage2Recipe, data_dir: str, stage2_dir: str, split: 
         row = {"user": user, "target": target, "candidates": example.candidates}
         if config.rank:  # on a copy: scoring expands the cache to the candidates, generation extends it
             answers = [builder.answer_tokens(c) for c in example.candidates]
-            row["loglik"] = answers_loglik(core, copy.deepcopy(cache) if config.generate else cache, last_logits,
-                                           length, answers, config.length_normalize).tolist()
+            total, count = answers_loglik(core, copy.deepcopy(cache) if config.generate else cache, last_logits,
+                                          length, answers)
+            row.update(loglik=total.tolist(), loglik_mean=(total / count).tolist())
         if config.generate:
             tokens = greedy_decode(core, cache, last_logits, length, builder.eos_id, config.max_new_tokens,
                                    config.repetition_penalty)
             text = builder.tokenizer.decode(tokens, skip_special_tokens=True)
-            row.update(generated=text, hit=is_hit(text, builder.titles[target], config.strict_punctuation))
+            match = matched_candidate(text, [builder.titles[c] for c in example.candidates],
+                                      config.strict_punctuation)
+            named = None if match is None else example.candidates[match]
+            row.update(generated=text, named=named, valid=named is not None, hit=named == target)
         rows.append(row)
     return {"rows": rows}
 
@@ -190,21 +213,40 @@ def candidate_summary(evaluator: Evaluator, ranks: np.ndarray, users: np.ndarray
 
 
 def generation_summary(rows: list[dict], labels: np.ndarray, overall_users: set[int]) -> dict:
-    hits = {"all": [], **{name: [] for name in WARM_COLD_ORDER}}
+    """Hit@1 (the output names the target) and valid rate (it names some candidate), overall and per bucket."""
+    groups: dict[str, list[dict]] = {"all": [], **{name: [] for name in WARM_COLD_ORDER}}
     for row in rows:
         if row["user"] in overall_users:
-            hits["all"].append(row["hit"])
-        hits[labels[row["target"]]].append(row["hit"])
-    return {name: {"hit@1": float(np.mean(v)) if v else None, "n": len(v)} for name, v in hits.items()}
+            groups["all"].append(row)
+        groups[labels[row["target"]]].append(row)
+    return {name: {"hit@1": float(np.mean([r["hit"] for r in v])) if v else None,
+                   "valid_rate": float(np.mean([r["valid"] for r in v])) if v else None, "n": len(v)}
+            for name, v in groups.items()}
 
 
-def score_table(rows: list[dict], num_items: int) -> dict[int, torch.Tensor]:
+def score_table(rows: list[dict], num_items: int, key: str = "loglik") -> dict[int, torch.Tensor]:
     out = {}
     for row in rows:
         scores = torch.full((num_items + 1,), float("-inf"))
-        scores[torch.tensor(row["candidates"])] = torch.tensor(row["loglik"])
+        scores[torch.tensor(row["candidates"])] = torch.tensor(row[key])
         out[row["user"]] = scores
     return out
+
+
+def popularity_scorer(data: PreparedData):
+    """Every user gets the items' training interaction counts as scores (the popularity floor)."""
+    counts = torch.from_numpy(data.item_train_counts().astype(np.float32))
+    return lambda users: counts.unsqueeze(0).expand(len(users), -1)
+
+
+def upstream_warnings(*stage_dirs: Path) -> list[str]:
+    """Warnings the earlier stages recorded in their DONE.json (e.g. a collapse kept with `action: warn`)."""
+    found = []
+    for stage in stage_dirs:
+        done = Path(stage) / "DONE.json"
+        if done.exists():
+            found += json.loads(done.read_text()).get("warnings", [])
+    return found
 
 
 def run_inference(recipe: Stage2Recipe, data_dir: Path, stage2_dir: Path, backbone_dir: Path, out: Path,
@@ -213,8 +255,15 @@ def run_inference(recipe: Stage2Recipe, data_dir: Path, stage2_dir: Path, backbo
     """Evaluate every configured split and variant; metrics JSONs, predictions CSVs and DONE.json under `out`
     (`run_dir`: the run directory's location, for a URI one synced through its mirror)."""
     done = out / "DONE.json"
-    if done.exists() and not force:
-        return json.loads(done.read_text())
+    # Keyed on content like a training stage: a finished evaluation is reused only for the same settings, stage-2
+    # artifact and ID models; after stage 2 (or a backbone) changed it is an error until rerun with --force.
+    key = content_key({"stage2": recipe.config_dump(), "inference": config.model_dump(mode="json"),
+                       "eval": eval_config.model_dump(mode="json"), "seed": seed},
+                      [stage2_dir, backbone_dir, *(backbone_dir.parent / n for n in config.compare_id_models)],
+                      data_dir, run_dir or out.parents[1])
+    finished = finished_stage(out.name, out, key, force, RunStore(run_dir or out.parents[1]))
+    if finished is not None:
+        return finished
     out.mkdir(parents=True, exist_ok=True)
     data = PreparedData(data_dir)
     num_negatives = recipe.config.prompt.num_negatives
@@ -229,6 +278,10 @@ def run_inference(recipe: Stage2Recipe, data_dir: Path, stage2_dir: Path, backbo
             log.warning("A-LLMRec inference: ID model stage %s is not finished; not compared", stage)
     summary["id_models_missing"] = [n for n in config.compare_id_models
                                     if n not in id_models and backbone_dir.parent / n != backbone_dir]
+    warnings = upstream_warnings(Path(recipe.stage1_dir), stage2_dir)
+    for warning in warnings:
+        log.warning("A-LLMRec inference: %s", warning)
+    summary["warnings"] = warnings
     for split in config.splits:
         evaluator = Evaluator(data, split, eval_config)
         sample, users = evaluation_users(data, split, config, eval_config, seed)
@@ -242,7 +295,15 @@ def run_inference(recipe: Stage2Recipe, data_dir: Path, stage2_dir: Path, backbo
             write_metrics(out / f"metrics_{split}_{suffix}.json", model=stage.name, split=split,
                           metrics=metrics, config={"stage": str(stage)}, data=data,
                           extra={"users": sample.tolist(), "evaluated_users": users.tolist()})
+            evaluator.write_ranks(out / f"ranks_{split}_{suffix}.parquet", ranks, users)
             split_summary[suffix] = flat_metrics(metrics, num_negatives)
+        ranks = evaluator.ranks(popularity_scorer(data), users)
+        evaluator.write_ranks(out / f"ranks_{split}_popularity.parquet", ranks, users)
+        metrics = candidate_summary(evaluator, ranks[f"sampled_{num_negatives}"], users, sample, num_negatives)
+        write_metrics(out / f"metrics_{split}_popularity.json", model="popularity", split=split, metrics=metrics,
+                      config={"scores": "training interaction count of each item"}, data=data,
+                      extra={"users": sample.tolist(), "evaluated_users": users.tolist()})
+        split_summary["popularity"] = flat_metrics(metrics, num_negatives)
         for variant in config.variants:
             started = time.perf_counter()
             shards = [users[i::config.num_workers] for i in range(config.num_workers)]
@@ -253,23 +314,32 @@ def run_inference(recipe: Stage2Recipe, data_dir: Path, stage2_dir: Path, backbo
             seconds = time.perf_counter() - started
             metrics: dict = {"inference_seconds": round(seconds, 1)}
             if config.rank:
-                table = score_table(rows, data.num_items)
-                llm_ranks = evaluator.ranks(lambda batch: torch.stack([table[int(u)] for u in batch]), users)
-                metrics.update(candidate_summary(evaluator, llm_ranks["full"], users, sample, num_negatives))
+                likelihood = {}
+                for scoring, column in (("sum", "loglik"), ("mean", "loglik_mean")):
+                    table = score_table(rows, data.num_items, column)
+                    llm_ranks = evaluator.ranks(lambda batch: torch.stack([table[int(u)] for u in batch]), users)
+                    likelihood[scoring] = candidate_summary(evaluator, llm_ranks["full"], users, sample,
+                                                            num_negatives)
+                    # candidate-only scores: the "full" rank is the rank among the candidates too
+                    evaluator.write_ranks(out / f"ranks_{split}_{variant}_{scoring}.parquet", llm_ranks, users)
+                metrics.update(likelihood[config.rank_by])  # the headline ranking (sampled_<n>, buckets)
+                metrics["likelihood"] = {"headline": config.rank_by, **likelihood}
             if config.generate:
                 metrics["generation"] = generation_summary(rows, labels, set(sample.tolist()))
             write_metrics(out / f"metrics_{split}_{variant}.json", model=f"{recipe.name}[{variant}]", split=split,
                           metrics=metrics, config={"stage2": recipe.config_dump(), "inference":
                                                    config.model_dump(mode="json")}, data=data,
-                          extra={"users": sample.tolist(), "evaluated_users": users.tolist()})
+                          extra={"users": sample.tolist(), "evaluated_users": users.tolist(), "warnings": warnings})
             pd.DataFrame([{"user": r["user"], "target": r["target"], "target_title":
                            recipe_title(recipe, data, r["target"]), "bucket": labels[r["target"]],
-                           "generated": r.get("generated"), "hit": r.get("hit"),
+                           "generated": r.get("generated"), "named": r.get("named"), "valid": r.get("valid"),
+                           "hit": r.get("hit"),
                            "target_loglik": r["loglik"][r["candidates"].index(r["target"])] if "loglik" in r else None}
                           for r in rows]).to_csv(out / f"predictions_{split}_{variant}.csv", index=False)
             split_summary[variant] = flat_metrics(metrics, num_negatives)
             log.info("A-LLMRec %s [%s]: %s", split, variant, split_summary[variant])
         summary["splits"][split] = split_summary
+    summary["stage_key"] = key.record()
     done.write_text(json.dumps(summary, indent=2))
     RunStore(run_dir or out).push(out)
     return summary
@@ -294,8 +364,13 @@ def flat_metrics(metrics: dict, num_negatives: int) -> dict:
         for bucket in ("warm", "cold"):
             values = metrics["buckets"]["warm_cold"].get(bucket, {})
             flat.update({f"{bucket}_{k}": v for k, v in values.items() if k in ("hr@1", "ndcg@5", "n")})
+    for scoring in ("sum", "mean"):
+        sampled = metrics.get("likelihood", {}).get(scoring, {}).get(f"sampled_{num_negatives}")
+        if sampled:
+            flat.update({f"{scoring}_hr@1": sampled["hr@1"], f"{scoring}_ndcg@5": sampled["ndcg@5"]})
     if "generation" in metrics:
         flat.update({f"gen_hit@1{'' if k == 'all' else '_' + k}": v["hit@1"] for k, v in metrics["generation"].items()})
+        flat["gen_valid_rate"] = metrics["generation"]["all"]["valid_rate"]
     if "inference_seconds" in metrics:
         flat["inference_seconds"] = metrics["inference_seconds"]
     return flat

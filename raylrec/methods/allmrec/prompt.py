@@ -2,9 +2,12 @@
 into the LLM's input embeddings at those slots.
 
 The prompt is rendered as text with slot markers (`[UserRep]` for the projected user representation O_u,
-`[ItemEmb]` after each history/candidate title for O_i), split at the markers, and each text piece is tokenized
-on its own (cached, so every distinct piece is tokenized once). A marker becomes one placeholder token whose
-embedding is overwritten: no token is added to the LLM's vocabulary, and the frozen LLM is never resized.
+`[ItemEmb]` after each history/candidate title for O_i), wrapped in the tokenizer's chat template when it has one
+(instruct models; `prompt.chat_template`) or else put after the tokenizer's BOS, split at the markers, and each
+text piece is tokenized on its own (cached, so every distinct piece is tokenized once). A marker becomes one
+placeholder token whose embedding is overwritten: no token is added to the LLM's vocabulary, and the frozen LLM is
+never resized. The answer is the target in the surface form the list shows (`prompt.answer_format`, the quoted
+title as the public code's target) + EOS, so its tokens are tokens of the prompt that the LLM can copy.
 """
 
 from __future__ import annotations
@@ -64,9 +67,9 @@ class PromptBuilder:
             raise ValueError("the LLM's tokenizer has no EOS token: the stage-2 target is title + EOS")
         self.placeholder_id = next(i for i in (tokenizer.unk_token_id, tokenizer.pad_token_id, self.eos_id)
                                    if i is not None)
-        probe = tokenizer("a").input_ids
-        self.bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None and probe[:1] == [
-            tokenizer.bos_token_id] else []
+        self.chat = config.chat_template and bool(getattr(tokenizer, "chat_template", None))
+        # The chat template writes its own start tokens; a plain prompt starts with the BOS when there is one.
+        self.bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None and not self.chat else []
         self._pieces: dict[str, list[int]] = {}
         history_first = config.template.index("{history}") < config.template.index("{candidates}")
         self._history_first = history_first
@@ -78,15 +81,22 @@ class PromptBuilder:
             self._pieces[text] = cached
         return cached
 
+    def answer_text(self, item: int) -> str:
+        return self.config.answer_format.format(title=self.titles[item])
+
     def answer_tokens(self, item: int) -> list[int]:
-        return self.tokens(self.config.answer_prefix + self.titles[item]) + [self.eos_id]
+        return self.tokens(self.config.answer_prefix + self.answer_text(item)) + [self.eos_id]
 
     def render(self, history: list[int], candidates: list[int]) -> str:
         c = self.config
         item_format = c.item_format if self.item_slot else c.item_format_no_embedding
         listed = lambda items: c.separator.join(item_format.format(title=self.titles[i]) for i in items)  # noqa: E731
-        return c.template.format(user_sentence=c.user_sentence if self.user_slot else "", history=listed(history),
+        text = c.template.format(user_sentence=c.user_sentence if self.user_slot else "", history=listed(history),
                                  candidates=listed(candidates), noun=c.noun, verb=c.verb, verb_past=c.verb_past)
+        if self.chat:
+            return self.tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                                      add_generation_prompt=True)
+        return text
 
     def assemble(self, history: list[int], candidates: list[int]) -> PromptExample:
         ids = list(self.bos)

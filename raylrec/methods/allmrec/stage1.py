@@ -5,14 +5,18 @@ through two autoencoders into a joint space, while SBERT is fine-tuned.
     L = MSE(e_i, q_i) + α·MSE(E_i, f_I^dec(e_i)) + β·MSE(Q_i, f_T^dec(q_i)) + L_rec        (eq. 2–6)
     L_rec = −log σ(x_u · f_I^dec(e_pos)) − log(1 − σ(x_u · f_I^dec(e_neg)))
 
-x_u is the frozen backbone's user representation after the items before the positive. The stage runs on the
-shared Ray Train loop; its artifact `joint_embeddings.safetensors` holds e (from E) and q (from text) for every
-item, and `model.safetensors` the trained encoders/decoders and the fine-tuned text encoder.
+x_u is the frozen backbone's user representation after the items before the positive. As the public code, the
+text-reconstruction target Q_i is detached (SBERT is not pulled towards what the decoder can reproduce), and SBERT
+trains in its own optimizer group at the paper's 1e-4 (`text.lr`). The stage runs on the shared Ray Train loop;
+its artifact `joint_embeddings.safetensors` holds e (from E) and q (from text) for every item, `model.safetensors`
+the trained encoders/decoders and the fine-tuned text encoder, and `diagnostics.json` the collapse diagnostics
+(diagnostics.py), checked at export.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +26,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from raylrec.data.prepared import PreparedData
-from raylrec.errors import ArtifactError
+from raylrec.errors import ArtifactError, RaylrecError
 from raylrec.methods.allmrec.config import Stage1Config, TextTowerConfig
+from raylrec.methods.allmrec.diagnostics import collapse_problems, stage1_diagnostics
 from raylrec.text.registry import resolve_model
 from raylrec.text.templates import default_template, render_texts, template_fields
 from raylrec.train.id_model import load_stage_model
@@ -31,6 +36,12 @@ from raylrec.train.losses import sample_negatives
 from raylrec.train.recipe import Recipe, batched
 
 JOINT_FILE = "joint_embeddings.safetensors"
+DIAGNOSTICS_FILE = "diagnostics.json"
+log = logging.getLogger(__name__)
+
+
+class CollapseError(RaylrecError):
+    """Stage 1's tables collapsed: the LLM would see every item as nearly the same soft token."""
 
 
 def mlp(in_dim: int, out_dim: int, hidden: int | None) -> nn.Module:
@@ -109,22 +120,27 @@ class Stage1Model(nn.Module):
         self.text_encoder = mlp(dq, dj, config.hidden_dim)
         self.text_decoder = mlp(dj, dq, config.hidden_dim)
         self.tower = tower
-        if not config.text.finetune:
-            tower.requires_grad_(False)
         # Frozen inputs rebuilt by build(): kept out of checkpoints.
         self.register_buffer("item_table", item_table.float(), persistent=False)
         self.register_buffer("token_ids", token_ids, persistent=False)
         self.register_buffer("token_mask", token_mask, persistent=False)
+        table = None
+        if not config.text.finetune:  # the frozen encoder's Q table, computed once instead of every step
+            tower.requires_grad_(False)
+            with torch.no_grad():
+                table = batched(self.encode_texts, torch.arange(item_table.shape[0]), 256)
+        self.register_buffer("frozen_text", table, persistent=False)
+
+    def encode_texts(self, items: torch.Tensor) -> torch.Tensor:
+        mask = self.token_mask[items]
+        width = max(int(mask.sum(1).max()), 1)
+        return self.tower(self.token_ids[items][:, :width], mask[:, :width])
 
     def text_embeddings(self, items: torch.Tensor) -> torch.Tensor:
         """Q_i of the given items through the (fine-tuned) text encoder."""
-        mask = self.token_mask[items]
-        width = max(int(mask.sum(1).max()), 1)
-        ids, mask = self.token_ids[items][:, :width], mask[:, :width]
-        if self.config.text.finetune:
-            return self.tower(ids, mask)
-        with torch.no_grad():
-            return self.tower(ids, mask)
+        if self.frozen_text is not None:
+            return self.frozen_text[items]
+        return self.encode_texts(items)
 
     def loss_weights(self) -> dict[str, float]:
         on = self.config.losses
@@ -145,20 +161,24 @@ class Stage1Model(nn.Module):
         neg_logit = (user_vectors * decoded_neg).sum(-1)
         return {"matching": F.mse_loss(e, q),
                 "item_recon": F.mse_loss(decoded_pos, e_items),
-                "text_recon": F.mse_loss(self.text_decoder(q), q_text),
+                # detached target (the public code's `.data`): otherwise the cheapest way to reconstruct Q is for
+                # SBERT to shrink Q to a point
+                "text_recon": F.mse_loss(self.text_decoder(q), q_text.detach()),
                 "rec": -(F.logsigmoid(pos_logit) + F.logsigmoid(-neg_logit)).mean()}
 
     def total(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         return sum(weight * terms[name] for name, weight in self.loss_weights().items())
 
     @torch.no_grad()
-    def joint_tables(self, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-        """(e, q): (num_items + 1, d') joint embeddings from the item side and from the text side; row 0 zeros."""
+    def joint_tables(self, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(e, q, Q): (num_items + 1, ·) joint embeddings from the item side and from the text side, and the text
+        encoder's outputs; row 0 zeros."""
         items = torch.arange(1, self.num_items + 1, device=self.item_table.device)
         e = self.item_encoder(self.item_table[1:])
-        q = batched(lambda chunk: self.text_encoder(self.text_embeddings(chunk)), items, batch_size)
-        zero = torch.zeros(1, e.shape[1], device=e.device)
-        return torch.cat([zero, e]), torch.cat([zero, q])
+        text = batched(self.text_embeddings, items, batch_size)
+        q = self.text_encoder(text)
+        pad = lambda table: torch.cat([torch.zeros(1, table.shape[1], device=table.device), table])  # noqa: E731
+        return pad(e), pad(q), pad(text)
 
 
 def backbone_tensors(backbone_dir: Path) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -211,29 +231,59 @@ class Stage1Recipe(Recipe):
         rows, cols = torch.nonzero(targets > 0, as_tuple=True)
         return hidden[rows, cols].contiguous(), targets[rows, cols].contiguous(), seen[rows].contiguous()
 
+    def parameter_groups(self, core: Stage1Model) -> list[dict]:
+        """The encoders/decoders at train.lr; the fine-tuned text encoder in its own group at text.lr."""
+        tower = [p for p in core.tower.parameters() if p.requires_grad]
+        ids = {id(p) for p in tower}
+        rest = [p for p in core.parameters() if p.requires_grad and id(p) not in ids]
+        return [{"params": rest}] + ([{"params": tower, "lr": self.config.text.lr}] if tower else [])
+
     def loss(self, model, core: Stage1Model, batch, generator):
         user_vectors, positives, seen = batch
         negatives = sample_negatives(positives.unsqueeze(1), seen, core.num_items, generator).squeeze(1)
         return core.total(model(user_vectors, positives, negatives))
 
     def scorer(self, core: Stage1Model, data, split, device):
-        """x_u · f_I^dec(f_I^enc(E_i)) over all items: how much collaborative signal the decoded table keeps."""
+        """x_u · f_I^dec(·) over all items, of q_i (`validation: text`) or of e_i (`item`): how much of the
+        backbone's collaborative signal the text side (or the item autoencoder) keeps."""
         vectors = self.users()[split]
+        decoded: list[torch.Tensor] = []  # built on the first batch: all items' q once per validation
 
         def score(users: np.ndarray) -> torch.Tensor:
-            decoded = core.item_decoder(core.item_encoder(core.item_table))
-            logits = vectors[torch.from_numpy(users)].to(device) @ decoded.T
+            if not decoded:
+                if self.config.validation == "text":
+                    joint = core.text_encoder(batched(core.text_embeddings, torch.arange(
+                        core.item_table.shape[0], device=core.item_table.device), 256))
+                else:
+                    joint = core.item_encoder(core.item_table)
+                decoded.append(core.item_decoder(joint))
+            logits = vectors[torch.from_numpy(users)].to(device) @ decoded[0].T
             logits[:, 0] = float("-inf")
             return logits
 
         return score
 
     def export(self, core: Stage1Model, data: PreparedData, out: Path) -> dict:
-        e, q = core.joint_tables()
+        """The joint tables, and the collapse diagnostics — an error (or a carried warning) when they collapsed."""
+        e, q, text = core.joint_tables()
+        diagnostics = stage1_diagnostics(text[1:], e[1:], q[1:])
+        problems, other = collapse_problems(diagnostics, self.config.collapse)
+        (out / DIAGNOSTICS_FILE).write_text(json.dumps({**diagnostics, "collapse": problems + other}, indent=2))
+        for problem in other:
+            log.warning("A-LLMRec stage 1 (%s): %s (not a checked table: kept)", out, problem)
+        if problems:
+            message = (f"A-LLMRec stage 1 ({out}) collapsed: {'; '.join(problems)}. Every item would reach the LLM "
+                       f"as nearly the same soft token. Lower stage1.text.lr (now {self.config.text.lr}) or "
+                       "stage1.train.lr, or freeze the text encoder (stage1.text.finetune: false); "
+                       "stage1.collapse.action: warn keeps the tables anyway")
+            if self.config.collapse.action == "error":
+                raise CollapseError(message)
+            log.warning(message)
         save_file({"e": e.contiguous(), "q": q.contiguous()}, out / JOINT_FILE)
         mismatch = float(F.mse_loss(e[1:], q[1:]))
         return {"joint_dim": int(e.shape[1]), "text_dim": core.tower.dim, "item_dim": int(core.item_table.shape[1]),
-                "mse_e_q": mismatch, "backbone": self.backbone_dir}
+                "mse_e_q": mismatch, "backbone": self.backbone_dir, "diagnostics": diagnostics,
+                "warnings": [f"stage 1 collapsed: {p}" for p in problems + other]}
 
     def config_dump(self) -> dict:
         return self.config.model_dump(mode="json")

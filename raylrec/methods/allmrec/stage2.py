@@ -9,6 +9,7 @@ Runs on the shared Ray Train loop with DeepSpeed (`train.deepspeed`, ZeRO-2 by d
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from raylrec.data.prepared import CSR, PreparedData
 from raylrec.errors import ArtifactError, RaylrecError
 from raylrec.eval.buckets import warm_cold_labels
 from raylrec.methods.allmrec.config import Stage2Config
+from raylrec.methods.allmrec.diagnostics import collapse_problems, table_stats
 from raylrec.methods.allmrec.prompt import (
     PromptBatch,
     PromptBuilder,
@@ -30,11 +32,12 @@ from raylrec.methods.allmrec.prompt import (
     shuffled_candidates,
     splice,
 )
-from raylrec.methods.allmrec.stage1 import backbone_tensors, load_joint_embeddings
+from raylrec.methods.allmrec.stage1 import CollapseError, backbone_tensors, load_joint_embeddings
 from raylrec.text.registry import resolve_model
 from raylrec.train.recipe import Recipe
 
 PROJECTOR_FILE = "projector_config.json"
+log = logging.getLogger(__name__)
 
 
 def load_llm(spec: str, cache_root: str | Path | None = None):
@@ -252,11 +255,32 @@ class Stage2Recipe(Recipe):
 
         return score
 
+    @torch.no_grad()
+    def projected_diagnostics(self, core: Stage2Model) -> dict:
+        """Collapse diagnostics of what the LLM sees: F_I(e_i), F_I(q_i) over all items, F_U(x_u) over test users."""
+        out = {}
+        if core.item_proj is not None:
+            out["projected_e"] = table_stats(core.project(core.item_proj, core.joint_e[1:]))
+            out["projected_q"] = table_stats(core.project(core.item_proj, core.joint_q[1:]))
+        if core.user_proj is not None:
+            out["projected_users"] = table_stats(core.project(core.user_proj, core.users_test))
+        return out
+
     def export(self, core: Stage2Model, data: PreparedData, out: Path) -> dict:
+        diagnostics = self.projected_diagnostics(core)
+        problems, other = collapse_problems(diagnostics, self.config.collapse)
+        for problem in other:
+            log.warning("A-LLMRec stage 2 (%s): %s (not a checked table: kept)", out, problem)
+        if problems:
+            message = f"A-LLMRec stage 2 ({out}): the projected item tokens collapsed: {'; '.join(problems)}"
+            if self.config.collapse.action == "error":
+                raise CollapseError(message)
+            log.warning(message)
         facts = {"llm": self.config.llm, "token_scale": core.token_scale,
                  "token_width": core.llm.get_input_embeddings().embedding_dim,
                  "frozen_llm_params": sum(p.numel() for p in core.llm.parameters()),
-                 "stage1": self.stage1_dir, "backbone": self.backbone_dir}
+                 "stage1": self.stage1_dir, "backbone": self.backbone_dir, "diagnostics": diagnostics,
+                 "warnings": [f"stage 2 projected tokens collapsed: {p}" for p in problems + other]}
         (out / PROJECTOR_FILE).write_text(json.dumps(facts, indent=2))
         return facts
 

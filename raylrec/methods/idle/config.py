@@ -46,11 +46,29 @@ class PromptConfig(StrictModel):
     max_tokens: int = Field(64, ge=8)  # whole prompt incl. special tokens; the oldest items are dropped first
 
 
+class HeadConfig(StrictModel):
+    """Eq. 14's item head W_y. `random` is the paper's; `id_tied`, `text` and `id_residual` are our extensions
+    (docs/idle.md): with a few thousand CPU-sized training prompts a free M×d' head sees most items rarely or never
+    as a target, so these give every item a row that means something before training."""
+
+    # random: truncated normal (the paper, §5.1). id_tied: W_y = A·Iᵀ, the frozen ID model's item table I (M×d)
+    # through a learned d'×d map A (only A trains). text: rows start as the frozen language model's own pooled
+    # embedding of each item's text (prompt.item_template), the only start that gives never-seen items a row.
+    init: Literal["random", "id_tied", "text"] = "random"
+    # Add the frozen ID model's logits u·Iᵀ, times a learned temperature τ (starts at 1), to the head's logits,
+    # which are multiplied by a learned gain that starts at 0: before the first step the scores are exactly the ID
+    # model's. On training prefixes those ID logits are in-sample (the ID model trained on them): docs/idle.md.
+    id_residual: bool = False
+    bias: bool = False  # eq. 14 has none
+    batch_items: int = Field(256, ge=1)  # item texts per forward pass when computing the `text` init
+
+
 class IdleTrainConfig(TrainConfig):
-    """The paper: AdamW, lr 5e-4 (its linear decay is not applied: the shared loop has no scheduler)."""
+    """The paper: AdamW, lr 5e-4 with a linear decay (§5.1)."""
 
     optimizer: Literal["adam", "adamw"] = "adamw"
     lr: float = 5e-4
+    lr_schedule: Literal["constant", "linear"] = "linear"
     batch_size: int = 32
     max_epochs: int = 20
     patience: int = 3
@@ -73,10 +91,16 @@ class IdleConfig(StrictModel):
     adapter: AdapterConfig = AdapterConfig()
     mmd: MMDConfig = MMDConfig()
     prompt: PromptConfig = PromptConfig()
-    # Eq. 13 trains on every prefix of every user's training sequence; on CPU keep only each user's most recent
-    # this-many prefixes (None = all, as the paper).
+    # Eq. 13 trains on every prefix of every user's training sequence; `subsequences_per_user` keeps only each
+    # user's most recent this-many prefixes (None = all, as the paper). To see more prefixes within a CPU budget
+    # keep them all and set `train.samples_per_epoch`: each epoch then takes the next slice of a shuffled cycle
+    # through every prefix, so all of them are seen once before any repeats.
     subsequences_per_user: int | None = Field(None, ge=1)
-    head_bias: bool = False  # eq. 14 has none
+    head: HeadConfig = HeadConfig()
+    # Ours: in the training loss, mask the items of the prefix's ID-model window (its last max_len items) as the
+    # evaluation masks the history (eval.exclude_history), so the head is not trained to push down items similar to
+    # what the user already saw — which the evaluation never ranks anyway. False = the paper's plain softmax.
+    loss_excludes_history: bool = False
     train: IdleTrainConfig = IdleTrainConfig()
     # DeepSpeed for decoder backbones (the issue: decoders train under DeepSpeed ZeRO 2/3 from a config file): a
     # shipped config (zero2, zero3), a JSON/YAML file or a mapping, used when `train.deepspeed` is not set.

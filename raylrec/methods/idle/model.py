@@ -10,14 +10,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from raylrec.methods.idle.adapter import IdleAdapter, truncated_normal
-from raylrec.methods.idle.config import AdapterConfig
+from raylrec.methods.idle.adapter import IdleAdapter
+from raylrec.methods.idle.config import AdapterConfig, HeadConfig
+from raylrec.methods.idle.head import ItemHead
 from raylrec.methods.idle.injection import Backbone, Prefix
 
 
 class IdleModel(nn.Module):
     def __init__(self, backbone: Backbone, id_model: nn.Module, num_items: int, config: AdapterConfig,
-                 head_bias: bool = False):
+                 head: HeadConfig = HeadConfig(), text_rows: torch.Tensor | None = None):
         super().__init__()
         self.__dict__["frozen"] = {"backbone": backbone.requires_grad_(False).eval(),
                                    "id_model": id_model.requires_grad_(False).eval()}
@@ -26,10 +27,7 @@ class IdleModel(nn.Module):
         id_dim = id_model.config.hidden_size
         kv_dim = backbone.kv_dim if config.injection == "ptuning_v2" else None
         self.adapter = IdleAdapter(id_dim, backbone.hidden_size, backbone.num_layers, config, kv_dim)
-        self.head = nn.Linear(backbone.hidden_size, num_items + 1, bias=head_bias)  # W_y, eq. 14
-        self.head.weight = truncated_normal(tuple(self.head.weight.shape), config.init_std)
-        if head_bias:
-            nn.init.zeros_(self.head.bias)
+        self.head = ItemHead(backbone.hidden_size, num_items, id_dim, head, config.init_std, text_rows)  # eq. 14
 
     @property
     def backbone(self) -> Backbone:
@@ -57,9 +55,13 @@ class IdleModel(nn.Module):
 
     def forward(self, windows: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor):
         """→ item logits (B, num_items + 1) and D (num_layers, B, L', d') for the alignment loss."""
-        refined, _, key_values = self.adapter(self.user_vectors(windows))
+        users = self.user_vectors(windows)
+        refined, _, key_values = self.adapter(users)
         output = self.backbone(input_ids, attention_mask, self.prefix(refined, key_values))
-        return self.head(self.backbone.pool(output.last_hidden_state, attention_mask)), refined
+        id_items = self.id_model.item_table()
+        # The ID model's own logits (score_all without its -inf padding column, which would make τ's gradient NaN).
+        id_logits = users @ id_items.T if self.head.config.id_residual else None
+        return self.head(self.backbone.pool(output.last_hidden_state, attention_mask), id_items, id_logits), refined
 
     @torch.no_grad()
     def frozen_hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[torch.Tensor]:

@@ -49,6 +49,7 @@ class PromptBuilder:
         texts = [""] * (num_items + 1)
         for item, text in zip(rendered.items, rendered.texts):
             texts[item] = text
+        self.texts = texts  # per item index ("" for padding and items without a row)
         encoded = tokenizer([" " + t for t in texts], add_special_tokens=False)["input_ids"]
         self.item_ids = [list(ids) for ids in encoded]
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from raylrec.data.prepared import PreparedData, left_pad_tails
 from raylrec.methods.idle.config import IdleConfig
+from raylrec.methods.idle.head import encode_item_texts
 from raylrec.methods.idle.injection import load_backbone
 from raylrec.methods.idle.mmd import layerwise_mmd
 from raylrec.methods.idle.model import IdleModel
@@ -54,6 +55,13 @@ def hidden_rows(hidden: torch.Tensor, attention_mask: torch.Tensor, max_rows: in
     return rows
 
 
+def exclude_seen(logits: torch.Tensor, windows: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """(B, M+1) logits with the items of each (B, max_len) window (and padding) at −∞, the target kept."""
+    seen = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, windows, True)
+    seen[torch.arange(len(targets), device=targets.device), targets] = False
+    return logits.masked_fill(seen, float("-inf"))
+
+
 class IdleRecipe(Recipe):
     def __init__(self, config: IdleConfig, id_model_dir: str | Path, backbone_path: str | Path, family: str):
         self.config = config
@@ -75,7 +83,12 @@ class IdleRecipe(Recipe):
         self._cache["tokenizer"] = tokenizer
         id_model = load_stage_model(Path(self.id_model_dir))
         self._cache["max_len"] = id_model.config.max_len
-        return IdleModel(backbone, id_model, data.num_items, self.config.adapter, self.config.head_bias)
+        head = self.config.head
+        text_rows = None
+        if head.init == "text":
+            text_rows = encode_item_texts(backbone, tokenizer, self.prompts(data).texts, self.config.prompt.max_tokens,
+                                          head.batch_items)
+        return IdleModel(backbone, id_model, data.num_items, self.config.adapter, head, text_rows)
 
     def prompts(self, data: PreparedData) -> PromptBuilder:
         if "prompts" not in self._cache:
@@ -116,6 +129,8 @@ class IdleRecipe(Recipe):
         windows, input_ids, attention_mask, targets = batch
         input_ids, attention_mask = trim(input_ids, attention_mask)
         logits, refined = model(windows, input_ids, attention_mask)
+        if self.config.loss_excludes_history:
+            logits = exclude_seen(logits, windows, targets)
         loss = F.cross_entropy(logits, targets)  # eq. 13
         settings = self.config.mmd
         if settings.weight > 0:  # eq. 12, 15
@@ -156,6 +171,10 @@ class IdleRecipe(Recipe):
             windows = torch.from_numpy(left_pad_tails(data.history("test"), users, self.max_len()))
             _, gate, _ = core.adapter(core.user_vectors(windows))
             facts["mean_gate_per_layer"] = [round(v, 4) for v in gate.mean(dim=(1, 2)).tolist()]
+        facts["head_init"] = core.head.config.init
+        if core.head.config.id_residual:  # how much the LLM path and the ID logits weigh after training
+            facts["head_gain"] = round(float(core.head.gain), 4)
+            facts["id_temperature"] = round(float(core.head.log_temperature.exp()), 4)
         (out / "idle_config.json").write_text(json.dumps({**facts, "config": self.config.model_dump(mode="json")},
                                                          indent=2))
         return facts

@@ -19,7 +19,7 @@ from torch import nn
 from raylrec.data.prepared import PreparedData
 from raylrec.methods.pad.config import AlignConfig, TowerConfig
 from raylrec.methods.pad.mmd import alignment_loss
-from raylrec.methods.pad.phase import PadStageRecipe, candidate_bce, pretrained_id_expert, with_padding_masked
+from raylrec.methods.pad.phase import PadStageRecipe, pretrained_id_expert, with_padding_masked
 from raylrec.methods.pad.towers import Expert, alignment_expert, expert_scores
 from raylrec.models.base import ModelConfig
 
@@ -31,13 +31,18 @@ class AlignmentModel(nn.Module):
         super().__init__()
         self.expert = expert
 
-    def forward(self, item_seq: torch.Tensor, candidates: torch.Tensor | None, align_items: torch.Tensor | None):
-        """→ (B, L, C) candidate logits (None without candidates), and the aligned-text and collaborative
+    def forward(self, item_seq: torch.Tensor, positions: torch.Tensor | None, candidates: torch.Tensor | None,
+                align_items: torch.Tensor | None):
+        """→ the scores of the (B, L) `positions` of `item_seq` — of their (R, C) `candidates`, or of every item
+        (R, num_items + 1) without candidates; None without positions — and the aligned-text and collaborative
         vectors of `align_items` (None without them). One forward, so DDP sees every used parameter."""
         logits = None
-        if candidates is not None:
-            states = self.expert.user_states(item_seq)
-            logits = (states.unsqueeze(2) * self.expert.tower(candidates)).sum(-1)
+        if positions is not None:
+            states = self.expert.user_states(item_seq)[positions]
+            if candidates is None:
+                logits = states @ self.expert.item_table().T
+            else:
+                logits = (states.unsqueeze(1) * self.expert.tower(candidates)).sum(-1)
         if align_items is None:
             return logits, None, None
         tower = self.expert.tower
@@ -79,6 +84,7 @@ class AlignmentRecipe(PadStageRecipe):
         expert = alignment_expert(data.num_items, self.text_table(data), self.model, self.towers)
         expert.tower.collaborative.load_state_dict(phase1.tower.state_dict())
         expert.encoder.load_state_dict(phase1.encoder.state_dict())
+        expert.tower.init_fusion()  # `balanced` sizes the text half by the phase-1 table just loaded
         if self.align.variant == "rec_anchored_frozen":
             expert.tower.collaborative.requires_grad_(False)
         if not self.anchored:
@@ -89,19 +95,22 @@ class AlignmentRecipe(PadStageRecipe):
 
     def loss(self, model, core, batch, generator):
         inputs, targets = batch
-        candidates = self.candidates(inputs, targets, core.expert.num_items, generator)
+        positions, candidates = self.rec_inputs(inputs, targets, core.expert.num_items, generator)
         align_items = None
         if self.aligned:
             settings = self.align.loss
-            align_items = alignment_sample(torch.cat([inputs, candidates.flatten(1)], dim=1),
-                                           settings.max_samples, settings.kernel == "infonce", generator)
-        logits, text, collaborative = model(inputs, candidates if self.anchored else None, align_items)
+            # The batch's item occurrences: inputs, targets and (under BCE) the sampled negatives.
+            occurrences = torch.cat([inputs, targets if candidates is None else candidates.flatten(1)], dim=1)
+            align_items = alignment_sample(occurrences, settings.max_samples, settings.kernel == "infonce",
+                                           generator)
+        logits, text, collaborative = model(inputs, positions if self.anchored else None,
+                                            None if candidates is None else candidates[positions], align_items)
         if not self.aligned:
-            return candidate_bce(logits, targets)
+            return self.rec_loss(logits, targets[positions])
         align_term = alignment_loss(text, collaborative, self.align.loss)
         if not self.anchored:
             return align_term
-        return candidate_bce(logits, targets) + self.align.gamma * align_term
+        return self.rec_loss(logits, targets[positions]) + self.align.gamma * align_term
 
     def export(self, core: AlignmentModel, data: PreparedData, out: Path) -> dict:
         tower = core.expert.tower
@@ -115,6 +124,6 @@ class AlignmentRecipe(PadStageRecipe):
         return {"variant": self.align.variant, "kernel": self.align.loss.kernel}
 
     def config_dump(self) -> dict:
-        return {"phase": "align", "model": self.model.model_dump(mode="json"),
+        return {"phase": "align", "backbone": self.backbone_stage(), "model": self.model.model_dump(mode="json"),
                 "towers": self.towers.model_dump(mode="json"), "align": self.align.model_dump(mode="json"),
                 "pretrained_dir": self.pretrained_dir, "embeddings_dir": self.embeddings_dir}

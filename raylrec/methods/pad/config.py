@@ -20,9 +20,11 @@ Baseline = Literal["hybrid", "morec"]
 
 
 class PhaseTrainConfig(TrainConfig):
-    """Training settings of phases 2 and 3: BCE with one sampled negative per position (eq. 1 and 6)."""
+    """Training settings of phases 2 and 3. `loss`: `bce` (the paper's eq. 1 and 6: one sampled negative per
+    position) or `ce` (softmax over all items of the phase's scores — for phase 3 the gated scores Φ — as the
+    cross-entropy SASRec trains)."""
 
-    loss: Literal["bce"] = "bce"
+    loss: Literal["bce", "ce"] = "bce"
 
 
 class AlignmentLossConfig(StrictModel):
@@ -44,6 +46,11 @@ class TowerConfig(StrictModel):
     text_mlp_layers: int = Field(1, ge=1)  # Linear layers from the text dimension down to the ID dimension
     dropout: float = Field(0.1, ge=0, lt=1)
     fuse: Literal["cat", "add"] = "cat"  # alignment expert: Linear([text; ID]) or text + ID
+    # How the `cat` fusion's Linear starts. id: the identity on the ID half, zero on the text half (the output is
+    # the phase-1 ID vector at step 0); balanced: both halves a scaled identity, the text half scaled so that its
+    # contribution has the same root-mean-square size as the ID half's (each 1/√2 of the ID table's), so the text
+    # half carries half of the item vector from the first step.
+    fuse_init: Literal["id", "balanced"] = "id"
     # Decoder hidden states have a few dimensions of huge magnitude; z-scoring each dimension over the items
     # keeps them from dominating the MLP's input.
     standardize_text: bool = True
@@ -68,12 +75,23 @@ class ExpertsConfig(StrictModel):
     """Phase 3: experts fused by a frequency-aware gate, trained with L_REC only."""
 
     experts: list[ExpertName] = Field(default_factory=lambda: list(EXPERT_ORDER), min_length=1)
-    # frequency: a learned logit per expert per bucket of the target item; frequency_embedding: plus a linear
-    # term in the expert's target item embedding (eq. 11); global: one logit per expert for every item.
+    # frequency: a learned logit per expert per bucket of the target item (the public code); frequency_embedding:
+    # eq. 11 — plus, per expert, a linear term in its layer-normed target item vector and one in its layer-normed
+    # user state (the expert's encoding of the behaviour sequence), both starting at zero; global: one logit per
+    # expert for every item (the "no gating" ablation).
     gating: Literal["frequency", "frequency_embedding", "global"] = "frequency"
+    # none: Φ = Σ_e g_e · o_e on the raw expert logits (the paper); standardize: each expert's logits are z-scored
+    # over the items (per user state) before gating and Φ is scaled by one learned temperature, so no expert can
+    # outweigh the others by widening its logit range — only the gate decides the mix.
+    normalize: Literal["none", "standardize"] = "none"
+    # Learning rate of the gate (and of the temperature under `normalize: standardize`); None: train.lr.
+    gate_lr: float | None = Field(None, gt=0)
     num_buckets: int = Field(10, ge=1)
     gate_init: dict[ExpertName, tuple[float, float]] = Field(default_factory=public_gate_init)
     init: Literal["pretrained", "scratch"] = "pretrained"  # pretrained: ID expert from phase 1, alignment from 2
+    # Experts phase 3 keeps as phases 1 / 2 left them (only the gate and the other experts train): a strong
+    # backbone that fine-tuning would only overfit stays as it was chosen on validation.
+    freeze: list[Literal["id", "align"]] = Field(default_factory=list)
     train: PhaseTrainConfig = PhaseTrainConfig()
 
     @field_validator("experts")
@@ -84,7 +102,16 @@ class ExpertsConfig(StrictModel):
         return [name for name in EXPERT_ORDER if name in experts]
 
     @model_validator(mode="after")
-    def _every_expert_has_a_gate_init(self) -> "ExpertsConfig":
+    def _frozen_experts_are_pretrained(self) -> ExpertsConfig:
+        unknown = [name for name in self.freeze if name not in self.experts]
+        if unknown:
+            raise ValueError(f"freeze names experts that are not used: {unknown}")
+        if self.freeze and self.init != "pretrained":
+            raise ValueError("freeze keeps pretrained experts as they are; it needs init: pretrained")
+        return self
+
+    @model_validator(mode="after")
+    def _every_expert_has_a_gate_init(self) -> ExpertsConfig:
         missing = [name for name in self.experts if name not in self.gate_init]
         if missing:
             raise ValueError(f"gate_init has no entry for {missing}")

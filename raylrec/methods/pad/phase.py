@@ -1,5 +1,5 @@
-"""What PAD's training stages share: next-item windows, one sampled negative per position, BCE over the
-model's candidate logits, full-ranking scores, and the frozen text table."""
+"""What PAD's training stages share: next-item windows, the recommendation loss L_REC (BCE with one sampled
+negative per position, or cross-entropy over all items), full-ranking scores, and the frozen text table."""
 
 from __future__ import annotations
 
@@ -21,10 +21,14 @@ from raylrec.train.losses import sample_negatives
 from raylrec.train.recipe import Recipe
 
 
-def candidate_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """BCE of (B, L, 2) logits [positive, negative] at the non-padding target positions."""
-    real = logits[targets > 0]
-    return -(F.logsigmoid(real[:, 0]) + F.logsigmoid(-real[:, 1])).mean()
+def candidate_bce(logits: torch.Tensor) -> torch.Tensor:
+    """BCE of (R, 2) logits [positive, negative], one row per trained position."""
+    return -(F.logsigmoid(logits[:, 0]) + F.logsigmoid(-logits[:, 1])).mean()
+
+
+def all_item_ce(scores: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Cross-entropy of (R, num_items + 1) scores over the real items (the padding column never competes)."""
+    return F.cross_entropy(scores[:, 1:], targets - 1, label_smoothing=label_smoothing)
 
 
 def with_padding_masked(scores: torch.Tensor) -> torch.Tensor:
@@ -56,6 +60,21 @@ class PadStageRecipe(Recipe):
         """(B, L, 2): each position's target and one uniform negative outside the window's items."""
         negatives = sample_negatives(targets, torch.cat([inputs, targets], dim=1), num_items, generator)
         return torch.stack([targets, negatives], dim=-1)
+
+    def rec_inputs(self, inputs: torch.Tensor, targets: torch.Tensor, num_items: int,
+                   generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """What L_REC scores: the (B, L) mask of trained positions, and under BCE the (B, L, 2) candidates
+        [target, sampled negative] of every position; None under cross-entropy, which scores every item."""
+        positions = targets > 0
+        if self.train.loss == "ce":
+            return positions, None
+        return positions, self.candidates(inputs, targets, num_items, generator)
+
+    def rec_loss(self, scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """L_REC of the trained positions' scores: (R, 2) candidate logits under BCE, (R, num_items + 1) under CE."""
+        if self.train.loss == "ce":
+            return all_item_ce(scores, targets, self.train.label_smoothing)
+        return candidate_bce(scores)
 
     def scorer(self, core, data, split, device):
         def score(users: np.ndarray) -> torch.Tensor:

@@ -1,7 +1,8 @@
 """PAD end to end: phase 1 (pre-train) → text encoding → phase 2 (align) → phase 3 (experts) → baselines.
 
 Every phase writes named artifacts under the run directory and reads the previous phase's by name:
-  <run_dir>/models/<pretrain.name>/     phase 1 (an ID-model stage: SASRec with BCE by default)
+  <run_dir>/models/<pretrain.name>/     phase 1 (any ID-model stage: SASRec with BCE by default, or the
+                                        cross-entropy SASRec; a finished one is reused)
   <run_dir>/embeddings/<key>/           item text embeddings (`raylrec encode`, cached per settings)
   <run_dir>/models/<name>-align/        phase 2
   <run_dir>/models/<name>/              phase 3
@@ -45,7 +46,8 @@ def alignment_recipe(config: PadConfig, pretrain: StageConfig, embeddings_dir: s
 def experts_recipe(config: PadConfig, pretrain: StageConfig, embeddings_dir: str | Path) -> ExpertsRecipe:
     return ExpertsRecipe(config.name, pretrain.model, config.towers, config.experts, embeddings_dir,
                          pretrained_dir=stage_dir(pretrain),
-                         align_dir=RunLayout(config.run_dir).model_dir(config.align_stage_name))
+                         align_dir=RunLayout(config.run_dir).model_dir(config.align_stage_name),
+                         eval_config=config.eval)
 
 
 def run_pad(config: PadConfig, cache_root: Path | None = None, force: bool = False) -> dict[str, dict]:

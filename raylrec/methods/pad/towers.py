@@ -65,13 +65,32 @@ class FusedTower(nn.Module):
         self.collaborative = IDTower(num_items, dim)
         self.text = TextTower(text, dim, config)
         self.fuse = nn.Linear(2 * dim, dim) if config.fuse == "cat" else None
-        if self.fuse is not None:
-            # Start as the collaborative vector alone, so a phase-1 table keeps its ranking at step 0 and the
-            # text half is learned from there (the public code starts from a random projection).
-            with torch.no_grad():
-                self.fuse.weight.zero_()
-                self.fuse.weight[:, dim:].copy_(torch.eye(dim))
-                self.fuse.bias.zero_()
+        self.fuse_init = config.fuse_init
+        self.init_fusion()
+
+    @torch.no_grad()
+    def init_fusion(self) -> None:
+        """Set the `cat` fusion's start (call again once the collaborative table is loaded: `balanced` scales by it).
+
+        id: [0 | I] — the collaborative vector alone, so a phase-1 table keeps its ranking at step 0 (the public
+        code starts from a random projection). balanced: [a·I | I/√2] with a = rms(ID) / (√2 · rms(text tower)),
+        so the text and ID halves enter with equal size and the output keeps the ID table's size."""
+        if self.fuse is None:
+            return
+        dim = self.fuse.out_features
+        identity = torch.eye(dim)
+        self.fuse.weight.zero_()
+        self.fuse.bias.zero_()
+        if self.fuse_init == "id":
+            self.fuse.weight[:, dim:].copy_(identity)
+            return
+        was_training = self.training
+        self.eval()  # no dropout in the measurement
+        rms_id = self.collaborative.embedding.weight[1:].pow(2).mean().sqrt()
+        rms_text = self.text.mlp(self.text.text[1:]).pow(2).mean().sqrt().clamp(min=1e-8)
+        self.train(was_training)
+        self.fuse.weight[:, :dim].copy_(identity * rms_id / (rms_text * 2 ** 0.5))
+        self.fuse.weight[:, dim:].copy_(identity / 2 ** 0.5)
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
         text, collaborative = self.text(items), self.collaborative(items)
