@@ -205,3 +205,16 @@ def test_settings_added_later_stay_out_of_saved_configs_at_their_defaults():
 
     assert not set(ADDED_FIELDS) & set(DataConfig().model_dump(mode="json"))
     assert DataConfig(fields=["user_id", "item_id"]).model_dump(mode="json")["fields"] == ["user_id", "item_id"]
+
+
+def test_raw_files_of_a_config_include_the_files_read_with_them(tmp_path):
+    """The reuse check fingerprints the same files preparation did: the item id map and the other split files."""
+    from raylrec.data.prepare import user_raw_files
+
+    for name in ("T.train.inter", "T.valid.inter", "T.test.inter", "T.item2index", "T.text", "ids.json"):
+        (tmp_path / name).write_text("x")
+    splits = DataConfig(interactions_path=str(tmp_path / "T.train.inter"), items_path=str(tmp_path / "T.text"),
+                        item_ids_path=str(tmp_path / "ids.json"))
+    assert [p.name for p in user_raw_files(splits)] == ["T.train.inter", "T.text", "T.valid.inter", "T.test.inter",
+                                                        "T.item2index", "ids.json"]
+    assert user_raw_files(DataConfig()) == []

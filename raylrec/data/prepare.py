@@ -335,8 +335,10 @@ def data_fingerprint(config: DataConfig, raw_files: list[Path]) -> str:
 
 
 def user_raw_files(config: DataConfig) -> list[Path]:
-    """The raw files a config names itself (a fetched dataset's files are pinned by their checksums instead)."""
-    return [Path(p) for p in (config.interactions_path, config.items_path) if p]
+    """The raw files a config names itself, with the files read together with them (the item id map, the other
+    RecBole split files), in the order the fingerprint lists them; a fetched dataset's files are pinned by their
+    checksums instead."""
+    return raw_files(config).all_paths if config.interactions_path else []
 
 
 def check_items_agree(table: pa.Table, items: pd.DataFrame, interactions_path: Path, items_path: Path) -> None:
