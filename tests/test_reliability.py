@@ -139,21 +139,28 @@ def test_prepared_data_is_keyed_on_the_raw_files_content(prepared_dir, synthetic
 
 
 def test_methods_share_the_pipelines_backbone_stage_key(prepared_dir, tmp_path):
-    """The main job trains sasrec-bce up front; PAD (phase 1) and A-LLMRec (its CF backbone) resolve the same stage
-    from their own presets: all three must key the same, so `raylrec run` reuses it instead of refusing it."""
+    """The main job trains the ID backbones up front; PAD (phase 1), A-LLMRec (its CF backbone) and IDLE (its ID model)
+    resolve their backbone stage from their own presets: each must key the same as the pipeline's stage of that name,
+    so `raylrec run` reuses it instead of refusing it."""
     from raylrec.methods.allmrec.pipeline import backbone_stage
     from raylrec.methods.pad.pipeline import pretrain_stage
-    from raylrec.pipeline import method_configs
+    from raylrec.pipeline import method_configs, resolve_stage
     from raylrec.train.id_model import IDModelRecipe
     from raylrec.train.stage import StageJob, stage_key
 
+    def key(stage) -> str:
+        return stage_key(StageJob(IDModelRecipe(stage), stage.train, stage.eval, prepared_dir, stage.run_dir,
+                                  stage.to_yaml())).digest()
+
     config = load_config(PipelineConfig, "default", {"run_dir": str(tmp_path / "run")})
-    pad, allmrec = (next(m for spec, m in zip(config.methods, method_configs(config)) if spec.name == name)
-                    for name in ("pad", "allmrec"))
-    stages = [config.stage_config(config.stages[2]), pretrain_stage(pad), backbone_stage(allmrec)]
-    keys = {stage_key(StageJob(IDModelRecipe(s), s.train, s.eval, prepared_dir, s.run_dir, s.to_yaml())).digest()
-            for s in stages}
-    assert {s.stage_name for s in stages} == {"sasrec-bce"} and len(keys) == 1
+    methods = {spec.name: method for spec, method in zip(config.methods, method_configs(config))}
+    pipeline_stages = {spec.name: config.stage_config(spec) for spec in config.stages}
+    idle = methods["idle"]
+    used = [pretrain_stage(methods["pad"]), backbone_stage(methods["allmrec"]),
+            resolve_stage(idle.id_model, idle.run_dir, idle.data, idle.eval)]
+    for stage in used:
+        assert stage.stage_name in pipeline_stages, stage.stage_name
+        assert key(stage) == key(pipeline_stages[stage.stage_name]), stage.stage_name
 
 
 # ---------- a killed driver of `raylrec run`, rerun ----------
