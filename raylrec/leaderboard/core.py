@@ -298,7 +298,7 @@ def leaderboard_frame(records: list[Record], baseline: str | None = None, num_bu
                 entry[f"improv_{metric}"] = (row[metric] - base) / base * 100 if base and base > 0 else math.nan
             improv.append(entry)
     frame = frame.join(pd.DataFrame(improv).set_index("index"))
-    values = {index: row_values(runs, num_buckets) if protocol == "full" else None
+    values = {index: row_values(runs) if protocol == "full" else None
               for index, (runs, protocol) in enumerate(zip(run_lists, frame["protocol"]))}
     significance = significance_columns(frame, values, num_buckets)
     if len(significance):

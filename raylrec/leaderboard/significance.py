@@ -18,7 +18,7 @@ from raylrec.eval.ranks import ranks_file, read_ranks
 METRIC = "ndcg@10"
 
 
-def row_values(stage_dirs: list, num_buckets: int) -> pd.DataFrame | None:
+def row_values(stage_dirs: list) -> pd.DataFrame | None:
     """Per-user NDCG@10 of one row, averaged over its runs, from their stored test ranks; None when a run has none
     (run directories from before ranks were stored: no interval rather than a wrong one)."""
     frames = []
@@ -48,11 +48,14 @@ def significance_columns(frame: pd.DataFrame, values_by_row: dict[int, pd.DataFr
                 matches = part[(part["model"] == row["backbone"]) & ~part["method"].str.contains(r"\(tuned")]
                 backbone = matches.index[0] if len(matches) else None
             entry["best_id"] = part.loc[best_id, "method"] if best_id is not None else ""
+            results = {}  # by reference row: a method's backbone is often the strongest ID model itself
             for ref, other in (("best_id", best_id), ("backbone", backbone)):
                 mine, theirs = values_by_row.get(index), values_by_row.get(other) if other is not None else None
                 if other is None or other == index or mine is None or theirs is None:
                     continue
-                result = compare_user_values(mine, theirs, METRIC, num_buckets)
+                if other not in results:
+                    results[other] = compare_user_values(mine, theirs, METRIC, num_buckets)
+                result = results[other]
                 for prefix, difference in (("", result.overall), ("rare_", result.rarest)):
                     entry[f"{prefix}delta_{METRIC}_vs_{ref}"] = difference.mean
                     entry[f"{prefix}delta_{METRIC}_vs_{ref}_low"] = difference.low

@@ -102,7 +102,8 @@ def train_one_epoch(recipe: Recipe, model, core, loader, optimizer, generator: t
                     engine=None, averaged: AveragedModel | None = None,
                     lr_factors: list[float] | None = None) -> float:
     """One pass over the loader; `engine` (a DeepSpeed engine, also passed as `model`) steps instead of `optimizer`;
-    `averaged` follows the weights after every step; `lr_factors`, when given, scales each parameter group's own initial lr at each step."""
+    `averaged` follows the weights after every step; `lr_factors`, when given, scales each parameter group's own
+    initial lr at each step."""
     model.train()
     total, batches = 0.0, 0
     for batch in loader:
@@ -266,11 +267,16 @@ def train_loop_per_worker(loop_config: dict) -> None:
     my_users = validation_users(data.num_users, train)[rank::world]
     metric = train.select_metric
     loop_started = time.perf_counter()
-    if train.validate_start and saved is None:  # the untrained weights compete for "best" (epoch -1)
+
+    def validate() -> dict[str, float]:
+        """Full-split validation metrics of the weights that are kept (every worker ranks its share of users)."""
         validated.eval()
         with torch.no_grad():
             ranks = gather_ranks(evaluator.ranks(recipe.scorer(validated, data, "valid", device), my_users))
-        state.update(best=mean_metrics(ranks["full"], eval_config.ks)[metric], best_epoch=-1)
+        return mean_metrics(ranks["full"], eval_config.ks)
+
+    if train.validate_start and saved is None:  # the untrained weights compete for "best" (epoch -1)
+        state.update(best=validate()[metric], best_epoch=-1)
         best_model = model_state(recipe, validated, ds_config)
         if rank == 0:
             progress(f"[{recipe.name}] before training: valid {metric} {state['best']:.4f}")
@@ -291,10 +297,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         train_loss = train_one_epoch(recipe, model, core, loader, optimizer, generator, engine, averaged,
                                      lr_factors)
         train_seconds = time.perf_counter() - started
-        validated.eval()
-        with torch.no_grad():
-            ranks = gather_ranks(evaluator.ranks(recipe.scorer(validated, data, "valid", device), my_users))
-        valid = mean_metrics(ranks["full"], eval_config.ks)
+        valid = validate()
         # A non-finite loss means the weights are gone: this epoch is never the best, and training stops here.
         diverged = not math.isfinite(train_loss)
         if not diverged and valid[metric] > state["best"]:

@@ -37,6 +37,7 @@ def with_padding_masked(scores: torch.Tensor) -> torch.Tensor:
 
 
 class PadStageRecipe(Recipe):
+    pretrained_dir: str | None = None  # phase 1's stage folder, set by the phases that start from it
     def __init__(self, name: str, model: ModelConfig, towers: TowerConfig, train: PhaseTrainConfig,
                  embeddings_dir: str | Path | None):
         self.name = name
@@ -47,8 +48,7 @@ class PadStageRecipe(Recipe):
 
     def backbone_stage(self) -> str | None:
         """Phase 1's stage, when this phase starts from it (Hybrid and MoRec train from scratch)."""
-        pretrained_dir = getattr(self, "pretrained_dir", None)
-        return Path(pretrained_dir).name if pretrained_dir else None
+        return Path(self.pretrained_dir).name if self.pretrained_dir else None
 
     def training_tensors(self, data: PreparedData) -> tuple[torch.Tensor, ...]:
         inputs, targets = data.train_windows(self.model.max_len, self.train.window_stride)
