@@ -117,7 +117,7 @@ def ray_job(rendered, resolved, model: str, batch_size: int, actors: int) -> tup
         vectors[batch["item"]] = batch["embedding"]
         batch_starts.extend(batch["started_at"])
         load_s.extend(batch["load_s"])
-        for pid, started_at, seconds in set(zip(batch["pid"].tolist(), batch["started_at"].tolist(),
+        for pid, _started_at, seconds in set(zip(batch["pid"].tolist(), batch["started_at"].tolist(),
                                                 batch["busy_s"].tolist())):
             busy[pid] = busy.get(pid, 0.0) + seconds
     done = time.time()

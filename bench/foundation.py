@@ -71,7 +71,8 @@ def quality_row(label: str, test: dict, masked: dict, interval: str, history: pd
     return (f"| {label} | {test['hr@10']:.4f} | {test['ndcg@10']:.4f} | {interval} | {test['hr@20']:.4f} "
             f"| {test['ndcg@20']:.4f} | {masked['hr@10']:.4f} / {masked['ndcg@10']:.4f} "
             f"| {history['valid_ndcg@10'].max():.4f} "
-            f"| {int(history.loc[history['valid_ndcg@10'].idxmax(), 'epoch'])} | {history['epoch_train_s'].median():.1f} "
+            f"| {int(history.loc[history['valid_ndcg@10'].idxmax(), 'epoch'])} "
+            f"| {history['epoch_train_s'].median():.1f} "
             f"| {fit_s:.0f} | {'not reached' if reach is None else f'{reach:.0f}'} |")
 
 
@@ -104,8 +105,8 @@ def quality(run_dir: str, overrides: dict, models: list[str], seeds: list[int]) 
         if len(seeds) > 1:
             rows.append(mean_row(f"{preset} (ours, mean ± std of {len(seeds)} seeds)", tests))
         peer = PEER[preset]
-        rows.append(f"| {preset} (RecBole 1.2.1) | {peer['hr@10']:.4f} | {peer['ndcg@10']:.4f} | — | {peer['hr@20']:.4f} "
-                    f"| {peer['ndcg@20']:.4f} | — | {peer['best_valid']:.4f} | — | — | — "
+        rows.append(f"| {preset} (RecBole 1.2.1) | {peer['hr@10']:.4f} | {peer['ndcg@10']:.4f} | — "
+                    f"| {peer['hr@20']:.4f} | {peer['ndcg@20']:.4f} | — | {peer['best_valid']:.4f} | — | — | — "
                     f"| {peer['seconds_to_best']} (to its best) |")
     print("\n## Quality and time (ML-100k, leave-one-out, full ranking, history not masked)\n")
     print("The NDCG@10 interval is a bootstrap over the test users (2,000 resamples): the range one run's score "

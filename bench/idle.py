@@ -36,8 +36,8 @@ from raylrec.eval.evaluator import Evaluator
 from raylrec.eval.ranks import ranks_file, read_ranks
 from raylrec.methods.idle.config import IdleConfig
 from raylrec.methods.idle.pipeline import run_idle
-from raylrec.pipeline import ensure_prepared
 from raylrec.paths import RunLayout
+from raylrec.pipeline import ensure_prepared
 from raylrec.train.id_model import load_stage_model, sequence_scorer
 
 PAPER_HEAD = {"head": {"init": "random", "id_residual": False}, "loss_excludes_history": False}

@@ -54,7 +54,7 @@ class PeakMemory:
             self.peak = max(self.peak, total)
             self._stop.wait(self.interval_s)
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         self._thread.start()
         return self
 

@@ -2,8 +2,8 @@
 
     ray job submit --address http://127.0.0.1:8265 --working-dir . -- python jobs/leaderboard.py --help
 
-Same arguments, parser and library calls as `raylrec leaderboard` (README, "Running on a Ray cluster"). Inside a Ray job,
-RAY_ADDRESS is set, so the library joins the cluster the job was submitted to.
+Same arguments, parser and library calls as `raylrec leaderboard` (README, "Running on a Ray cluster").
+Inside a Ray job, RAY_ADDRESS is set, so the library joins the cluster the job was submitted to.
 """
 
 import sys

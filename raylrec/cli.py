@@ -10,12 +10,12 @@ from pathlib import Path
 
 from raylrec.config import deep_merge, load_config, parse_overrides, print_config
 from raylrec.errors import RaylrecError
+from raylrec.leaderboard.cli import add_leaderboard_command
+from raylrec.methods import METHODS
 from raylrec.paths import RunLayout
 from raylrec.storage import RUN_DIR_HELP
-from raylrec.methods import METHODS
 from raylrec.text.cli import add_encode_command
 from raylrec.tune.cli import add_tune_command
-from raylrec.leaderboard.cli import add_leaderboard_command
 
 log = logging.getLogger("raylrec")
 
@@ -160,7 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--model", choices=["sasrec", "gru4rec"], help="model preset (when --config is omitted)")
     train.add_argument("--method", choices=sorted(METHODS),
                        help="an LLM-enhanced method, all its stages (--config: its preset or YAML, default <method>)")
-    train.add_argument("--config", help="YAML config file or preset name (sasrec, sasrec-bce, gru4rec; pad, pad-paper; idle, idle-paper; allmrec, allmrec-paper)")
+    train.add_argument("--config", help="YAML config file or preset name (sasrec, sasrec-bce, gru4rec; pad, "
+                                        "pad-paper; idle, idle-paper; allmrec, allmrec-paper)")
     train.add_argument("--run-dir", help=RUN_DIR_HELP)
     train.add_argument("--stage", help="with --method: run only this stage (allmrec: stage1, stage2, inference)")
     train.add_argument("--force", action="store_true", help="retrain even if the stage is done")

@@ -16,12 +16,12 @@ live monitoring and alerts. Recording never fails the job: outside Ray, or on a 
 from __future__ import annotations
 
 import logging
-from functools import lru_cache
+from functools import cache
 
 log = logging.getLogger(__name__)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _metric(kind: str, name: str, description: str, tag_keys: tuple[str, ...]):
     from ray.util import metrics
 

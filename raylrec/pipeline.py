@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import Field, ValidationError, model_validator
 
@@ -49,7 +50,7 @@ class StageSpec(StrictModel):
     train: dict[str, Any] = {}  # TrainConfig keys, over the preset's training settings
 
     @model_validator(mode="after")
-    def _overrides_are_settings(self) -> "StageSpec":
+    def _overrides_are_settings(self) -> StageSpec:
         ModelConfig(**self.model)  # unknown keys and wrong types fail where the spec is loaded
         TrainConfig(**self.train)
         if self.preset:
@@ -69,7 +70,7 @@ class MethodSpec(StrictModel):
     cpus: float | None = Field(None, gt=0)
 
     @model_validator(mode="after")
-    def _preset_exists(self) -> "MethodSpec":
+    def _preset_exists(self) -> MethodSpec:
         if self.preset:
             preset_path(self.preset)
         return self
@@ -87,7 +88,7 @@ class PipelineConfig(StrictModel):
     leaderboard: bool = True
 
     @model_validator(mode="after")
-    def _stages_are_distinct_and_select_on_computed_metrics(self) -> "PipelineConfig":
+    def _stages_are_distinct_and_select_on_computed_metrics(self) -> PipelineConfig:
         names = [spec.name for spec in self.stages]
         repeated = sorted({name for name in names if names.count(name) > 1})
         if repeated:

@@ -70,7 +70,7 @@ class LocalRayCluster:
         return env
 
     # -- lifecycle ------------------------------------------------------------------------------------
-    def start(self, timeout: float = 180) -> "LocalRayCluster":
+    def start(self, timeout: float = 180) -> LocalRayCluster:
         p = self.ports
         command = [RAY_BIN, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={p['gcs']}",
                    f"--num-cpus={self.num_cpus}", "--num-gpus=0", f"--temp-dir={self.temp_dir}",
@@ -160,7 +160,7 @@ class LocalRayCluster:
             shutil.copytree(logs, self.root / "ray_logs", dirs_exist_ok=True, ignore_dangling_symlinks=True)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
-    def __enter__(self) -> "LocalRayCluster":
+    def __enter__(self) -> LocalRayCluster:
         try:
             return self.start()
         except BaseException:

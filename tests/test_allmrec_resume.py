@@ -8,6 +8,7 @@ import logging
 
 import pandas as pd
 import pytest
+from test_allmrec import backbone_dir, stage1_dir, stage2_config, tiny_models, titled_data_dir  # noqa: F401
 
 from raylrec.errors import ArtifactError
 from raylrec.eval.evaluator import EvalConfig
@@ -15,7 +16,6 @@ from raylrec.methods.allmrec.config import InferenceConfig
 from raylrec.methods.allmrec.inference import run_inference
 from raylrec.methods.allmrec.stage2 import Stage2Recipe
 from raylrec.train.stage import StageJob, run_stage
-from test_allmrec import backbone_dir, stage1_dir, stage2_config, tiny_models, titled_data_dir  # noqa: F401
 
 
 def test_deepspeed_stage2_resumes_and_inference_reruns_only_after_stage2_changed(

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from ray_cluster import LocalRayCluster
 
 EPOCHS = 8
@@ -285,9 +284,8 @@ def test_encode_job_reports_items_encoded_on_the_metrics_endpoint(cluster, jobs,
     """`jobs/encode.py` on the cluster (a tiny local BERT over the baseline's prepared items): the encoder actors'
     counter and throughput gauge reach the Prometheus endpoint."""
     import torch
-    from transformers import BertConfig, BertModel
-
     from test_text import word_tokenizer
+    from transformers import BertConfig, BertModel
 
     torch.manual_seed(0)
     model_dir = tmp_path / "tiny-bert"

@@ -14,8 +14,17 @@ import pytest
 from raylrec.data import fetch as fetch_module
 from raylrec.data.fetch import CHECKSUMS_FILE, fetch_dataset
 from raylrec.data.readers import read_interactions, read_items
-from raylrec.data.sources import (DATASETS_DIR_VARIABLE, PUBLISHED, SOURCES, FileUrls, KeptFile, LocalDir, PipWheel,
-                                  Source, ZipUrl)
+from raylrec.data.sources import (
+    DATASETS_DIR_VARIABLE,
+    PUBLISHED,
+    SOURCES,
+    FileUrls,
+    KeptFile,
+    LocalDir,
+    PipWheel,
+    Source,
+    ZipUrl,
+)
 from raylrec.errors import DataError
 
 INTERACTIONS = b"user_id:token\titem_id:token\trating:float\ttimestamp:float\n1\t10\t4\t100\n2\t10\t5\t101\n"

@@ -133,7 +133,7 @@ def test_padding_does_not_leak_into_the_prompt(kind):
 
 # ---------- the trained module ----------
 
-def idle_model(kind="encoder", num_items=20, head=HeadConfig(), text_rows=None, **adapter):
+def idle_model(kind="encoder", num_items=20, head=None, text_rows=None, **adapter):
     torch.manual_seed(1)
     return IdleModel(backbone(kind), build_model(num_items, TINY_ID), num_items, AdapterConfig(**adapter), head,
                      text_rows)

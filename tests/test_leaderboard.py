@@ -13,7 +13,8 @@ from raylrec.leaderboard import build_leaderboard, collect_records, leaderboard_
 
 
 def metrics(ndcg10: float, warm: float = 0.2, cold: float = 0.05) -> dict:
-    full = {f"{m}@{k}": ndcg10 * (k / 10) ** (0.5 if m == "hr" else 0.3) for m in ("hr", "ndcg") for k in (1, 5, 10, 20)}
+    full = {f"{m}@{k}": ndcg10 * (k / 10) ** (0.5 if m == "hr" else 0.3)
+            for m in ("hr", "ndcg") for k in (1, 5, 10, 20)}
     full["ndcg@10"] = ndcg10
     return {"full": {**full, "n": 943},
             "sampled_19": {"hr@1": ndcg10 * 2, "ndcg@5": ndcg10 * 3, "n": 943},

@@ -68,7 +68,7 @@ def test_training_windows_cover_each_training_transition_once(prepared_dir, stri
 
 def test_negatives_are_stored_unseen_and_deterministic(prepared_dir, tmp_path, synthetic_log):
     data = PreparedData(prepared_dir)
-    for (split, count), negatives in data.negatives.items():
+    for (_split, count), negatives in data.negatives.items():
         assert negatives.shape == (data.num_users, count)
         for user in range(data.num_users):
             seen = set(data.sequences.row(user).tolist())
@@ -149,7 +149,8 @@ def test_ids_are_numbered_in_sorted_order_whatever_the_column_type(dtype):
 def test_prepared_item_ids_are_sorted(prepared_dir):
     items = pd.read_parquet(prepared_dir / "items.parquet")
     users = pd.read_parquet(prepared_dir / "users.parquet")
-    assert items["item_id"].tolist() == sorted(items["item_id"]) and items["item"].tolist() == list(range(1, len(items) + 1))
+    assert items["item_id"].tolist() == sorted(items["item_id"])
+    assert items["item"].tolist() == list(range(1, len(items) + 1))
     assert users["user_id"].tolist() == sorted(users["user_id"])
 
 

@@ -9,8 +9,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from raylrec.data.readers import (INTERACTIONS_SCHEMA, ColumnMapping, ItemColumnMapping, dropped_rows,
-                                  read_interactions, read_items, sibling_files)
+from raylrec.data.readers import (
+    INTERACTIONS_SCHEMA,
+    ColumnMapping,
+    ItemColumnMapping,
+    dropped_rows,
+    read_interactions,
+    read_items,
+    sibling_files,
+)
 from raylrec.errors import DataError
 
 
@@ -89,7 +96,8 @@ def test_movielens_100k(tmp_path):
         encoding="latin-1",
     )
     table = read_items(items)
-    assert table.column_names == ["item_id", "title", "genres", "year", "release_date", "video_release_date", "imdb_url"]
+    assert table.column_names == ["item_id", "title", "genres", "year", "release_date", "video_release_date",
+                                  "imdb_url"]
     first, unknown, romance, les_mis = rows(table)
     assert first["genres"] == "Animation, Children's, Comedy" and first["year"] == "1995"
     assert first["release_date"] == "01-Jan-1995" and first["imdb_url"] == "http://imdb/toy"
@@ -125,7 +133,8 @@ def test_movielens_1m(tmp_path):
 
 
 def test_csv_with_quotes_blank_lines_and_crlf(tmp_path):
-    path = write(tmp_path, "ratings.csv", "user_id,item_id,rating,timestamp\r\n\r\n7,\"a,b\",4.5,10\r\n8,c,1,11\r\n\r\n")
+    path = write(tmp_path, "ratings.csv",
+                 "user_id,item_id,rating,timestamp\r\n\r\n7,\"a,b\",4.5,10\r\n8,c,1,11\r\n\r\n")
     assert rows(read_interactions(path)) == [
         {"user_id": "7", "item_id": "a,b", "rating": 4.5, "timestamp": 10, "row": 3},
         {"user_id": "8", "item_id": "c", "rating": 1.0, "timestamp": 11, "row": 4},

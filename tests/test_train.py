@@ -53,7 +53,8 @@ def test_training_stage_writes_every_artifact(ray_session, prepared_dir, tmp_pat
     # The stored per-user ranks reproduce the metrics (the leaderboard's paired intervals read them).
     ranks = read_ranks(out / "ranks_test.parquet")
     assert len(ranks) == data.num_users and (ranks["target"].to_numpy() == data.targets("test")).all()
-    assert mean_metrics(ranks["full"].to_numpy(), [10])["ndcg@10"] == pytest.approx(metrics["metrics"]["full"]["ndcg@10"])
+    assert mean_metrics(ranks["full"].to_numpy(), [10])["ndcg@10"] == \
+        pytest.approx(metrics["metrics"]["full"]["ndcg@10"])
     assert len(pd.read_csv(out / "history.csv")) == 2
 
 

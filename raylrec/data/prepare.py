@@ -26,8 +26,15 @@ from tqdm import tqdm
 
 from raylrec.config import StrictModel
 from raylrec.data.fetch import RawDataset, fetch_dataset, file_sha256
-from raylrec.data.readers import (ColumnMapping, ItemColumnMapping, dropped_rows, read_interactions, read_items,
-                                  row_unit, sibling_files)
+from raylrec.data.readers import (
+    ColumnMapping,
+    ItemColumnMapping,
+    dropped_rows,
+    read_interactions,
+    read_items,
+    row_unit,
+    sibling_files,
+)
 from raylrec.data.report import DataReport
 from raylrec.errors import DataError
 from raylrec.ray_utils import ensure_ray

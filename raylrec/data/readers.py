@@ -25,9 +25,10 @@ import csv
 import io
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, NoReturn
+from typing import NoReturn
 
 import numpy as np
 import pandas as pd

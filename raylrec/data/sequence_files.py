@@ -70,7 +70,7 @@ def read_recbole_splits(path: Path, read_split) -> SequenceRecords:
     """
     stem = split_stem(path)
     frames = []
-    for rank, split in enumerate(SPLIT_NAMES):
+    for split in SPLIT_NAMES:
         file = stem.with_name(f"{stem.name}.{split}.inter")
         if not file.is_file():
             raise DataError(f"{file}: no such file; the RecBole split format needs {stem.name}.train.inter, "

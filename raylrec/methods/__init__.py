@@ -6,8 +6,8 @@ and returns the summaries of the stages it ran. Implementations are imported on 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from raylrec.config import print_config
 

@@ -6,7 +6,8 @@ item is always the last column and a user's representation is the hidden state a
 
 from __future__ import annotations
 
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import torch
 from torch import nn

@@ -26,7 +26,8 @@ class SASRec(SequentialRecommender):
             norm_first=config.norm_first,
         )
         if config.ffn_dropout is not None:
-            layer.dropout = nn.Dropout(config.ffn_dropout)  # torch's layer applies `dropout` between linear1 and linear2
+            # torch's layer applies `dropout` between linear1 and linear2
+            layer.dropout = nn.Dropout(config.ffn_dropout)
         final_norm = nn.LayerNorm(d) if config.norm_first else None
         self.blocks = nn.TransformerEncoder(layer, num_layers=config.num_layers, norm=final_norm,
                                             enable_nested_tensor=False)

@@ -53,20 +53,20 @@ class TrainConfig(StrictModel):
     deepspeed: str | dict | None = None
 
     @model_validator(mode="after")
-    def ema_without_deepspeed(self) -> "TrainConfig":
+    def ema_without_deepspeed(self) -> TrainConfig:
         if self.ema_decay is not None and self.deepspeed is not None:
             raise ValueError("train.ema_decay keeps a whole copy of the module, which DeepSpeed's partitioned "
                              "parameters do not allow; set only one of ema_decay and deepspeed")
         return self
 
     @model_validator(mode="after")
-    def warmup_needs_schedule(self) -> "TrainConfig":
+    def warmup_needs_schedule(self) -> TrainConfig:
         if self.warmup_fraction and self.lr_schedule != "linear":
             raise ValueError("train.warmup_fraction is part of the linear schedule; it needs train.lr_schedule: linear")
         return self
 
     @model_validator(mode="after")
-    def smoothing_needs_softmax(self) -> "TrainConfig":
+    def smoothing_needs_softmax(self) -> TrainConfig:
         if self.label_smoothing and self.loss != "ce":
             raise ValueError("train.label_smoothing smooths the softmax over all items; it needs train.loss: ce")
         return self
@@ -83,7 +83,7 @@ class StageConfig(StrictModel):
     eval: EvalConfig = EvalConfig()
 
     @model_validator(mode="after")
-    def stride_fits_window(self) -> "StageConfig":
+    def stride_fits_window(self) -> StageConfig:
         stride = self.train.window_stride
         if stride is not None and not 0 < stride <= self.model.max_len:
             raise ValueError(f"train.window_stride must be in 1..model.max_len ({self.model.max_len}), got {stride}")

@@ -23,9 +23,9 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, DistributedSampler, Subset, TensorDataset
 
 from raylrec.data.prepared import PreparedData
+from raylrec.errors import ArtifactError
 from raylrec.eval.evaluator import EvalConfig, Evaluator
 from raylrec.eval.metrics import mean_metrics
-from raylrec.errors import ArtifactError
 from raylrec.monitoring import record_epoch
 from raylrec.storage import RunStore
 from raylrec.train import deepspeed_engine

@@ -7,8 +7,7 @@ from pathlib import Path
 
 
 def cmd_tune(args) -> None:
-    from raylrec.config import parse_overrides, print_config
-    from raylrec.config import flatten
+    from raylrec.config import flatten, parse_overrides, print_config
     from raylrec.tune.space import load_space
     from raylrec.tune.sweep import format_summary, run_sweep
 

@@ -81,7 +81,7 @@ class SweepSpec(StrictModel):
         return space
 
     @model_validator(mode="after")
-    def _fixed_and_space_disjoint(self) -> "SweepSpec":
+    def _fixed_and_space_disjoint(self) -> SweepSpec:
         both = sorted(set(self.fixed) & set(self.space))
         if both:
             raise ValueError(f"keys both fixed and searched: {both}")

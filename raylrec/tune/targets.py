@@ -15,9 +15,10 @@ config's `name`; give `prerequisites` to share more (a frozen backbone, text emb
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from raylrec.config import load_config
 from raylrec.errors import RaylrecError

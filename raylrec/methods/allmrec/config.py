@@ -105,13 +105,14 @@ class PromptConfig(StrictModel):
     verb: str = "watch"
     verb_past: str = "watched"
     num_history: int = Field(10, ge=0)  # most recent history items in the prompt
-    num_negatives: int = Field(19, ge=1)  # candidates = 1 target + this many (stored for valid/test; sampled in training)
+    # candidates = 1 target + this many (stored for valid/test; sampled in training)
+    num_negatives: int = Field(19, ge=1)
     max_title_chars: int = Field(80, ge=8)  # longer titles are cut
     max_prompt_tokens: int | None = Field(None, ge=16)  # oldest history items are dropped until the prompt fits
     shuffle_seed: int = 0  # evaluation candidates are shuffled by (seed, split, user)
 
     @model_validator(mode="after")
-    def _slots_in_place(self) -> "PromptConfig":
+    def _slots_in_place(self) -> PromptConfig:
         for field in ("{history}", "{candidates}", "{user_sentence}"):
             if field not in self.template:
                 raise ValueError(f"prompt.template must contain {field}")
@@ -195,7 +196,7 @@ class ALLMRecConfig(StrictModel):
         default_factory=lambda: ["stage1", "stage2", "inference"])  # what `raylrec train --method allmrec` runs
 
     @model_validator(mode="after")
-    def _candidates_are_stored(self) -> "ALLMRecConfig":
+    def _candidates_are_stored(self) -> ALLMRecConfig:
         n = self.stage2.prompt.num_negatives
         if n not in self.data.negatives or n not in self.eval.num_negatives:
             raise ValueError(f"stage2.prompt.num_negatives={n} must be among data.negatives {self.data.negatives} "

@@ -14,7 +14,8 @@ from torch import nn
 from raylrec.methods.idle.config import AdapterConfig
 
 
-def refine(prefix: torch.Tensor, projected: torch.Tensor, gate_weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def refine(prefix: torch.Tensor, projected: torch.Tensor,
+           gate_weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Eq. 6–7 for (n, B, L', d') prefix C (broadcast over B) and projection P, gate weights (n or 1, 2d').
     → D (n, B, L', d') and g (n, B, L')."""
     prefix = prefix.expand_as(projected)

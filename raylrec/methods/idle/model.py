@@ -18,7 +18,7 @@ from raylrec.methods.idle.injection import Backbone, Prefix
 
 class IdleModel(nn.Module):
     def __init__(self, backbone: Backbone, id_model: nn.Module, num_items: int, config: AdapterConfig,
-                 head: HeadConfig = HeadConfig(), text_rows: torch.Tensor | None = None):
+                 head: HeadConfig | None = None, text_rows: torch.Tensor | None = None):
         super().__init__()
         self.__dict__["frozen"] = {"backbone": backbone.requires_grad_(False).eval(),
                                    "id_model": id_model.requires_grad_(False).eval()}
@@ -27,7 +27,8 @@ class IdleModel(nn.Module):
         id_dim = id_model.config.hidden_size
         kv_dim = backbone.kv_dim if config.injection == "ptuning_v2" else None
         self.adapter = IdleAdapter(id_dim, backbone.hidden_size, backbone.num_layers, config, kv_dim)
-        self.head = ItemHead(backbone.hidden_size, num_items, id_dim, head, config.init_std, text_rows)  # eq. 14
+        self.head = ItemHead(backbone.hidden_size, num_items, id_dim, head or HeadConfig(), config.init_std,  # eq. 14
+                             text_rows)
 
     @property
     def backbone(self) -> Backbone:
