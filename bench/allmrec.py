@@ -28,7 +28,7 @@ from raylrec.eval.compare import compare_frames
 from raylrec.eval.ranks import read_ranks
 from raylrec.methods.allmrec.config import ALLMRecConfig
 from raylrec.methods.allmrec.pipeline import run_allmrec
-from raylrec.paths import RunLayout
+from raylrec.storage import RunLayout
 
 VARIANT_LABELS = {"e": "A-LLMRec", "q": "A-LLMRec (SBERT, q_i)", "q_cold": "A-LLMRec (q_i for cold)"}
 

@@ -22,10 +22,10 @@ import pandas as pd
 import torch
 
 from raylrec.config import load_config
+from raylrec.data.prepare import ensure_prepared
 from raylrec.data.prepared import PreparedData
 from raylrec.eval.evaluator import EvalConfig, Evaluator
 from raylrec.eval.metrics import mean_interval, mean_metrics, per_user_metrics
-from raylrec.pipeline import ensure_prepared
 from raylrec.train.config import StageConfig
 from raylrec.train.id_model import load_stage_model, sequence_scorer
 from raylrec.train.stage import run_training_stage, stage_dir

@@ -10,7 +10,7 @@ is in the two rarest equal-mass frequency buckets, raylrec/eval/compare.py) and 
     python bench/idle.py --variants preset paper-head      # a subset
     python bench/idle.py --set train.samples_per_epoch=2000 # reduce every variant further
 
-All variants share one run directory (default: the preset's, runs/idle), so the ID backbone trains once and the
+All variants share one run directory (default: runs/idle-bench), so the ID backbone trains once and the
 `preset` variant is the preset's own stage; finished variants are reused (their recorded wall times are printed):
 use a new run directory to re-measure. The decoder variant is much slower per token than minilm on CPU;
 `--decoder-set` reduces only it (default: 1000 samples an epoch, 1 epoch, per-epoch validation on 200 users; the
@@ -30,14 +30,14 @@ import numpy as np
 import torch
 
 from raylrec.config import deep_merge, load_config, parse_overrides
+from raylrec.data.prepare import ensure_prepared
 from raylrec.data.prepared import PreparedData
 from raylrec.eval.compare import RAREST, Comparison, compare_frames, user_values
 from raylrec.eval.evaluator import Evaluator
 from raylrec.eval.ranks import ranks_file, read_ranks
 from raylrec.methods.idle.config import IdleConfig
 from raylrec.methods.idle.pipeline import run_idle
-from raylrec.paths import RunLayout
-from raylrec.pipeline import ensure_prepared
+from raylrec.storage import RunLayout
 from raylrec.train.id_model import load_stage_model, sequence_scorer
 
 PAPER_HEAD = {"head": {"init": "random", "id_residual": False}, "loss_excludes_history": False}
@@ -97,7 +97,7 @@ def bucket_row(label: str, frame) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="idle", help="IDLE preset or YAML file (the base of every variant)")
-    parser.add_argument("--run-dir", default="runs/idle")
+    parser.add_argument("--run-dir", default="runs/idle-bench")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="overrides for every variant")
     parser.add_argument("--decoder-set", action="append", default=None, metavar="KEY=VALUE",

@@ -25,14 +25,15 @@ from pathlib import Path
 import numpy as np
 
 from raylrec.config import load_config, parse_overrides
+from raylrec.data.prepare import ensure_prepared
 from raylrec.data.prepared import PreparedData
 from raylrec.eval.compare import RAREST, Comparison, compare_frames
 from raylrec.eval.ranks import ranks_file, read_ranks
 from raylrec.methods.pad.config import PadConfig
 from raylrec.methods.pad.experts import DIAGNOSTICS_FILE, expert_ranks_file
 from raylrec.methods.pad.pipeline import run_pad
-from raylrec.paths import RunLayout
-from raylrec.pipeline import PipelineConfig, ensure_prepared
+from raylrec.pipeline import PipelineConfig
+from raylrec.storage import RunLayout
 
 REFERENCE = "sasrec"  # the cross-entropy SASRec: the strongest ID model of the main job
 BACKBONE_LABELS = {"sasrec": "SASRec (cross-entropy; the reference)", "sasrec-bce": "SASRec (BCE)"}

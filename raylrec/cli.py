@@ -5,15 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
 from raylrec.config import deep_merge, load_config, parse_overrides, print_config
 from raylrec.errors import RaylrecError
 from raylrec.leaderboard.cli import add_leaderboard_command
-from raylrec.methods import METHODS
-from raylrec.paths import RunLayout
-from raylrec.storage import RUN_DIR_HELP
+from raylrec.logging_setup import configure_logging
+from raylrec.methods.registry import get_method, registered
+from raylrec.storage import DEFAULT_RUN_DIR, RUN_DIR_HELP, RunLayout
 from raylrec.text.cli import add_encode_command
 from raylrec.tune.cli import add_tune_command
 
@@ -42,8 +43,7 @@ def cmd_data_verify(args) -> None:
 
 
 def cmd_data_prepare(args) -> None:
-    from raylrec.data.prepare import DataConfig
-    from raylrec.pipeline import ensure_prepared
+    from raylrec.data.prepare import DataConfig, ensure_prepared
 
     overrides = parse_overrides(args.set)
     if args.dataset:
@@ -54,46 +54,66 @@ def cmd_data_prepare(args) -> None:
     print((data_dir / "data_report.json").read_text())
 
 
+def config_source(args, default: str | None = None) -> str | None:
+    """The config a command reads: `--config FILE` (a YAML file), else `--preset NAME` (a shipped preset), else
+    `default`. The old form `--config NAME` (a preset name) still works, with a note."""
+    if args.config:
+        if Path(args.config).suffix not in (".yaml", ".yml"):
+            print(f"raylrec: note: --config takes a YAML file; reading {args.config!r} as --preset {args.config} "
+                  "(use --preset for shipped presets)", file=sys.stderr)
+        elif not Path(args.config).is_file():
+            raise RaylrecError(f"--config {args.config}: no such file")
+        return args.config
+    return args.preset or default
+
+
 def cmd_train(args) -> None:
-    from raylrec.pipeline import ensure_prepared
-    from raylrec.train.config import StageConfig
-    from raylrec.train.stage import run_training_stage
+    from raylrec.train.stage import run_id_stage
 
     overrides = parse_overrides(args.set)
     if args.run_dir:
         overrides["run_dir"] = args.run_dir
     cache_root = Path(args.cache_dir) if args.cache_dir else None
+    source = config_source(args)
     if args.method:
-        if args.model:
-            raise RaylrecError("give --model (an ID backbone) or --method, not both")
         if args.stage:  # methods with several stages (allmrec) run only this one, reading the others' artifacts
             overrides["stages"] = [args.stage]
-        summaries = METHODS[args.method](args.config, overrides, cache_root, args.force)
+        method = get_method(args.method, "method")
+        if args.dry_run:
+            print_config(f"method {args.method}", method.load(source, overrides))
+            return
+        summaries = method.train(source, overrides, cache_root, args.force)
         print(json.dumps(summaries, indent=2, default=str))
         return
-    config = load_config(StageConfig, args.config or args.model, overrides)
+    model = get_method(args.model or "sasrec", "id_model")
+    config = model.load(source or args.model, overrides)
     if args.model and config.model.name != args.model:
         raise RaylrecError(f"--model {args.model} but the config trains {config.model.name}")
     print_config(f"stage {config.stage_name}", config)
-    data_dir = ensure_prepared(config.data, config.run_dir, cache_root)
-    summary = run_training_stage(config, data_dir, force=args.force)
-    print(json.dumps(summary, indent=2))
+    if args.dry_run:
+        return
+    print(json.dumps(run_id_stage(config, cache_root, args.force), indent=2))
 
 
 def cmd_run(args) -> None:
-    from raylrec.pipeline import PipelineConfig, results_table, run_pipeline
+    from raylrec.pipeline import PipelineConfig, method_configs, results_table, run_pipeline
 
     overrides = parse_overrides(args.set)
     if args.run_dir:
         overrides["run_dir"] = args.run_dir
-    source = args.config
+    source = config_source(args, "default")
     if args.dataset:  # the dataset's own preset when one ships, else the chosen preset on that dataset
-        if args.config == "default" and dataset_preset_exists(args.dataset):
+        if source == "default" and dataset_preset_exists(args.dataset):
             source = args.dataset
         else:
             overrides = deep_merge({"data": {"dataset": args.dataset}}, overrides)
     config = load_config(PipelineConfig, source, overrides)
     print_config("pipeline", config)
+    if args.dry_run:
+        for spec, method in zip(config.methods, method_configs(config)):
+            print_config(f"method {spec.name}" + (f" ({', '.join(spec.set['stages'])})" if "stages" in spec.set
+                                                  else ""), method)
+        return
     summaries = run_pipeline(config, Path(args.cache_dir) if args.cache_dir else None)
     print("\n" + results_table(summaries, config.eval.ks))
     board = RunLayout(config.run_dir).root / "leaderboard"
@@ -101,6 +121,25 @@ def cmd_run(args) -> None:
         print("\n" + (board / "leaderboard.md").read_text())
         print(f"leaderboard: {board} (leaderboard.md, leaderboard.csv, *.png)")
     print(f"\nartifacts: {RunLayout(config.run_dir).root}")
+
+
+def cmd_presets(args) -> None:
+    """Every shipped preset with the first line of its leading comment."""
+    from importlib import resources
+
+    for file in sorted((resources.files("raylrec") / "presets").iterdir(), key=lambda f: f.name):
+        if file.name.endswith(".yaml"):
+            print(f"{file.name.removesuffix('.yaml'):22} {preset_description(file.read_text())}")
+
+
+def preset_description(text: str) -> str:
+    """A preset's one-line description: the first line of its leading comment."""
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        if line.lstrip("#").strip():
+            return line.lstrip("#").strip()
+    return "(no description)"
 
 
 def dataset_preset_exists(dataset: str) -> bool:
@@ -125,7 +164,11 @@ def cmd_analyze_kendall(args) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="raylrec", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"raylrec {package_version()}")
     parser.add_argument("--cache-dir", help="cache root (default $RAYLREC_CACHE_DIR or ~/.cache/raylrec)")
+    parser.add_argument("--address", default="local",
+                        help="Ray cluster to join: local (a new local instance, the default), auto (the host's "
+                             "cluster) or an address such as ray://head:10001 (default: $RAY_ADDRESS if set)")
     parser.add_argument("-v", "--verbose", action="store_true")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -153,24 +196,29 @@ def build_parser() -> argparse.ArgumentParser:
     prepare = with_overrides(data.add_parser("prepare", help="prepare a dataset into a run directory"))
     prepare.add_argument("dataset", nargs="?")
     prepare.add_argument("--config", help="YAML file with a DataConfig")
-    prepare.add_argument("--run-dir", default="runs/default", help=RUN_DIR_HELP)
+    prepare.add_argument("--run-dir", default=DEFAULT_RUN_DIR, help=RUN_DIR_HELP)
     prepare.set_defaults(handler=cmd_data_prepare)
 
     train = with_overrides(commands.add_parser("train", help="train one ID model, or a method, with Ray Train"))
-    train.add_argument("--model", choices=["sasrec", "gru4rec"], help="model preset (when --config is omitted)")
-    train.add_argument("--method", choices=sorted(METHODS),
-                       help="an LLM-enhanced method, all its stages (--config: its preset or YAML, default <method>)")
-    train.add_argument("--config", help="YAML config file or preset name (sasrec, sasrec-bce, gru4rec; pad, "
-                                        "pad-paper; idle, idle-paper; allmrec, allmrec-paper)")
-    train.add_argument("--run-dir", help=RUN_DIR_HELP)
-    train.add_argument("--stage", help="with --method: run only this stage (allmrec: stage1, stage2, inference)")
+    what = train.add_mutually_exclusive_group()
+    what.add_argument("--model", choices=list(registered("id_model")),
+                      help="an ID backbone (its preset when neither --preset nor --config is given)")
+    what.add_argument("--method", choices=list(registered("method")),
+                      help="an LLM-enhanced method, all its stages: "
+                           + "; ".join(f"{name} ({spec.description})" for name, spec in registered("method").items()))
+    add_config_options(train, "; ".join(f"{name}: {', '.join(spec.presets)}" for name, spec in registered().items())
+                       + " (default: the model's or method's own)")
+    train.add_argument("--run-dir", help=f"{RUN_DIR_HELP} (over the config's run_dir)")
+    train.add_argument("--stage", help="with --method: run only this stage ("
+                       + "; ".join(f"{name}: {', '.join(spec.stages)}" for name, spec in registered().items()
+                                   if spec.stages) + ")")
     train.add_argument("--force", action="store_true", help="retrain even if the stage is done")
     train.set_defaults(handler=cmd_train)
 
     run = with_overrides(commands.add_parser("run", help="the main job: fetch, prepare, train, evaluate"))
-    run.add_argument("--config", "--preset", dest="config", default="default",
-                     help="YAML PipelineConfig file or preset name: default (CPU, minutes) or paper (GPU cluster)")
-    run.add_argument("--run-dir", help=RUN_DIR_HELP)
+    add_config_options(run, "default (CPU, minutes; the default), paper (GPU cluster), amazon14-beauty, "
+                            "amazon18-scientific")
+    run.add_argument("--run-dir", help=f"{RUN_DIR_HELP} (over the config's run_dir)")
     run.add_argument("--dataset", help="run on this dataset: its preset (amazon14-beauty, amazon18-scientific) or, "
                                        "for other names, --config with data.dataset set to it")
     run.set_defaults(handler=cmd_run)
@@ -179,8 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
         dest="analyze_command", required=True)
     kendall = analyze.add_parser("kendall", help="Kendall's τ between two embedding tables' behaviour→target "
                                                  "distances, per item frequency bucket (PAD eq. 13)")
-    kendall.add_argument("stage_a", metavar="RUN_A", help="a trained stage folder, e.g. runs/pad/models/sasrec-bce")
-    kendall.add_argument("stage_b", metavar="RUN_B", help="another one, e.g. runs/pad/models/pad")
+    kendall.add_argument("stage_a", metavar="RUN_A", help="a trained stage folder, e.g. runs/default/models/sasrec-bce")
+    kendall.add_argument("stage_b", metavar="RUN_B", help="another one, e.g. runs/default/models/pad")
     kendall.add_argument("--table-a", help="tensor in RUN_A/item_embeddings.safetensors (default item_embeddings)")
     kendall.add_argument("--table-b", help="tensor in RUN_B/item_embeddings.safetensors, e.g. id.item_embeddings")
     kendall.add_argument("--data-dir", help="prepared dataset (default: the one RUN_A was evaluated on)")
@@ -191,23 +239,39 @@ def build_parser() -> argparse.ArgumentParser:
     kendall.add_argument("--seed", type=int, default=0)
     kendall.set_defaults(handler=cmd_analyze_kendall)
 
+    commands.add_parser("presets", help="list the shipped presets with their descriptions").set_defaults(
+        handler=cmd_presets)
     add_encode_command(commands)
     add_tune_command(commands)
     add_leaderboard_command(commands)
     return parser
 
 
-def configure_logging(level: int) -> None:
-    """raylrec's log lines, in the driver and in the Ray tasks it starts."""
-    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    logging.getLogger("raylrec").setLevel(level)
+def add_config_options(command: argparse.ArgumentParser, presets: str) -> None:
+    """--preset NAME or --config FILE (one of them), and --dry-run."""
+    source = command.add_mutually_exclusive_group()
+    source.add_argument("--preset", help=f"a shipped preset (`raylrec presets` lists them): {presets}")
+    source.add_argument("--config", metavar="FILE", help="a YAML config file")
+    command.add_argument("--dry-run", action="store_true",
+                         help="print the resolved config and exit (no Ray, nothing written)")
+
+
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("raylrec")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown (not installed)"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(logging.DEBUG if args.verbose else logging.INFO)
-    if args.command == "train" and not (args.model or args.config or args.method):
-        print("raylrec train: give --model, --method or --config", file=sys.stderr)
+    if args.address != "local":  # ensure_ray (and every Ray task this command starts) joins it
+        os.environ["RAY_ADDRESS"] = args.address
+    if args.command == "train" and not (args.model or args.config or args.preset or args.method):
+        print("raylrec train: give --model, --method, --preset or --config", file=sys.stderr)
         return 2
     try:
         args.handler(args)
@@ -219,12 +283,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_job(command: list[str], argv: list[str] | None = None) -> int:
     """Entry point of the `jobs/` scripts (for `ray job submit`): `raylrec <command> ...`, the same parser and
-    handlers as the CLI, with the top-level options (--cache-dir, -v) accepted anywhere on the line."""
+    handlers as the CLI, with the top-level options (--cache-dir, --address, -v) accepted anywhere on the line."""
     top = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     top.add_argument("--cache-dir")
+    top.add_argument("--address")
     top.add_argument("-v", "--verbose", action="store_true")
     known, rest = top.parse_known_args(sys.argv[1:] if argv is None else argv)
-    prefix = (["--cache-dir", known.cache_dir] if known.cache_dir else []) + (["-v"] if known.verbose else [])
+    prefix = (["--cache-dir", known.cache_dir] if known.cache_dir else []) + (["-v"] if known.verbose else []) \
+        + (["--address", known.address] if known.address else [])
     return main([*prefix, *command, *rest])
 
 

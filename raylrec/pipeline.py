@@ -7,7 +7,6 @@ so rerunning is cheap and an interrupted run resumes where it stopped.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -17,50 +16,31 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
 from raylrec.config import (
     StrictModel,
     check_select_metric,
     deep_merge,
-    flatten,
-    load_config,
     preset_path,
     print_config,
-    validation_problems,
 )
-from raylrec.data.prepare import DataConfig, data_fingerprint, prepare_dataset, user_raw_files
-from raylrec.data.prepared import check_readable
-from raylrec.errors import ArtifactError, RaylrecError
+from raylrec.data.prepare import DataConfig, ensure_prepared
+from raylrec.errors import RaylrecError
 from raylrec.eval.evaluator import EvalConfig
-from raylrec.models.base import ModelConfig
-from raylrec.paths import RunLayout
-from raylrec.train.config import StageConfig, TrainConfig
+from raylrec.logging_setup import configure_logging
+from raylrec.methods.registry import get_method, registered
+from raylrec.storage import DEFAULT_RUN_DIR, RunLayout
+from raylrec.train.config import StageConfig
+from raylrec.train.spec import StageSpec, resolve_stage
 from raylrec.train.stage import run_training_stage
 
 log = logging.getLogger(__name__)
 
 
-class StageSpec(StrictModel):
-    """One ID-model stage of the pipeline: a stage preset (or file), and settings that differ from it."""
-
-    name: str
-    preset: str | None = None
-    model: dict[str, Any] = {}  # ModelConfig keys, over the preset's model settings
-    train: dict[str, Any] = {}  # TrainConfig keys, over the preset's training settings
-
-    @model_validator(mode="after")
-    def _overrides_are_settings(self) -> StageSpec:
-        ModelConfig(**self.model)  # unknown keys and wrong types fail where the spec is loaded
-        TrainConfig(**self.train)
-        if self.preset:
-            preset_path(self.preset)  # an unknown preset name fails here, naming the shipped ones
-        return self
-
-
-class MethodSpec(StrictModel):
-    """One LLM-enhanced method of the pipeline (a `raylrec.methods.METHODS` name), run with the pipeline's
-    run directory, data and evaluation protocol."""
+class MethodEntry(StrictModel):
+    """One LLM-enhanced method of the pipeline (a name registered in raylrec/methods/registry.py), run with the
+    pipeline's run directory, data and evaluation protocol."""
 
     name: str
     preset: str | None = None  # the method's preset or YAML file (default: its own default preset)
@@ -70,18 +50,18 @@ class MethodSpec(StrictModel):
     cpus: float | None = Field(None, gt=0)
 
     @model_validator(mode="after")
-    def _preset_exists(self) -> MethodSpec:
+    def _preset_exists(self) -> MethodEntry:
         if self.preset:
             preset_path(self.preset)
         return self
 
 
 class PipelineConfig(StrictModel):
-    run_dir: str = "runs/default"
+    run_dir: str = DEFAULT_RUN_DIR
     data: DataConfig = DataConfig()
     eval: EvalConfig = EvalConfig()
     stages: list[StageSpec] = [StageSpec(name="sasrec", preset="sasrec"), StageSpec(name="gru4rec", preset="gru4rec")]
-    methods: list[MethodSpec] = []
+    methods: list[MethodEntry] = []
     # Run the ID backbones and text encodings side by side, then the methods side by side, as many at once as
     # the cluster's CPUs hold (each reserves its Ray Train workers' or actors' CPUs); false runs one at a time.
     side_by_side: bool = True
@@ -103,47 +83,6 @@ class PipelineConfig(StrictModel):
         return resolve_stage(spec, self.run_dir, self.data, self.eval)
 
 
-def resolve_stage(spec: StageSpec, run_dir: str, data: DataConfig, eval_config: EvalConfig) -> StageConfig:
-    """The stage's preset with the run directory, data and evaluation protocol of the job it belongs to."""
-    base = load_config(StageConfig, spec.preset) if spec.preset else StageConfig()
-    try:
-        return StageConfig(run_dir=run_dir, name=spec.name, data=data, eval=eval_config,
-                           model=ModelConfig(**{**base.model.model_dump(), **spec.model}),
-                           train=TrainConfig(**{**base.train.model_dump(), **spec.train}))
-    except ValidationError as err:
-        raise RaylrecError(f"stage {spec.name!r} (preset {spec.preset}, with its model/train settings): "
-                           f"{validation_problems(err)}") from err
-
-
-def ensure_prepared(data: DataConfig, run_dir: str, cache_root: Path | None = None) -> Path:
-    """Prepare the dataset into the run directory once; refuse to silently re-prepare with other settings."""
-    layout = RunLayout(run_dir)
-    data_dir = layout.data_dir(data.dataset)
-    layout.store.pull(data_dir)
-    report_file = data_dir / "data_report.json"
-    if report_file.exists():
-        check_readable(report_file)  # a damaged report is an error naming it, not a silent re-preparation
-        report = json.loads(report_file.read_text())
-        saved, wanted = flatten(report["config"]), flatten(data.model_dump(mode="json"))
-        differing = [f"{k}: {saved.get(k)!r} there, {wanted.get(k)!r} here"
-                     for k in sorted(saved.keys() | wanted.keys()) if saved.get(k) != wanted.get(k)]
-        if differing:
-            raise ArtifactError(f"{data_dir} was prepared with other data settings ({'; '.join(differing)}); "
-                                "use a new run directory or delete that folder")
-        raw_files = user_raw_files(data)
-        if raw_files and all(p.is_file() for p in raw_files) and data_fingerprint(data, raw_files) != \
-                report["fingerprint"]:
-            raise ArtifactError(f"{data_dir} was prepared from other contents of "
-                                f"{', '.join(map(str, raw_files))} (the files changed since; data fingerprint "
-                                f"{report['fingerprint']} there); use a new run directory or delete that folder")
-        log.info("prepared data found at %s (same settings and raw files); skipping preparation", data_dir)
-        return data_dir
-    report = prepare_dataset(data, data_dir, cache_root)
-    layout.store.push(data_dir)
-    log.info("prepared %s: %s", data.dataset, report["counts"])
-    return data_dir
-
-
 class Progress:
     """One line per pipeline step on stdout: `[run 3/7] training sasrec ...` then its wall time."""
 
@@ -160,16 +99,15 @@ class Progress:
               f"(total {time.perf_counter() - self.started:.0f} s)", flush=True)
 
 
-def method_overrides(config: PipelineConfig, spec: MethodSpec) -> dict:
+def method_overrides(config: PipelineConfig, spec: MethodEntry) -> dict:
     return deep_merge({"run_dir": config.run_dir, "data": config.data.model_dump(mode="json"),
                        "eval": config.eval.model_dump(mode="json")}, spec.set)
 
 
 def method_configs(config: PipelineConfig) -> list:
     """Each configured method's resolved config (the method's preset with the pipeline's overrides)."""
-    from raylrec.tune.targets import TARGETS
-
-    return [TARGETS[spec.name].load(spec.preset, method_overrides(config, spec)) if spec.name in TARGETS else None
+    found = registered("method")
+    return [found[spec.name].load(spec.preset, method_overrides(config, spec)) if spec.name in found else None
             for spec in config.methods]
 
 
@@ -249,25 +187,20 @@ def run_side_by_side(jobs: list[Job]) -> list:
 
 def run_job(run: Callable[[], Any], log_level: int) -> Any:
     """A job's Ray task: logs at the driver's level, so "already done" / "resuming" lines reach the job's output."""
-    from raylrec.cli import configure_logging
-
     configure_logging(log_level)
     return run()
 
 
 def run_method(name: str, preset: str | None, overrides: dict, cache_root: Path | None) -> Any:
-    from raylrec.methods import METHODS
-
-    return METHODS[name](preset, overrides, cache_root, False)
+    return get_method(name, "method").train(preset, overrides, cache_root)
 
 
 def run_pipeline(config: PipelineConfig, cache_root: Path | None = None) -> list[dict]:
-    from raylrec.methods import METHODS
     from raylrec.text.encode import encode_items, encode_reservation
 
-    unknown = [m.name for m in config.methods if m.name not in METHODS]
+    unknown = [m.name for m in config.methods if m.name not in registered("method")]
     if unknown:
-        raise RaylrecError(f"methods {unknown} are not implemented (available: {', '.join(sorted(METHODS))})")
+        raise RaylrecError(f"methods {unknown} are not registered (available: {', '.join(registered('method'))})")
     texts = method_text_configs(config)
     stages = [config.stage_config(spec) for spec in config.stages]
     for stage in stages:  # in full: a stage spec names only what differs from its preset

@@ -21,10 +21,14 @@ import tempfile
 from pathlib import Path, PurePosixPath
 
 from raylrec.errors import ArtifactError
+from raylrec.paths import cache_dir
 
 URI = re.compile(r"^(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*)://")
 MIRROR_FILE_URIS_ENV = "RAYLREC_MIRROR_FILE_URIS"
-RUN_DIR_HELP = "run directory: a path or a URI (file://, s3://, gs://; README, Storage)"
+# Every command's and every CPU preset's run directory, so the leaderboard of `raylrec run` sees what
+# `raylrec train` trained
+DEFAULT_RUN_DIR = "runs/default"
+RUN_DIR_HELP = f"run directory: a path or a URI (file://, s3://, gs://; docs/cluster.md); default {DEFAULT_RUN_DIR}"
 # Ray Train / Ray Tune storage inside a run directory: written and read by Ray through the URI itself.
 RAY_STORAGE = ("models/*/train", "sweeps/*/tune", "sweeps/*/seeds-tune")
 
@@ -76,8 +80,6 @@ class RunStore:
         if not self.mirrored:
             self.root = local_path(location)
             return
-        from raylrec.paths import cache_dir
-
         self.filesystem, remote = filesystem_of(self.location)
         self.remote_root = remote.rstrip("/")
         self.root = cache_dir() / "run-mirrors" / scheme / self.remote_root.lstrip("/")
@@ -165,3 +167,21 @@ class RunStore:
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
+
+class RunLayout:
+    """Named artifact locations under one run directory, so later stages find earlier outputs by name."""
+
+    def __init__(self, run_dir: str | os.PathLike):
+        """`run_dir`: a path or a URI (`file://`, `s3://`, …; see the module docstring)."""
+        self.location = str(run_dir)
+        self.store = RunStore(run_dir)
+        self.root = self.store.root
+
+    def data_dir(self, dataset: str) -> Path:
+        return self.root / "data" / dataset
+
+    def model_dir(self, model_name: str) -> Path:
+        return self.root / "models" / model_name
+
+    def embeddings_dir(self, key: str) -> Path:
+        return self.root / "embeddings" / key

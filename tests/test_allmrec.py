@@ -24,13 +24,8 @@ from raylrec.methods.allmrec.config import (
     TextTowerConfig,
 )
 from raylrec.methods.allmrec.diagnostics import collapse_problems, retrieval_at_1, stage1_diagnostics, table_stats
-from raylrec.methods.allmrec.inference import (
-    answers_loglik,
-    candidate_scores,
-    greedy_decode,
-    matched_candidate,
-    prompt_pass,
-)
+from raylrec.methods.allmrec.inference import greedy_decode, matched_candidate
+from raylrec.methods.allmrec.likelihood import answers_loglik, candidate_scores, prompt_pass
 from raylrec.methods.allmrec.prompt import PromptBuilder, collate, shuffled_candidates, splice
 from raylrec.methods.allmrec.stage1 import CollapseError, Stage1Recipe, item_texts
 from raylrec.methods.allmrec.stage2 import Stage2Recipe
@@ -221,7 +216,7 @@ def backbone_dir(titled_data_dir, tmp_path_factory):
     """A finished backbone stage without Ray: an untrained tiny SASRec exported as an ID stage would be."""
     from safetensors.torch import save_file
 
-    from raylrec.models.base import build_model
+    from raylrec.models import build_model
     from raylrec.train.config import StageConfig
     from raylrec.train.id_model import IDModelRecipe
     from raylrec.train.stage import DONE_FILE

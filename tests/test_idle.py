@@ -13,12 +13,14 @@ from raylrec.data.prepared import PreparedData
 from raylrec.methods.idle.adapter import IdleAdapter, refine
 from raylrec.methods.idle.config import AdapterConfig, HeadConfig, IdleConfig, MMDConfig, PromptConfig
 from raylrec.methods.idle.injection import Prefix, wrap_backbone
-from raylrec.methods.idle.mmd import gaussian_mmd, layerwise_mmd
+from raylrec.methods.idle.mmd import layerwise_mmd
 from raylrec.methods.idle.model import IdleModel
 from raylrec.methods.idle.prompt import PromptBuilder, special_tokens
 from raylrec.methods.idle.recipe import IdleRecipe, subsequence_cuts
-from raylrec.models.base import ModelConfig, build_model
+from raylrec.models import build_model
+from raylrec.models.base import ModelConfig
 from raylrec.text.registry import resolve_model
+from raylrec.train.mmd import gaussian_mmd
 
 TINY_ID = ModelConfig(name="sasrec", hidden_size=8, max_len=6, num_layers=1, num_heads=2, inner_size=16,
                       dropout=0.1, attn_dropout=0.1)

@@ -20,10 +20,12 @@ from raylrec.methods.pad.diagnostics import expert_diagnostics
 from raylrec.methods.pad.experts import ExpertsRecipe
 from raylrec.methods.pad.kendall import behaviour_target_pairs, kendall_by_bucket, kendall_tau
 from raylrec.methods.pad.mixture import ExpertScale, FrequencyGate
-from raylrec.methods.pad.mmd import alignment_loss, bandwidths, kernel_matrix, mk_mmd, squared_distances
+from raylrec.methods.pad.mmd import alignment_loss
 from raylrec.methods.pad.towers import FusedTower
-from raylrec.models.base import ModelConfig, build_model
+from raylrec.models import build_model
+from raylrec.models.base import ModelConfig
 from raylrec.text.artifacts import EmbeddingMeta, write_embeddings
+from raylrec.train.mmd import bandwidths, kernel_matrix, mk_mmd, squared_distances
 from raylrec.train.stage import StageJob, run_stage
 
 TINY_MODEL = ModelConfig(name="sasrec", hidden_size=8, max_len=6, num_layers=1, num_heads=2, inner_size=16,

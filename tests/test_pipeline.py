@@ -7,8 +7,9 @@ import pytest
 
 from raylrec.cli import main
 from raylrec.config import load_config
+from raylrec.data.prepare import ensure_prepared
 from raylrec.errors import ArtifactError, RaylrecError
-from raylrec.pipeline import PipelineConfig, ensure_prepared, run_pipeline
+from raylrec.pipeline import PipelineConfig, run_pipeline
 
 
 def tiny_pipeline(tmp_path, synthetic_log) -> PipelineConfig:
@@ -53,7 +54,7 @@ def test_prepared_data_is_not_silently_replaced(ray_session, tmp_path, synthetic
 
 
 def test_a_stage_spec_changes_only_the_settings_it_names(tmp_path):
-    from raylrec.pipeline import StageSpec
+    from raylrec.train.spec import StageSpec
 
     config = load_config(PipelineConfig, "default")
     preset = config.stage_config(StageSpec(name="sasrec", preset="sasrec"))

@@ -91,7 +91,7 @@ def test_invalid_yaml_is_one_clear_line(tmp_path, capsys):
 
 
 def test_unknown_preset_names_are_one_clear_line(tmp_path, capsys):
-    assert main(["run", "--config", "defualt"]) == 1
+    assert main(["run", "--preset", "defualt"]) == 1
     assert "'defualt' is neither a YAML file nor a preset; presets: " in one_line_error(capsys)
     with pytest.raises(RaylrecError, match="'sasrek' is neither a YAML file nor a preset"):
         load_config(PipelineConfig, "default", {"stages": [{"name": "s", "preset": "sasrek"}]})
@@ -117,8 +117,7 @@ def test_sweep_refuses_a_changed_base_config_or_data(tmp_path):
 
 
 def test_prepared_data_is_keyed_on_the_raw_files_content(prepared_dir, synthetic_log, tmp_path):
-    from raylrec.data.prepare import DataConfig, data_fingerprint
-    from raylrec.pipeline import ensure_prepared
+    from raylrec.data.prepare import DataConfig, data_fingerprint, ensure_prepared
 
     log = tmp_path / "log.csv"
     shutil.copy(synthetic_log, log)
@@ -144,8 +143,9 @@ def test_methods_share_the_pipelines_backbone_stage_key(prepared_dir, tmp_path):
     so `raylrec run` reuses it instead of refusing it."""
     from raylrec.methods.allmrec.pipeline import backbone_stage
     from raylrec.methods.pad.pipeline import pretrain_stage
-    from raylrec.pipeline import method_configs, resolve_stage
+    from raylrec.pipeline import method_configs
     from raylrec.train.id_model import IDModelRecipe
+    from raylrec.train.spec import resolve_stage
     from raylrec.train.stage import StageJob, stage_key
 
     def key(stage) -> str:

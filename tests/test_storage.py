@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 
 from raylrec.errors import ArtifactError
-from raylrec.paths import RunLayout
 from raylrec.pipeline import PipelineConfig, run_pipeline
-from raylrec.storage import MIRROR_FILE_URIS_ENV, RunStore
+from raylrec.storage import MIRROR_FILE_URIS_ENV, RunLayout, RunStore
 from tests.test_fault_tolerance import GRU, pipeline
 
 

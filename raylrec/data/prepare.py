@@ -24,8 +24,9 @@ import ray
 from pydantic import field_validator, model_serializer
 from tqdm import tqdm
 
-from raylrec.config import StrictModel
+from raylrec.config import StrictModel, flatten
 from raylrec.data.fetch import RawDataset, fetch_dataset, file_sha256
+from raylrec.data.prepared import check_readable
 from raylrec.data.readers import (
     ColumnMapping,
     ItemColumnMapping,
@@ -36,8 +37,9 @@ from raylrec.data.readers import (
     sibling_files,
 )
 from raylrec.data.report import DataReport
-from raylrec.errors import DataError
+from raylrec.errors import ArtifactError, DataError
 from raylrec.ray_utils import ensure_ray
+from raylrec.storage import RunLayout
 
 log = logging.getLogger(__name__)
 
@@ -367,3 +369,32 @@ def build_item_table(item_ids: pd.Series, items: pd.DataFrame | None, report: Da
     if unused:
         report.notes.append(f"{unused} items of the items file have no remaining interactions and are not used")
     return table.merge(items.drop(columns=[c for c in ("row",) if c in items]), on="item_id", how="left")
+
+
+def ensure_prepared(data: DataConfig, run_dir: str, cache_root: Path | None = None) -> Path:
+    """Prepare the dataset into the run directory once; refuse to silently re-prepare with other settings."""
+    layout = RunLayout(run_dir)
+    data_dir = layout.data_dir(data.dataset)
+    layout.store.pull(data_dir)
+    report_file = data_dir / "data_report.json"
+    if report_file.exists():
+        check_readable(report_file)  # a damaged report is an error naming it, not a silent re-preparation
+        report = json.loads(report_file.read_text())
+        saved, wanted = flatten(report["config"]), flatten(data.model_dump(mode="json"))
+        differing = [f"{k}: {saved.get(k)!r} there, {wanted.get(k)!r} here"
+                     for k in sorted(saved.keys() | wanted.keys()) if saved.get(k) != wanted.get(k)]
+        if differing:
+            raise ArtifactError(f"{data_dir} was prepared with other data settings ({'; '.join(differing)}); "
+                                "use a new run directory or delete that folder")
+        raw_files = user_raw_files(data)
+        if raw_files and all(p.is_file() for p in raw_files) and data_fingerprint(data, raw_files) != \
+                report["fingerprint"]:
+            raise ArtifactError(f"{data_dir} was prepared from other contents of "
+                                f"{', '.join(map(str, raw_files))} (the files changed since; data fingerprint "
+                                f"{report['fingerprint']} there); use a new run directory or delete that folder")
+        log.info("prepared data found at %s (same settings and raw files); skipping preparation", data_dir)
+        return data_dir
+    report = prepare_dataset(data, data_dir, cache_root)
+    layout.store.push(data_dir)
+    log.info("prepared %s: %s", data.dataset, report["counts"])
+    return data_dir

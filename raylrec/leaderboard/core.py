@@ -37,17 +37,9 @@ import pandas as pd
 from raylrec.errors import RaylrecError
 from raylrec.eval.compare import RAREST
 from raylrec.leaderboard.significance import row_values, significance_columns, significance_table
+from raylrec.methods.registry import display_names, training_only_suffixes
 from raylrec.storage import RunStore
 
-DISPLAY = {
-    "sasrec": "SASRec", "sasrec-bce": "SASRec (BCE)", "gru4rec": "GRU4Rec",
-    "pad": "PAD", "pad-align": "PAD phase 2 (alignment expert)", "hybrid": "Hybrid", "morec": "MoRec",
-    "allmrec": "A-LLMRec", "allmrec-sbert": "A-LLMRec (SBERT)", "idle": "IDLE-Adapter",
-    "popularity": "Popularity (same users)",  # A-LLMRec's eval folder: item training counts on its candidates
-    # bench/idle.py's variant stages
-    "idle-smollm2": "IDLE-Adapter (smollm2-135m)", "idle-no-layerwise": "IDLE-Adapter w/o LayerWise",
-    "idle-no-refinement": "IDLE-Adapter w/o Refinement", "idle-no-distribution": "IDLE-Adapter w/o Distribution",
-}
 FULL_METRICS = ["hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20"]
 CANDIDATE_METRICS = ["cand_hit@1", "cand_ndcg@5"]
 BUCKET_METRICS = [f"{b}_{m}" for m in ("ndcg@10", "hr@10") for b in ("warm", "median", "cold")]
@@ -64,7 +56,8 @@ IMPROV_METRIC = "ndcg@10"
 
 
 def display_name(model: str) -> str:
-    return DISPLAY.get(model, model)
+    """A stage's row label, as its method registered it (raylrec/methods/registry.py); else the stage name."""
+    return display_names().get(model, model)
 
 
 @dataclass
@@ -104,9 +97,6 @@ def comparable(value):
     return value
 
 
-# A-LLMRec's training stages: their metrics rank only the stored candidates (the LLM scores no other item)
-# although written as full ranking; its `<name>-eval` folder holds the real evaluation.
-TRAINING_ONLY_SUFFIXES = ("-stage1", "-stage2")
 MOVED_ASIDE = re.compile(r"\.old-\d{8}-\d{6}$")  # an earlier run of a stage, kept by --force
 # Config keys that differ between runs meant to be averaged (seeds) or that only say where and on what a run went.
 NOT_CONFIG = {"seed", "run_dir", "name", "cpus_per_worker", "threads_per_worker", "use_gpu", "max_failures"}
@@ -114,8 +104,9 @@ NOT_CONFIG = {"seed", "run_dir", "name", "cpus_per_worker", "threads_per_worker"
 
 def metric_files(root: Path) -> list[Path]:
     found = []
+    training_only = training_only_suffixes()  # stages whose metrics are no comparable evaluation (the registry's)
     for directory, subdirs, files in os.walk(root):  # does not follow symlinks
-        if directory.endswith(TRAINING_ONLY_SUFFIXES) or MOVED_ASIDE.search(Path(directory).name):
+        if directory.endswith(training_only) or MOVED_ASIDE.search(Path(directory).name):
             subdirs[:] = []
             continue
         parts = Path(directory).relative_to(root).parts

@@ -13,7 +13,6 @@ import torch
 from torch import nn
 
 from raylrec.config import StrictModel
-from raylrec.errors import RaylrecError
 
 
 class ModelConfig(StrictModel):
@@ -78,12 +77,3 @@ def register_model(name: str):
         return cls
 
     return decorate
-
-
-def build_model(num_items: int, config: ModelConfig) -> SequentialRecommender:
-    # Imported here so the registry fills without import cycles.
-    from raylrec.models import gru4rec, sasrec  # noqa: F401
-
-    if config.name not in MODEL_REGISTRY:
-        raise RaylrecError(f"unknown model {config.name!r}; known: {', '.join(sorted(MODEL_REGISTRY))}")
-    return MODEL_REGISTRY[config.name](num_items, config)

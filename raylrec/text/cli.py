@@ -16,8 +16,7 @@ FLAG_FIELDS = {"model": "text.model", "pooling": "text.pooling", "template": "te
 
 
 def cmd_encode(args) -> None:
-    from raylrec.data.prepare import DataConfig
-    from raylrec.pipeline import ensure_prepared
+    from raylrec.data.prepare import DataConfig, ensure_prepared
     from raylrec.text.encode import EncodeConfig, encode_items
 
     overrides = parse_overrides(args.set)

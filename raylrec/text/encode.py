@@ -22,8 +22,8 @@ from raylrec.config import StrictModel
 from raylrec.data.prepared import PreparedData
 from raylrec.errors import RaylrecError
 from raylrec.monitoring import record_encoded
-from raylrec.paths import RunLayout
 from raylrec.ray_utils import cluster_has_gpus, ensure_ray
+from raylrec.storage import RunLayout
 from raylrec.text.artifacts import EmbeddingMeta, embeddings_key, read_meta, write_embeddings
 from raylrec.text.encoder import TextEncoder, TextModelConfig
 from raylrec.text.pooling import resolve_pooling

@@ -10,6 +10,7 @@ from raylrec.config import StrictModel
 from raylrec.data.prepare import DataConfig
 from raylrec.eval.evaluator import EvalConfig
 from raylrec.models.base import ModelConfig
+from raylrec.storage import DEFAULT_RUN_DIR
 
 
 class TrainConfig(StrictModel):
@@ -75,7 +76,7 @@ class TrainConfig(StrictModel):
 class StageConfig(StrictModel):
     """Everything `raylrec train` needs: where, which data, which model, how to train and evaluate."""
 
-    run_dir: str = "runs/default"
+    run_dir: str = DEFAULT_RUN_DIR
     name: str | None = None  # artifact folder under models/; defaults to the model name
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()

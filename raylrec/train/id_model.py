@@ -11,7 +11,8 @@ from safetensors.torch import load_file, save_file
 
 from raylrec.data.prepared import PreparedData, left_pad_tails
 from raylrec.errors import ArtifactError
-from raylrec.models.base import ModelConfig, SequentialRecommender, build_model
+from raylrec.models import build_model
+from raylrec.models.base import ModelConfig, SequentialRecommender
 from raylrec.train.config import StageConfig
 from raylrec.train.losses import bce_loss, cross_entropy_loss, sample_negatives
 from raylrec.train.recipe import Recipe, all_users, batched

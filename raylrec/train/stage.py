@@ -37,17 +37,18 @@ from ray.train.torch import TorchTrainer
 from safetensors.torch import save_file
 
 from raylrec.config import check_select_metric, flatten
+from raylrec.data.prepare import ensure_prepared
 from raylrec.data.prepared import PreparedData, check_readable
 from raylrec.errors import ArtifactError, RaylrecError
 from raylrec.eval.evaluator import EvalConfig, Evaluator, write_metrics
 from raylrec.eval.ranks import ranks_file
-from raylrec.paths import RunLayout
 from raylrec.ray_utils import cluster_has_gpus, ensure_ray
-from raylrec.storage import RunStore, filesystem_of
+from raylrec.storage import RunLayout, RunStore, filesystem_of
 from raylrec.train.config import StageConfig, TrainConfig
 from raylrec.train.id_model import IDModelRecipe
 from raylrec.train.loop import BEST_MODEL_FILE, KEY_FILE, STATE_FILE, load_model_state, train_loop_per_worker
 from raylrec.train.recipe import Recipe
+from raylrec.train.spec import StageSpec, resolve_stage
 from raylrec.train.stage_context import apply_stage_context
 
 log = logging.getLogger(__name__)
@@ -369,3 +370,17 @@ def run_training_stage(config: StageConfig, data_dir: Path, force: bool = False)
     job = StageJob(recipe=IDModelRecipe(config), train=config.train, eval=config.eval, data_dir=Path(data_dir),
                    run_dir=config.run_dir, config_yaml=config.to_yaml())
     return run_stage(job, force=force)
+
+
+def run_id_stage(config: StageConfig, cache_root: Path | None = None, force: bool = False) -> dict:
+    """Prepare the data into the stage's run directory (once) and train the stage: the ID backbones' runner."""
+    return run_training_stage(config, ensure_prepared(config.data, config.run_dir, cache_root), force)
+
+
+def prepare_backbone(config: Any, spec: StageSpec, cache_root: Path | None) -> list[str]:
+    """Prepare a method's data and train the frozen ID backbone it reads, once, before a sweep's trials: the
+    run-dir-relative folders every trial then shares."""
+    data_dir = ensure_prepared(config.data, config.run_dir, cache_root)
+    backbone = resolve_stage(spec, config.run_dir, config.data, config.eval)
+    run_training_stage(backbone, data_dir)
+    return ["data", f"models/{backbone.stage_name}"]

@@ -42,12 +42,12 @@ import yaml
 from raylrec.config import deep_merge, flatten, set_dotted
 from raylrec.data.prepared import PreparedData
 from raylrec.errors import RaylrecError
-from raylrec.paths import RunLayout
+from raylrec.methods.registry import MethodSpec
 from raylrec.ray_utils import ensure_ray
-from raylrec.storage import RunStore
+from raylrec.storage import RunLayout, RunStore
 from raylrec.train.stage_context import StageContext, stage_context
 from raylrec.tune.space import SweepSpec, grid_size, nested, param_space
-from raylrec.tune.targets import TuneTarget, get_target
+from raylrec.tune.targets import get_target
 
 log = logging.getLogger(__name__)
 TRIAL_FN_CPUS = 0.05  # the Tune function only waits on its TorchTrainer (Tune rejects 0)
@@ -345,7 +345,7 @@ def check_spec_unchanged(paths: SweepPaths, spec: SweepSpec, dataset: str | None
                            "or delete that folder")
 
 
-def validate_space(target: TuneTarget, spec: SweepSpec, base: dict) -> None:
+def validate_space(target: MethodSpec, spec: SweepSpec, base: dict) -> None:
     """Build the config of one point of the space, so a typo in a key fails before any trial starts."""
     point: dict = {}
     for key, domain in spec.space.items():
@@ -431,7 +431,7 @@ def run_sweep(spec: SweepSpec, run_dir: str = "runs/default", *, name: str | Non
     return summary
 
 
-def reusable_trial_seed(target: TuneTarget, best: pd.Series, best_config: Any) -> int | None:
+def reusable_trial_seed(target: MethodSpec, best: pd.Series, best_config: Any) -> int | None:
     """The seed at which the best trial already is a seed re-run: it trained to the end (not stopped by ASHA) and
     one seed governs all of it. A re-run at that seed would repeat it exactly."""
     if best["status"] != "COMPLETED":
@@ -454,7 +454,7 @@ def copy_run(source: Path, destination: Path) -> None:
     partial.rename(destination)
 
 
-def run_seed_reruns(spec: SweepSpec, target: TuneTarget, best: pd.Series, best_config: Any, setup: TrialSetup,
+def run_seed_reruns(spec: SweepSpec, target: MethodSpec, best: pd.Series, best_config: Any, setup: TrialSetup,
                     store: RunStore, paths: SweepPaths, concurrency: int, retry_failed: bool) -> dict:
     """The best configuration at `spec.seeds` seeds, evaluated on test: per-seed metrics and test mean ± std.
     The best trial itself stands for the seed it ran at (when it qualifies): copied to that seed's folder, not

@@ -10,8 +10,9 @@ from pydantic import Field, model_validator
 from raylrec.config import StrictModel
 from raylrec.data.prepare import DataConfig
 from raylrec.eval.evaluator import EvalConfig
-from raylrec.pipeline import StageSpec
+from raylrec.storage import DEFAULT_RUN_DIR
 from raylrec.train.config import TrainConfig
+from raylrec.train.spec import StageSpec
 
 USER_SLOT = "[UserRep]"
 ITEM_SLOT = "[ItemEmb]"
@@ -184,7 +185,7 @@ class InferenceConfig(StrictModel):
 class ALLMRecConfig(StrictModel):
     """Everything `raylrec train --method allmrec` runs: backbone → stage 1 → stage 2 → inference."""
 
-    run_dir: str = "runs/allmrec"
+    run_dir: str = DEFAULT_RUN_DIR
     name: str = "allmrec"  # stage folders <name>-stage1, <name>-stage2, <name>-eval under models/
     data: DataConfig = DataConfig()
     eval: EvalConfig = EvalConfig(num_negatives=[19], ks=[1, 5, 10])
@@ -214,3 +215,8 @@ class ALLMRecConfig(StrictModel):
     @property
     def eval_name(self) -> str:
         return f"{self.name}-eval"
+
+
+def stage2_name(config: ALLMRecConfig) -> str:
+    """The stage a sweep selects on (the registry's final stage)."""
+    return config.stage2_name

@@ -35,7 +35,7 @@ from raylrec.data.prepared import PreparedData
 from raylrec.eval.buckets import WARM_COLD_ORDER, warm_cold_labels
 from raylrec.eval.evaluator import EvalConfig, Evaluator, write_metrics
 from raylrec.methods.allmrec.config import InferenceConfig
-from raylrec.methods.allmrec.prompt import PromptExample
+from raylrec.methods.allmrec.likelihood import answers_loglik, prompt_pass
 from raylrec.methods.allmrec.stage2 import Stage2Model, Stage2Recipe
 from raylrec.storage import RunStore
 from raylrec.train.id_model import load_stage_model, sequence_scorer
@@ -72,43 +72,6 @@ def matched_candidate(generated: str, titles: list[str], strict_punctuation: boo
 
 
 @torch.no_grad()
-def prompt_pass(core: Stage2Model, inputs: dict):
-    """Run one prompt (batch of 1) through the LLM: (key/value cache, next-token logits, prompt length)."""
-    from raylrec.methods.allmrec.prompt import PromptBatch
-
-    batch = PromptBatch(inputs["input_ids"], inputs["attention_mask"], inputs["labels"], inputs["user_mask"],
-                        inputs["item_mask"], inputs["slot_items"], inputs["prompt_lengths"])
-    embeds = core.input_embeddings(batch, inputs["user_vectors"], inputs["item_vectors"])
-    out = core.llm(inputs_embeds=embeds, attention_mask=inputs["attention_mask"], use_cache=True)
-    return out.cache, out.logits[0, -1].float(), embeds.shape[1]
-
-
-@torch.no_grad()
-def answers_loglik(core: Stage2Model, cache, last_logits: torch.Tensor, prompt_length: int,
-                   answers: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(C,) summed log-likelihood of each answer continuing the cached prompt, and (C,) its token count (their
-    ratio is the length-normalised score); the cache is expanded in place."""
-    device = last_logits.device
-    count, width = len(answers), max(len(a) for a in answers)
-    tokens = torch.zeros((count, width), dtype=torch.long, device=device)
-    mask = torch.zeros((count, width), dtype=torch.bool, device=device)
-    for row, answer in enumerate(answers):
-        tokens[row, :len(answer)] = torch.tensor(answer, device=device)
-        mask[row, :len(answer)] = True
-    logp = torch.log_softmax(last_logits, -1)[tokens[:, 0]].unsqueeze(1)  # first answer token: from the prompt
-    if width > 1:
-        cache.batch_repeat_interleave(count)
-        attention = torch.cat([torch.ones((count, prompt_length), dtype=torch.long, device=device),
-                               mask[:, :-1].long()], dim=1)
-        positions = torch.arange(prompt_length, prompt_length + width - 1, device=device).expand(count, -1)
-        out = core.llm(inputs_embeds=core.llm.get_input_embeddings()(tokens[:, :-1]), attention_mask=attention,
-                       position_ids=positions, cache=cache, use_cache=True)
-        rest = torch.log_softmax(out.logits.float(), -1).gather(2, tokens[:, 1:].unsqueeze(-1)).squeeze(-1)
-        logp = torch.cat([logp, rest], dim=1)
-    return (logp * mask).sum(1), mask.sum(1)
-
-
-@torch.no_grad()
 def greedy_decode(core: Stage2Model, cache, last_logits: torch.Tensor, prompt_length: int, eos_id: int,
                   max_new_tokens: int, repetition_penalty: float = 1.0) -> list[int]:
     """Greedy continuation of the cached prompt until EOS; extends the cache in place."""
@@ -132,17 +95,6 @@ def greedy_decode(core: Stage2Model, cache, last_logits: torch.Tensor, prompt_le
                        position_ids=torch.tensor([[length - 1]], device=device), cache=cache, use_cache=True)
         logits = out.logits[0, -1].float()
     return generated
-
-
-def candidate_scores(recipe: Stage2Recipe, core: Stage2Model, example: PromptExample, user: int, split: str,
-                     variant: str = "e", length_normalize: bool = False) -> torch.Tensor:
-    """(C,) log-likelihood of each of the example's candidates (in its shown order) as the answer, summed or
-    per token (`length_normalize`)."""
-    inputs = recipe.model_inputs(core, [example], np.array([user]), split, variant, with_answer=False)
-    cache, last_logits, length = prompt_pass(core, inputs)
-    answers = [recipe.context.builder.answer_tokens(c) for c in example.candidates]
-    total, count = answers_loglik(core, cache, last_logits, length, answers)
-    return (total / count if length_normalize else total).cpu()
 
 
 def evaluate_users(recipe: Stage2Recipe, data_dir: str, stage2_dir: str, split: str, variant: str,

@@ -16,16 +16,17 @@ import logging
 import time
 from pathlib import Path
 
+from raylrec.data.prepare import ensure_prepared
 from raylrec.errors import ArtifactError
 from raylrec.methods.allmrec.config import ALLMRecConfig
 from raylrec.methods.allmrec.inference import run_inference
 from raylrec.methods.allmrec.stage1 import JOINT_FILE, Stage1Recipe
 from raylrec.methods.allmrec.stage2 import Stage2Recipe
-from raylrec.paths import RunLayout
-from raylrec.pipeline import ensure_prepared, resolve_stage
 from raylrec.ray_utils import ensure_ray
+from raylrec.storage import RunLayout
 from raylrec.train.config import StageConfig
-from raylrec.train.stage import DONE_FILE, StageJob, run_stage, run_training_stage, stage_dir
+from raylrec.train.spec import resolve_stage
+from raylrec.train.stage import DONE_FILE, StageJob, prepare_backbone, run_stage, run_training_stage, stage_dir
 
 log = logging.getLogger(__name__)
 
@@ -94,3 +95,8 @@ def run_allmrec(config: ALLMRecConfig, cache_root: Path | None = None, force: bo
         timings["inference"] = time.perf_counter() - started
     summaries["wall_seconds"] = {k: round(v, 1) for k, v in timings.items()}
     return summaries
+
+
+def tune_prerequisites(config: ALLMRecConfig, cache_root: Path | None) -> list[str]:
+    """The prepared data and the frozen ID backbone, computed once for all of a sweep's trials."""
+    return prepare_backbone(config, config.backbone, cache_root)

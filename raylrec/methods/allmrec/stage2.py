@@ -22,6 +22,7 @@ from raylrec.errors import ArtifactError, RaylrecError
 from raylrec.eval.buckets import warm_cold_labels
 from raylrec.methods.allmrec.config import Stage2Config
 from raylrec.methods.allmrec.diagnostics import collapse_problems, table_stats
+from raylrec.methods.allmrec.likelihood import candidate_scores
 from raylrec.methods.allmrec.prompt import (
     PromptBatch,
     PromptBuilder,
@@ -243,8 +244,6 @@ class Stage2Recipe(Recipe):
 
     def scorer(self, core: Stage2Model, data: PreparedData, split: str, device: torch.device):
         """Candidate-only scores: each candidate's log-likelihood as the answer; every other item −inf."""
-        from raylrec.methods.allmrec.inference import candidate_scores
-
         def score(users: np.ndarray) -> torch.Tensor:
             out = torch.full((len(users), data.num_items + 1), float("-inf"))
             for row, user in enumerate(users):

@@ -9,8 +9,9 @@ from pydantic import Field
 from raylrec.config import StrictModel
 from raylrec.data.prepare import DataConfig
 from raylrec.eval.evaluator import EvalConfig
-from raylrec.pipeline import StageSpec
+from raylrec.storage import DEFAULT_RUN_DIR
 from raylrec.train.config import TrainConfig
+from raylrec.train.spec import StageSpec
 
 
 class AdapterConfig(StrictModel):
@@ -77,7 +78,7 @@ class IdleTrainConfig(TrainConfig):
 class IdleConfig(StrictModel):
     """Everything `raylrec train --method idle` runs: the ID backbone stage, then the IDLE-Adapter stage."""
 
-    run_dir: str = "runs/idle"
+    run_dir: str = DEFAULT_RUN_DIR
     name: str = "idle"  # the IDLE stage's folder under models/
     data: DataConfig = DataConfig()
     eval: EvalConfig = EvalConfig()

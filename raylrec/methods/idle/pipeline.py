@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from raylrec.data.prepare import ensure_prepared
 from raylrec.methods.idle.config import IdleConfig
 from raylrec.methods.idle.recipe import IdleRecipe
-from raylrec.pipeline import ensure_prepared, resolve_stage
 from raylrec.text.registry import resolve_model
-from raylrec.train.stage import StageJob, run_stage, run_training_stage, stage_dir
+from raylrec.train.spec import resolve_stage
+from raylrec.train.stage import StageJob, prepare_backbone, run_stage, run_training_stage, stage_dir
 
 
 def idle_job(config: IdleConfig, data_dir: Path, cache_root: Path | None = None) -> StageJob:
@@ -39,3 +40,8 @@ def run_idle(config: IdleConfig, cache_root: Path | None = None, force: bool = F
     summaries = {"id_model": run_training_stage(id_stage, data_dir)}
     summaries["idle"] = run_stage(idle_job(config, data_dir, cache_root), force=force)
     return summaries
+
+
+def tune_prerequisites(config: IdleConfig, cache_root: Path | None) -> list[str]:
+    """The prepared data and the frozen ID backbone, computed once for all of a sweep's trials."""
+    return prepare_backbone(config, config.id_model, cache_root)

@@ -9,10 +9,11 @@ from pydantic import Field, field_validator, model_validator
 from raylrec.config import StrictModel
 from raylrec.data.prepare import DataConfig
 from raylrec.eval.evaluator import EvalConfig
-from raylrec.pipeline import StageSpec
+from raylrec.storage import DEFAULT_RUN_DIR
 from raylrec.text.encode import EncodeConfig
 from raylrec.text.encoder import TextModelConfig
 from raylrec.train.config import TrainConfig
+from raylrec.train.spec import StageSpec
 
 ExpertName = Literal["id", "align", "llm"]
 EXPERT_ORDER: tuple[ExpertName, ...] = ("id", "align", "llm")
@@ -126,7 +127,7 @@ def default_text() -> EncodeConfig:
 class PadConfig(StrictModel):
     """Everything `raylrec train --method pad` runs: phase 1 → text encoding → phase 2 → phase 3 → baselines."""
 
-    run_dir: str = "runs/pad"
+    run_dir: str = DEFAULT_RUN_DIR
     name: str = "pad"  # phase 3's stage folder; phase 2 is `<name>-align`
     data: DataConfig = DataConfig()
     eval: EvalConfig = EvalConfig()

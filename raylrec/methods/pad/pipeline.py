@@ -15,15 +15,16 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from raylrec.data.prepare import ensure_prepared
 from raylrec.methods.pad.alignment import AlignmentRecipe
 from raylrec.methods.pad.baselines import baseline_recipe
 from raylrec.methods.pad.config import PadConfig
 from raylrec.methods.pad.experts import ExpertsRecipe
 from raylrec.methods.pad.phase import PadStageRecipe
-from raylrec.paths import RunLayout
-from raylrec.pipeline import ensure_prepared, resolve_stage
+from raylrec.storage import RunLayout
 from raylrec.text.encode import encode_items
 from raylrec.train.config import StageConfig
+from raylrec.train.spec import resolve_stage
 from raylrec.train.stage import StageJob, run_stage, run_training_stage, stage_dir
 
 log = logging.getLogger(__name__)
@@ -68,3 +69,12 @@ def run_pad(config: PadConfig, cache_root: Path | None = None, force: bool = Fal
         summaries[baseline] = run_stage(stage_job(baseline_recipe(baseline, config, pretrain, encoded.path),
                                                   config, data_dir), force=force)
     return summaries
+
+
+def tune_prerequisites(config: PadConfig, cache_root: Path | None) -> list[str]:
+    """PAD's phase 1 (the pre-trained backbone) and the item text embeddings, computed once for all trials."""
+    data_dir = ensure_prepared(config.data, config.run_dir, cache_root)
+    pretrain = pretrain_stage(config)
+    run_training_stage(pretrain, data_dir)
+    encode_items(config.text, data_dir, config.run_dir, cache_root)
+    return ["data", f"models/{pretrain.stage_name}", "embeddings"]

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from raylrec.methods.pad.config import TowerConfig
-from raylrec.models.base import ModelConfig, SequentialRecommender, build_model
+from raylrec.models import build_model
+from raylrec.models.base import ModelConfig, SequentialRecommender
 
 ITEM_TABLE_KEY = "item_embedding.weight"  # the ID backbones' item table in their state dict
 
