@@ -128,7 +128,7 @@ def cmd_presets(args) -> None:
     from importlib import resources
 
     for file in sorted((resources.files("raylrec") / "presets").iterdir(), key=lambda f: f.name):
-        if file.name.endswith(".yaml"):
+        if file.name.endswith(".yaml") and not file.name.startswith("_"):  # `_name`: a part other presets inherit
             print(f"{file.name.removesuffix('.yaml'):22} {preset_description(file.read_text())}")
 
 

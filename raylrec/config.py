@@ -35,7 +35,8 @@ def preset_path(name: str) -> Path:
         return candidate
     shipped = resources.files("raylrec") / "presets" / f"{name}.yaml"
     if not shipped.is_file():
-        available = sorted(p.name.removesuffix(".yaml") for p in (resources.files("raylrec") / "presets").iterdir())
+        available = sorted(p.name.removesuffix(".yaml") for p in (resources.files("raylrec") / "presets").iterdir()
+                           if p.name.endswith(".yaml") and not p.name.startswith("_"))
         raise RaylrecError(f"config {name!r} is neither a YAML file nor a preset; presets: {', '.join(available)}")
     return Path(str(shipped))
 
@@ -90,19 +91,44 @@ def deep_merge(base: dict, update: dict) -> dict:
     return merged
 
 
+def read_preset(source: str, seen: tuple[str, ...] = ()) -> dict:
+    """A preset's or YAML file's settings, with what it inherits: `defaults:` lists presets (or files) merged
+    first, in order, then the file's own keys over them. An entry `NAME@dotted.key` merges preset NAME under that
+    key instead of at the top (a shared stage spec, e.g. `_sasrec-bce-short@backbone`)."""
+    path = preset_path(source)
+    if str(path) in seen:
+        raise RaylrecError(f"{path}: `defaults` inherit in a circle ({' -> '.join([*seen, str(path)])})")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise RaylrecError(f"{path}: not valid YAML ({yaml_problem(err)})") from None
+    if not isinstance(tree, dict):
+        raise RaylrecError(f"{path}: expected a mapping at the top level, got {type(tree).__name__}")
+    parents = tree.pop("defaults", [])
+    if isinstance(parents, str):
+        parents = [parents]
+    if not isinstance(parents, list) or not all(isinstance(p, str) for p in parents):
+        raise RaylrecError(f"{path}: `defaults` must be a preset name or a list of them, got {parents!r}")
+    merged: dict = {}
+    for parent in parents:
+        name, _, key = parent.partition("@")
+        inherited = read_preset(name, (*seen, str(path)))
+        if key:
+            nested: dict = {}
+            set_dotted(nested, key, inherited)
+            inherited = nested
+        merged = deep_merge(merged, inherited)
+    return deep_merge(merged, tree)
+
+
 def load_config(cls: type[ConfigT], source: str | Path | None = None, overrides: dict | None = None) -> ConfigT:
-    """Build `cls` from a preset name or YAML file, then overrides; errors name the file and the field."""
+    """Build `cls` from a preset name or YAML file (with what it inherits, `read_preset`), then overrides; errors
+    name the file and the field."""
     tree: dict = {}
     where = "defaults"
     if source is not None:
-        path = preset_path(str(source))
-        where = str(path)
-        try:
-            tree = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise RaylrecError(f"{path}: not valid YAML ({yaml_problem(err)})") from None
-        if not isinstance(tree, dict):
-            raise RaylrecError(f"{path}: expected a mapping at the top level, got {type(tree).__name__}")
+        where = str(preset_path(str(source)))
+        tree = read_preset(str(source))
     tree = deep_merge(tree, overrides or {})
     try:
         config = cls.model_validate(tree)

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError, model_validator
 
-from raylrec.config import StrictModel, load_config, preset_path, validation_problems
+from raylrec.config import StrictModel, load_config, preset_path, read_preset, validation_problems
 from raylrec.data.prepare import DataConfig
 from raylrec.errors import RaylrecError
 from raylrec.eval.evaluator import EvalConfig
@@ -17,12 +17,18 @@ from raylrec.train.config import StageConfig, TrainConfig
 
 
 class StageSpec(StrictModel):
-    """One ID-model stage of the pipeline: a stage preset (or file), and settings that differ from it."""
+    """One ID-model stage of the pipeline: a stage preset (or file), and settings that differ from it. Given as a
+    string, it names a preset holding a whole spec (e.g. `_sasrec-main`, the main job's SASRec stage)."""
 
     name: str
     preset: str | None = None
     model: dict[str, Any] = {}  # ModelConfig keys, over the preset's model settings
     train: dict[str, Any] = {}  # TrainConfig keys, over the preset's training settings
+
+    @model_validator(mode="before")
+    @classmethod
+    def _spec_preset(cls, value: Any) -> Any:
+        return read_preset(value) if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _overrides_are_settings(self) -> StageSpec:
