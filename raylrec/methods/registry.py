@@ -51,8 +51,8 @@ class MethodSpec:
     """Everything raylrec needs to know about one trainable thing (a method or an ID backbone)."""
 
     name: str  # `raylrec train --method NAME`, `method: NAME` in a pipeline preset or sweep space
-    config_class: str  # "module:Class", a StrictModel with `run_dir`, `data`, `eval`
-    default_preset: str  # raylrec/presets/<preset>.yaml
+    config_class: str | type  # "module:Class" (or the class), a StrictModel with `run_dir`, `data`, `eval`
+    default_preset: str  # raylrec/presets/<preset>.yaml ("": none, the config class's defaults)
     # "module:function" (config, cache_root, force) → the summaries of the stages it ran, into config.run_dir
     runner: str | Callable
     kind: Literal["method", "id_model"] = "method"
@@ -74,7 +74,7 @@ class MethodSpec:
 
     def load(self, preset: str | None, overrides: dict) -> Any:
         """The method's config from a preset or YAML file (default: its own preset) and nested overrides."""
-        return load_config(resolve(self.config_class), preset or self.default_preset, overrides)
+        return load_config(resolve(self.config_class), preset or self.default_preset or None, overrides)
 
     def train(self, preset: str | None, overrides: dict, cache_root: Path | None = None, force: bool = False) -> Any:
         """Load, print and run: `raylrec train --method NAME` and the pipeline's method entries."""
