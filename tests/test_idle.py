@@ -3,6 +3,7 @@ ablation switches, hard prompt, sub-sequences, and one tiny end-to-end stage on 
 Backbones are tiny random-weight BERT/Llama models built from configs."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -429,6 +430,7 @@ def test_presets_load():
     assert paper.subsequences_per_user is None and paper.adapter.prompt_length == 2
     assert paper.head.init == "random" and not paper.head.id_residual and paper.train.lr == 5e-4
     assert paper.train.lr_schedule == "linear"
+    assert re.fullmatch(r"BAAI/bge-base-en-v1\.5@[0-9a-f]{40}", paper.backbone)  # a hub id pinned to a commit
     assert MMDConfig().weight in (0.1, 0.2, 0.5, 1.0)
 
 

@@ -254,7 +254,7 @@ def test_a_diverged_trial_is_recorded_and_never_selected():
 def test_the_lr_schedule_scales_each_parameter_group_from_its_own_lr():
     from torch import nn
 
-    from raylrec.train.loop import train_one_epoch
+    from raylrec.train.loop import last_lrs, train_one_epoch
 
     class TwoGroups:  # a recipe whose text-encoder group trains at a tenth of the lr
         def loss(self, model, core, batch, generator):
@@ -267,3 +267,4 @@ def test_the_lr_schedule_scales_each_parameter_group_from_its_own_lr():
     train_one_epoch(TwoGroups(), core, core, loader, optimizer, torch.Generator(), lr_factors=[1.0, 0.5])
     assert [group["lr"] for group in optimizer.param_groups] == pytest.approx([0.5e-4, 0.5e-3])
     assert [group["initial_lr"] for group in optimizer.param_groups] == pytest.approx([1e-4, 1e-3])
+    assert last_lrs(optimizer) == pytest.approx({"lr_last": 0.5e-4, "lr_last_group1": 0.5e-3})  # history.csv

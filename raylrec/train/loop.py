@@ -127,6 +127,13 @@ def train_one_epoch(recipe: Recipe, model, core, loader, optimizer, generator: t
     return total / max(batches, 1)
 
 
+def last_lrs(optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    """The lr each parameter group ran its last step at (`lr_last`; a group with its own lr, e.g. a fine-tuned
+    text encoder's, as `lr_last_group<i>`)."""
+    lrs = [group["lr"] for group in optimizer.param_groups]
+    return {"lr_last": lrs[0], **{f"lr_last_group{i}": lr for i, lr in enumerate(lrs[1:], 1)}}
+
+
 def build_optimizer(recipe: Recipe, core, train: TrainConfig) -> torch.optim.Optimizer:
     optimizer_class = torch.optim.AdamW if train.optimizer == "adamw" else torch.optim.Adam
     return optimizer_class(recipe.parameter_groups(core), lr=train.lr, weight_decay=train.weight_decay)
@@ -310,7 +317,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         state["epoch"] = epoch + 1
         stop = diverged or state["bad_epochs"] >= train.patience or state["epoch"] >= train.max_epochs
         metrics = {"epoch": epoch, "train_loss": train_loss, "epoch_train_s": train_seconds,
-                   **({"lr_last": train.lr * lr_factors[-1]} if lr_factors else {}),
+                   **(last_lrs(optimizer) if lr_factors else {}),
                    "elapsed_s": time.perf_counter() - loop_started,
                    **{f"valid_{k}": v for k, v in valid.items() if k != "n"},
                    f"best_valid_{metric}": state["best"], "best_epoch": state["best_epoch"], "stopped": stop,
