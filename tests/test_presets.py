@@ -2,9 +2,9 @@
 tests/data/resolved_presets.json, so moving shared blocks into inherited presets changes no run.
 
 The record was written from main before the presets inherited (2026-12-04), with one deliberate change: the CPU
-method presets' run_dir is runs/default (was runs/pad, runs/idle, runs/allmrec); updated for main's pinned BGE revision
-in idle-paper. After a deliberate preset change,
-rewrite it: RAYLREC_UPDATE_PRESET_RECORD=1 pytest tests/test_presets.py
+method presets' run_dir is runs/default (was runs/pad, runs/idle, runs/allmrec); then updated for main's pinned BGE
+revision in idle-paper. After a deliberate preset change, rewrite it:
+RAYLREC_UPDATE_PRESET_RECORD=1 pytest tests/test_presets.py
 """
 
 from __future__ import annotations
