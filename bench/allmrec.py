@@ -79,8 +79,9 @@ def print_differences(config: ALLMRecConfig, evaluation: Path, split: str, n: in
             ours = sampled_ranks(evaluation, split, f"{variant}_{scoring}", users)
             for label, name in references.items():
                 theirs = sampled_ranks(evaluation, split, name, users)
-                cells = [str(compare_frames(ours, theirs, metric, f"sampled_{n}").overall)
-                         for metric in ("hr@1", "ndcg@5")]
+                cells = [
+                    str(compare_frames(ours, theirs, metric, f"sampled_{n}").overall) for metric in ("hr@1", "ndcg@5")
+                ]
                 print(f"| {VARIANT_LABELS[variant]}, {scoring} | {label} | " + " | ".join(cells) + " |")
 
 
@@ -88,22 +89,33 @@ def print_preset(config: ALLMRecConfig, summaries: dict, total: float) -> None:
     layout = RunLayout(config.run_dir)
     n = config.stage2.prompt.num_negatives
     evaluation = layout.model_dir(config.eval_name)
-    print(f"\n# preset `{config.name}`: stage 2 on {config.stage2.train_users or 'all'} users × "
-          f"{config.stage2.train.max_epochs} epoch(s), lr {config.stage2.train.lr}, history "
-          f"{config.stage2.prompt.num_history}; headline ranking: {config.inference.rank_by}")
+    print(
+        f"\n# preset `{config.name}`: stage 2 on {config.stage2.train_users or 'all'} users × "
+        f"{config.stage2.train.max_epochs} epoch(s), lr {config.stage2.train.lr}, history "
+        f"{config.stage2.prompt.num_history}; headline ranking: {config.inference.rank_by}"
+    )
     for warning in summaries["inference"].get("warnings", []):
         print(f"\nWARNING: {warning}")
     for split in config.inference.splits:
         users = summaries["inference"]["splits"][split]
-        print(f"\n## {split}: {users['users']} sampled users (+ every cold-target user in the cold column: "
-              f"{users['evaluated_users']} evaluated), 1 target + {n} stored negatives each\n")
-        print("| model | HR@1 | NDCG@5 | likelihood sum: HR@1 / NDCG@5 | length-normalised: HR@1 / NDCG@5 | "
-              "Hit@1 (generation) | valid rate (generation) | warm: gen Hit@1 / HR@1 / NDCG@5 | "
-              "cold: gen Hit@1 / HR@1 / NDCG@5 |\n|---|---|---|---|---|---|---|---|---|")
+        print(
+            f"\n## {split}: {users['users']} sampled users (+ every cold-target user in the cold column: "
+            f"{users['evaluated_users']} evaluated), 1 target + {n} stored negatives each\n"
+        )
+        print(
+            "| model | HR@1 | NDCG@5 | likelihood sum: HR@1 / NDCG@5 | length-normalised: HR@1 / NDCG@5 | "
+            "Hit@1 (generation) | valid rate (generation) | warm: gen Hit@1 / HR@1 / NDCG@5 | "
+            "cold: gen Hit@1 / HR@1 / NDCG@5 |\n|---|---|---|---|---|---|---|---|---|"
+        )
         popularity = read_metrics(evaluation / f"metrics_{split}_popularity.json")
         print(candidate_row("popularity (training counts)", popularity, n))
-        print(candidate_row(f"{config.backbone.name} (backbone scores)",
-                            read_metrics(evaluation / f"metrics_{split}_backbone.json"), n))
+        print(
+            candidate_row(
+                f"{config.backbone.name} (backbone scores)",
+                read_metrics(evaluation / f"metrics_{split}_backbone.json"),
+                n,
+            )
+        )
         for name in config.inference.compare_id_models:
             other = evaluation / f"metrics_{split}_id_{name}.json"
             if other.exists():
@@ -124,18 +136,24 @@ def print_preset(config: ALLMRecConfig, summaries: dict, total: float) -> None:
         if isinstance(stats, dict):
             print(f"| {name} | {stats['std_per_dim']:.4g} | {stats['mean_cosine']:.4f} |")
     if "e_to_q_retrieval@1" in diagnostics:
-        print(f"\ne→q retrieval@1: {diagnostics['e_to_q_retrieval@1']:.4f} "
-              f"(chance {diagnostics['chance_retrieval@1']:.4f})")
+        print(
+            f"\ne→q retrieval@1: {diagnostics['e_to_q_retrieval@1']:.4f} "
+            f"(chance {diagnostics['chance_retrieval@1']:.4f})"
+        )
 
-    print("\n## Stages\n\n| stage | wall s (this run) | fit wall s (recorded) | best epoch | trainable params |\n"
-          "|---|---|---|---|---|")
+    print(
+        "\n## Stages\n\n| stage | wall s (this run) | fit wall s (recorded) | best epoch | trainable params |\n"
+        "|---|---|---|---|---|"
+    )
     wall = summaries.get("wall_seconds", {})
     for stage in ("backbone", "stage1", "stage2", "inference"):
         summary = summaries.get(stage, {})
         params = summary.get("trainable_params")
         best = summary.get("final_metrics", {}).get("best_epoch", "–")
-        print(f"| {stage} | {wall.get(stage, '–')} | {summary.get('fit_wall_s', '–')} | {best} | "
-              f"{'–' if params is None else f'{params:,}'} |")
+        print(
+            f"| {stage} | {wall.get(stage, '–')} | {summary.get('fit_wall_s', '–')} | {best} | "
+            f"{'–' if params is None else f'{params:,}'} |"
+        )
     frozen = summaries.get("stage2", {}).get("frozen_llm_params")
     if frozen:
         print(f"\nfrozen LLM ({config.stage2.llm}): {frozen:,} parameters, not in any checkpoint")
@@ -144,11 +162,16 @@ def print_preset(config: ALLMRecConfig, summaries: dict, total: float) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--configs", nargs="+", default=["allmrec", "allmrec-long"],
-                        help="A-LLMRec presets or YAML files, run one after another in the same run directory")
+    parser.add_argument(
+        "--configs",
+        nargs="+",
+        default=["allmrec", "allmrec-long"],
+        help="A-LLMRec presets or YAML files, run one after another in the same run directory",
+    )
     parser.add_argument("--run-dir", default="runs/allmrec-bench")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="config overrides, applied to every preset")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="config overrides, applied to every preset"
+    )
     args = parser.parse_args()
     overrides = {**parse_overrides(args.set), "run_dir": str(Path(args.run_dir).resolve())}
     load_before = os.getloadavg()

@@ -52,8 +52,12 @@ class TimedItemEncoder(ItemEncoder):
         started = time.time()
         out = super().__call__(batch)
         rows = len(batch["item"])
-        out.update(started_at=np.full(rows, started), busy_s=np.full(rows, time.time() - started),
-                   load_s=np.full(rows, self.load_s), pid=np.full(rows, os.getpid()))
+        out.update(
+            started_at=np.full(rows, started),
+            busy_s=np.full(rows, time.time() - started),
+            load_s=np.full(rows, self.load_s),
+            pid=np.full(rows, os.getpid()),
+        )
         return out
 
 
@@ -65,14 +69,15 @@ def plain_loop(rendered, resolved, batch_size: int) -> tuple[dict, np.ndarray]:
     frame = length_sorted(rendered)
     vectors = np.zeros((len(frame) + 1, 0), dtype=np.float32)
     for start in range(0, len(frame), batch_size):
-        chunk = frame.iloc[start:start + batch_size]
+        chunk = frame.iloc[start : start + batch_size]
         encoded = encoder.encode(chunk["text"].tolist())
         if vectors.shape[1] == 0:
             vectors = np.zeros((len(frame) + 1, encoded.shape[1]), dtype=np.float32)
         vectors[chunk["item"].to_numpy()] = encoded
     done = time.perf_counter()
-    return dict(setup_s=loaded - started, load_s=loaded - started, encode_s=done - loaded, wall_s=done - started,
-                actors_used=0), vectors
+    return dict(
+        setup_s=loaded - started, load_s=loaded - started, encode_s=done - loaded, wall_s=done - started, actors_used=0
+    ), vectors
 
 
 def loop_share(resolved, texts: list[str], batch_size: int, worker: int, workers: int, start_together, results):
@@ -84,7 +89,7 @@ def loop_share(resolved, texts: list[str], batch_size: int, worker: int, workers
     start_together.wait()
     began = time.time()
     for start in range(worker * batch_size, len(texts), workers * batch_size):
-        encoder.encode(texts[start:start + batch_size])
+        encoder.encode(texts[start : start + batch_size])
     results.put((load_s, began, time.time()))
 
 
@@ -94,15 +99,23 @@ def plain_processes(rendered, resolved, batch_size: int, workers: int = 2) -> di
     started = time.time()
     context = multiprocessing.get_context("spawn")
     start_together, results = context.Barrier(workers), context.Queue()
-    processes = [context.Process(target=loop_share, args=(resolved, texts, batch_size, worker, workers,
-                                                          start_together, results)) for worker in range(workers)]
+    processes = [
+        context.Process(target=loop_share, args=(resolved, texts, batch_size, worker, workers, start_together, results))
+        for worker in range(workers)
+    ]
     for process in processes:
         process.start()
     load_s, began, done = zip(*(results.get() for _ in processes))
     for process in processes:
         process.join()
-    return dict(setup_s=max(load_s), load_s=max(load_s), encode_s=max(done) - min(began),
-                wall_s=max(done) - started, actors_used=0, busy_s=sorted(d - b for b, d in zip(began, done)))
+    return dict(
+        setup_s=max(load_s),
+        load_s=max(load_s),
+        encode_s=max(done) - min(began),
+        wall_s=max(done) - started,
+        actors_used=0,
+        busy_s=sorted(d - b for b, d in zip(began, done)),
+    )
 
 
 def ray_job(rendered, resolved, model: str, batch_size: int, actors: int) -> tuple[dict, np.ndarray]:
@@ -117,13 +130,20 @@ def ray_job(rendered, resolved, model: str, batch_size: int, actors: int) -> tup
         vectors[batch["item"]] = batch["embedding"]
         batch_starts.extend(batch["started_at"])
         load_s.extend(batch["load_s"])
-        for pid, _started_at, seconds in set(zip(batch["pid"].tolist(), batch["started_at"].tolist(),
-                                                batch["busy_s"].tolist())):
+        for pid, _started_at, seconds in set(
+            zip(batch["pid"].tolist(), batch["started_at"].tolist(), batch["busy_s"].tolist())
+        ):
             busy[pid] = busy.get(pid, 0.0) + seconds
     done = time.time()
     first_batch = min(batch_starts)
-    return dict(setup_s=first_batch - started, load_s=max(load_s), encode_s=done - first_batch,
-                wall_s=done - started, actors_used=len(busy), busy_s=sorted(busy.values())), vectors
+    return dict(
+        setup_s=first_batch - started,
+        load_s=max(load_s),
+        encode_s=done - first_batch,
+        wall_s=done - started,
+        actors_used=len(busy),
+        busy_s=sorted(busy.values()),
+    ), vectors
 
 
 def main() -> None:
@@ -137,12 +157,20 @@ def main() -> None:
     data = PreparedData(args.data_dir)
     template = default_template(data.report["dataset"])
     rendered = render_texts(data.items_table(), template)
-    print(f"{data.report['dataset']}: {len(rendered.texts)} items, template {template!r}, batch {args.batch_size}, "
-          f"host load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
+    print(
+        f"{data.report['dataset']}: {len(rendered.texts)} items, template {template!r}, batch {args.batch_size}, "
+        f"host load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs",
+        flush=True,
+    )
 
     quiet_ray_data()
-    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, logging_level="WARNING",
-             _temp_dir=tempfile.mkdtemp(prefix="ray-bench-"))
+    ray.init(
+        address="local",
+        num_cpus=os.cpu_count(),
+        include_dashboard=False,
+        logging_level="WARNING",
+        _temp_dir=tempfile.mkdtemp(prefix="ray-bench-"),
+    )
     runs: dict[tuple[str, str], list[tuple[dict, float | None]]] = {}
     try:
         for model in args.models:
@@ -151,17 +179,21 @@ def main() -> None:
                 loop, reference = plain_loop(rendered, resolved, args.batch_size)
                 runs.setdefault((model, "plain loop"), []).append((loop, None))
                 runs.setdefault((model, "2 plain processes"), []).append(
-                    (plain_processes(rendered, resolved, args.batch_size), None))
+                    (plain_processes(rendered, resolved, args.batch_size), None)
+                )
                 for actors in (1, 2):
                     stats, vectors = ray_job(rendered, resolved, model, args.batch_size, actors)
                     runs.setdefault((model, f"Ray Data, {actors} actor{'s' if actors > 1 else ''}"), []).append(
-                        (stats, float(np.abs(vectors - reference).max())))
+                        (stats, float(np.abs(vectors - reference).max()))
+                    )
     finally:
         ray.shutdown()
 
     print(f"\nmedian of {args.repeats} rounds per mode\n")
-    print("| model | mode | setup s (model load s) | encode s | busy s per worker | items/s | items/s per round "
-          "| × loop | × 1 actor | wall s | max diff vs loop |")
+    print(
+        "| model | mode | setup s (model load s) | encode s | busy s per worker | items/s | items/s per round "
+        "| × loop | × 1 actor | wall s | max diff vs loop |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     median_rate, round_rates = {}, {}
     for (model, mode), results in runs.items():
@@ -174,20 +206,28 @@ def main() -> None:
         one_actor = median_rate.get((model, "Ray Data, 1 actor"))
         vs_one = f"{rate / one_actor:.2f}" if one_actor and mode != "Ray Data, 1 actor" else "–"
         diffs = [diff for _, diff in results if diff is not None]
-        print(f"| {model} | {mode}{used} | {stats['setup_s']:.1f} ({stats['load_s']:.1f}) | {stats['encode_s']:.1f} "
-              f"| {busy} | {rate:.0f} | {' / '.join(f'{r:.0f}' for r in rates)} "
-              f"| {rate / median_rate[model, 'plain loop']:.2f} | {vs_one} | {stats['wall_s']:.1f} "
-              f"| {f'{max(diffs):.1e}' if diffs else '–'} |")
+        print(
+            f"| {model} | {mode}{used} | {stats['setup_s']:.1f} ({stats['load_s']:.1f}) | {stats['encode_s']:.1f} "
+            f"| {busy} | {rate:.0f} | {' / '.join(f'{r:.0f}' for r in rates)} "
+            f"| {rate / median_rate[model, 'plain loop']:.2f} | {vs_one} | {stats['wall_s']:.1f} "
+            f"| {f'{max(diffs):.1e}' if diffs else '–'} |"
+        )
     print("\nitems/s ratios within each round\n")
     print("| model | ratio | per round | median |")
     print("|---|---|---|---|")
     for model in args.models:
-        for faster, slower in (("Ray Data, 1 actor", "plain loop"), ("Ray Data, 2 actors", "Ray Data, 1 actor"),
-                               ("2 plain processes", "plain loop")):
+        for faster, slower in (
+            ("Ray Data, 1 actor", "plain loop"),
+            ("Ray Data, 2 actors", "Ray Data, 1 actor"),
+            ("2 plain processes", "plain loop"),
+        ):
             ratios = [a / b for a, b in zip(round_rates[model, faster], round_rates[model, slower])]
-            print(f"| {model} | {faster} ÷ {slower} | {' / '.join(f'{r:.2f}' for r in ratios)} "
-                  f"| {np.median(ratios):.2f} |")
+            print(
+                f"| {model} | {faster} ÷ {slower} | {' / '.join(f'{r:.2f}' for r in ratios)} "
+                f"| {np.median(ratios):.2f} |"
+            )
     print(f"\nhost load average after: {os.getloadavg()[0]:.1f}")
+
 
 if __name__ == "__main__":
     main()

@@ -33,10 +33,22 @@ from raylrec.train.stage import run_training_stage, stage_dir
 # RecBole 1.2.1 on this machine kind (../shared/notes/peer-recbole.md): test metrics, best validation
 # NDCG@10, and seconds to its best epoch.
 PEER = {
-    "sasrec": {"hr@10": 0.1357, "ndcg@10": 0.0639, "hr@20": 0.2386, "ndcg@20": 0.0898, "best_valid": 0.0705,
-               "seconds_to_best": 2800},
-    "gru4rec": {"hr@10": 0.1410, "ndcg@10": 0.0702, "hr@20": 0.2365, "ndcg@20": 0.0940, "best_valid": 0.0741,
-                "seconds_to_best": 34 * 55},
+    "sasrec": {
+        "hr@10": 0.1357,
+        "ndcg@10": 0.0639,
+        "hr@20": 0.2386,
+        "ndcg@20": 0.0898,
+        "best_valid": 0.0705,
+        "seconds_to_best": 2800,
+    },
+    "gru4rec": {
+        "hr@10": 0.1410,
+        "ndcg@10": 0.0702,
+        "hr@20": 0.2365,
+        "ndcg@20": 0.0940,
+        "best_valid": 0.0741,
+        "seconds_to_best": 34 * 55,
+    },
 }
 PEER_PROTOCOL = {"eval.exclude_history": False, "eval.num_negatives": [19, 100]}
 
@@ -57,8 +69,10 @@ def test_ranks(config: StageConfig, data: PreparedData) -> tuple[np.ndarray, np.
     """Each test user's full-ranking rank of the target from the stage's exported model: with the history
     not masked (RecBole's protocol), and masked."""
     scorer = sequence_scorer(load_stage_model(stage_dir(config)), data, "test", torch.device("cpu"))
-    return tuple(Evaluator(data, "test", EvalConfig(exclude_history=masked, num_negatives=[])).ranks(scorer)["full"]
-                 for masked in (False, True))
+    return tuple(
+        Evaluator(data, "test", EvalConfig(exclude_history=masked, num_negatives=[])).ranks(scorer)["full"]
+        for masked in (False, True)
+    )
 
 
 def ndcg10_interval(ranks: np.ndarray) -> str:
@@ -66,14 +80,15 @@ def ndcg10_interval(ranks: np.ndarray) -> str:
     return f"{low:.4f}–{high:.4f}"
 
 
-def quality_row(label: str, test: dict, masked: dict, interval: str, history: pd.DataFrame, fit_s: float,
-                reach) -> str:
-    return (f"| {label} | {test['hr@10']:.4f} | {test['ndcg@10']:.4f} | {interval} | {test['hr@20']:.4f} "
-            f"| {test['ndcg@20']:.4f} | {masked['hr@10']:.4f} / {masked['ndcg@10']:.4f} "
-            f"| {history['valid_ndcg@10'].max():.4f} "
-            f"| {int(history.loc[history['valid_ndcg@10'].idxmax(), 'epoch'])} "
-            f"| {history['epoch_train_s'].median():.1f} "
-            f"| {fit_s:.0f} | {'not reached' if reach is None else f'{reach:.0f}'} |")
+def quality_row(label: str, test: dict, masked: dict, interval: str, history: pd.DataFrame, fit_s: float, reach) -> str:
+    return (
+        f"| {label} | {test['hr@10']:.4f} | {test['ndcg@10']:.4f} | {interval} | {test['hr@20']:.4f} "
+        f"| {test['ndcg@20']:.4f} | {masked['hr@10']:.4f} / {masked['ndcg@10']:.4f} "
+        f"| {history['valid_ndcg@10'].max():.4f} "
+        f"| {int(history.loc[history['valid_ndcg@10'].idxmax(), 'epoch'])} "
+        f"| {history['epoch_train_s'].median():.1f} "
+        f"| {fit_s:.0f} | {'not reached' if reach is None else f'{reach:.0f}'} |"
+    )
 
 
 def mean_row(label: str, tests: list[dict]) -> str:
@@ -100,19 +115,34 @@ def quality(run_dir: str, overrides: dict, models: list[str], seeds: list[int]) 
             reach = time_to_reach(history, PEER[preset]["best_valid"])
             tests.append(summary["test"])
             ranks, masked_ranks = test_ranks(config, data)
-            rows.append(quality_row(f"{preset} (ours, seed {seed})", summary["test"], mean_metrics(masked_ranks, [10]),
-                                    ndcg10_interval(ranks), history, summary["fit_wall_s"], reach))
+            rows.append(
+                quality_row(
+                    f"{preset} (ours, seed {seed})",
+                    summary["test"],
+                    mean_metrics(masked_ranks, [10]),
+                    ndcg10_interval(ranks),
+                    history,
+                    summary["fit_wall_s"],
+                    reach,
+                )
+            )
         if len(seeds) > 1:
             rows.append(mean_row(f"{preset} (ours, mean ± std of {len(seeds)} seeds)", tests))
         peer = PEER[preset]
-        rows.append(f"| {preset} (RecBole 1.2.1) | {peer['hr@10']:.4f} | {peer['ndcg@10']:.4f} | — "
-                    f"| {peer['hr@20']:.4f} | {peer['ndcg@20']:.4f} | — | {peer['best_valid']:.4f} | — | — | — "
-                    f"| {peer['seconds_to_best']} (to its best) |")
+        rows.append(
+            f"| {preset} (RecBole 1.2.1) | {peer['hr@10']:.4f} | {peer['ndcg@10']:.4f} | — "
+            f"| {peer['hr@20']:.4f} | {peer['ndcg@20']:.4f} | — | {peer['best_valid']:.4f} | — | — | — "
+            f"| {peer['seconds_to_best']} (to its best) |"
+        )
     print("\n## Quality and time (ML-100k, leave-one-out, full ranking, history not masked)\n")
-    print("The NDCG@10 interval is a bootstrap over the test users (2,000 resamples): the range one run's score "
-          "could take on another sample of users of the same size, not the spread over seeds.\n")
-    print("| model | test HR@10 | NDCG@10 | NDCG@10 95 % interval | HR@20 | NDCG@20 | masked HR@10 / NDCG@10 "
-          "| best valid NDCG@10 | best epoch | s / train epoch | fit wall s | s to RecBole's best valid |")
+    print(
+        "The NDCG@10 interval is a bootstrap over the test users (2,000 resamples): the range one run's score "
+        "could take on another sample of users of the same size, not the spread over seeds.\n"
+    )
+    print(
+        "| model | test HR@10 | NDCG@10 | NDCG@10 95 % interval | HR@20 | NDCG@20 | masked HR@10 / NDCG@10 "
+        "| best valid NDCG@10 | best epoch | s / train epoch | fit wall s | s to RecBole's best valid |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
 
@@ -121,9 +151,18 @@ def scaling(run_dir: str, overrides: dict, epochs: int) -> None:
     data_dir = ensure_prepared(load_config(StageConfig, "sasrec").data, run_dir)
     rows = []
     for workers in (1, 2):
-        config = stage_config("sasrec", run_dir, f"scaling-{workers}w", {
-            **overrides, "train.num_workers": workers, "train.cpus_per_worker": 1,
-            "train.max_epochs": epochs, "train.patience": epochs})
+        config = stage_config(
+            "sasrec",
+            run_dir,
+            f"scaling-{workers}w",
+            {
+                **overrides,
+                "train.num_workers": workers,
+                "train.cpus_per_worker": 1,
+                "train.max_epochs": epochs,
+                "train.patience": epochs,
+            },
+        )
         started = time.perf_counter()
         run_training_stage(config, data_dir, force=True)
         history = pd.read_csv(stage_dir(config) / "history.csv")
@@ -144,8 +183,13 @@ def main() -> None:
     parser.add_argument("--scaling-epochs", type=int, default=6)
     parser.add_argument("--set", action="append", default=[], help="extra overrides for both models, key=value")
     parser.add_argument("--models", nargs="+", choices=sorted(PEER), default=["sasrec", "gru4rec"])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[2020],
-                        help="training seeds of the quality runs (several: one row each and their mean ± std)")
+    parser.add_argument(
+        "--seeds",
+        nargs="+",
+        type=int,
+        default=[2020],
+        help="training seeds of the quality runs (several: one row each and their mean ± std)",
+    )
     args = parser.parse_args()
     overrides = dict(pair.split("=", 1) for pair in args.set)
     run_dir = str(Path(args.run_dir).resolve())

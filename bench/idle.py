@@ -54,8 +54,10 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "no-layerwise": ("preset w/o LayerWise", {"adapter": {"layerwise": False}}),
     "no-refinement": ("preset w/o Refinement", {"adapter": {"refinement": False}}),
     "no-distribution": ("preset w/o Distribution", {"mmd": {"weight": 0.0}}),
-    "newest-4": ("preset on the 4 newest prefixes per user", {"subsequences_per_user": 4,
-                                                              "train": {"samples_per_epoch": None}}),
+    "newest-4": (
+        "preset on the 4 newest prefixes per user",
+        {"subsequences_per_user": 4, "train": {"samples_per_epoch": None}},
+    ),
     "constant-lr": ("preset, constant lr", {"train": {"lr_schedule": "constant", "warmup_fraction": 0.0}}),
 }
 DECODER_DEFAULTS = ["train.samples_per_epoch=1000", "train.max_epochs=1", "train.valid_users=200"]
@@ -82,9 +84,13 @@ def metrics_of(stage_dir: Path, split: str) -> dict:
 
 def row(label: str, stage_dir: Path, summary: dict, comparison: Comparison | None) -> str:
     test, valid = metrics_of(stage_dir, "test"), metrics_of(stage_dir, "valid")
-    versus = ("| – | –" if comparison is None else f"| {comparison.overall} | {comparison.rarest}")
-    return (f"| {label} | " + " | ".join(f"{test[c]:.4f}" for c in COLUMNS) + f" | {valid[METRIC]:.4f} {versus}"
-            + f" | {summary.get('fit_wall_s', '?')} | {summary.get('trainable_params', 0):,} |")
+    versus = "| – | –" if comparison is None else f"| {comparison.overall} | {comparison.rarest}"
+    return (
+        f"| {label} | "
+        + " | ".join(f"{test[c]:.4f}" for c in COLUMNS)
+        + f" | {valid[METRIC]:.4f} {versus}"
+        + f" | {summary.get('fit_wall_s', '?')} | {summary.get('trainable_params', 0):,} |"
+    )
 
 
 def bucket_row(label: str, frame) -> str:
@@ -100,8 +106,13 @@ def main() -> None:
     parser.add_argument("--run-dir", default="runs/idle-bench")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="overrides for every variant")
-    parser.add_argument("--decoder-set", action="append", default=None, metavar="KEY=VALUE",
-                        help=f"extra overrides for decoder variants (default: {' '.join(DECODER_DEFAULTS)})")
+    parser.add_argument(
+        "--decoder-set",
+        action="append",
+        default=None,
+        metavar="KEY=VALUE",
+        help=f"extra overrides for decoder variants (default: {' '.join(DECODER_DEFAULTS)})",
+    )
     args = parser.parse_args()
     base = {**parse_overrides(args.set), "run_dir": str(Path(args.run_dir).resolve())}
     decoder = parse_overrides(DECODER_DEFAULTS if args.decoder_set is None else args.decoder_set)
@@ -109,8 +120,11 @@ def main() -> None:
     for key in args.variants:
         label, switches = VARIANTS[key]
         # The preset variant is the preset itself (its stage is shared with `raylrec train --method idle`).
-        overrides = deep_merge(base, switches) if key == "preset" else deep_merge(deep_merge(base, switches),
-                                                                                   {"name": f"idle-{key}"})
+        overrides = (
+            deep_merge(base, switches)
+            if key == "preset"
+            else deep_merge(deep_merge(base, switches), {"name": f"idle-{key}"})
+        )
         if switches.get("backbone", "minilm") != "minilm":
             overrides = deep_merge(overrides, decoder)
         config = load_config(IdleConfig, args.config, overrides)
@@ -132,24 +146,32 @@ def main() -> None:
         comparison = compare_frames(frame, id_frame, METRIC, num_buckets=buckets)
         lines.append(row(label, stage_dir, summary, comparison))
         bucket_lines.append(bucket_row(label, frame))
-        print(f"{label}: test {METRIC} − ID model's, per bucket: "
-              + ", ".join(f"{b}: {d}" for b, d in comparison.buckets.items()), flush=True)
+        print(
+            f"{label}: test {METRIC} − ID model's, per bucket: "
+            + ", ".join(f"{b}: {d}" for b, d in comparison.buckets.items()),
+            flush=True,
+        )
     rare_users = int((id_frame["frequency_bucket"] < RAREST).sum())
-    table = "\n".join([
-        f"## Test, full ranking over all items ({config.data.dataset}, history masked)\n",
-        f"Δ = this row's test {METRIC} minus the frozen ID model's, paired bootstrap 95 % interval over "
-        f"{len(id_frame)} test users; rarest = the users whose target is in the {RAREST} rarest of {buckets} "
-        f"equal-mass frequency buckets ({rare_users} users).\n",
-        f"| model | HR@5 | HR@10 | NDCG@5 | NDCG@10 | valid {METRIC} | Δ {METRIC} | Δ {METRIC} rarest "
-        "| stage wall s | trainable params |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-        row(f"{config.id_model.name} alone (the frozen ID model)", id_dir, id_summary, None), *lines,
-        f"\n### Test {METRIC} per equal-mass frequency bucket of the target (0 = rarest)\n",
-        "| model | " + " | ".join(str(b) for b in range(buckets)) + " |", "|---|" + "---|" * buckets,
-        *bucket_lines,
-        "\nbench wall s per variant (incl. export evaluation; a reused stage ≈ 0) [5-min load "
-        f"average before → after, {os.cpu_count()} cores]: "
-        + ", ".join(f"{k} {v[0]:.0f} [{v[1]:.0f} → {v[2]:.0f}]" for k, v in timings.items())])
+    table = "\n".join(
+        [
+            f"## Test, full ranking over all items ({config.data.dataset}, history masked)\n",
+            f"Δ = this row's test {METRIC} minus the frozen ID model's, paired bootstrap 95 % interval over "
+            f"{len(id_frame)} test users; rarest = the users whose target is in the {RAREST} rarest of {buckets} "
+            f"equal-mass frequency buckets ({rare_users} users).\n",
+            f"| model | HR@5 | HR@10 | NDCG@5 | NDCG@10 | valid {METRIC} | Δ {METRIC} | Δ {METRIC} rarest "
+            "| stage wall s | trainable params |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+            row(f"{config.id_model.name} alone (the frozen ID model)", id_dir, id_summary, None),
+            *lines,
+            f"\n### Test {METRIC} per equal-mass frequency bucket of the target (0 = rarest)\n",
+            "| model | " + " | ".join(str(b) for b in range(buckets)) + " |",
+            "|---|" + "---|" * buckets,
+            *bucket_lines,
+            "\nbench wall s per variant (incl. export evaluation; a reused stage ≈ 0) [5-min load "
+            f"average before → after, {os.cpu_count()} cores]: "
+            + ", ".join(f"{k} {v[0]:.0f} [{v[1]:.0f} → {v[2]:.0f}]" for k, v in timings.items()),
+        ]
+    )
     print("\n" + table)
     (layout.root / "bench_idle.md").write_text(table + "\n")
 

@@ -46,10 +46,13 @@ def backbone_config(config: PadConfig, backbone: str, baselines: list[str]) -> P
         return config.model_copy(update={"baselines": baselines})
     stages = {spec.name: spec for spec in load_config(PipelineConfig, "default").stages}
     if backbone not in stages:
-        raise SystemExit(f"backbone {backbone!r} is neither the preset's pretrain stage ({config.pretrain.name}) "
-                         f"nor a stage of the main job ({', '.join(stages)})")
-    return config.model_copy(update={"pretrain": stages[backbone], "name": f"{config.name}-on-{backbone}",
-                                     "baselines": baselines})
+        raise SystemExit(
+            f"backbone {backbone!r} is neither the preset's pretrain stage ({config.pretrain.name}) "
+            f"nor a stage of the main job ({', '.join(stages)})"
+        )
+    return config.model_copy(
+        update={"pretrain": stages[backbone], "name": f"{config.name}-on-{backbone}", "baselines": baselines}
+    )
 
 
 def metrics_of(stage_dir: Path, split: str) -> dict:
@@ -79,27 +82,43 @@ class Rows:
         self.reference = read_ranks(ranks_file(layout.model_dir(REFERENCE), "test"))
         self.lines: list[str] = []
 
-    def add(self, label: str, ranks_path: Path, valid: float, test_hr: float, test_ndcg: float, rare: float,
-            rare_n: int) -> None:
+    def add(
+        self, label: str, ranks_path: Path, valid: float, test_hr: float, test_ndcg: float, rare: float, rare_n: int
+    ) -> None:
         comparison = None
         if ranks_path.exists() and ranks_path != ranks_file(self.layout.model_dir(REFERENCE), "test"):
             comparison = compare_frames(read_ranks(ranks_path), self.reference, METRIC)
-        self.lines.append(f"| {label} | {valid:.4f} | {test_hr:.4f} | {test_ndcg:.4f} | {rare:.4f} (n={rare_n}) | "
-                          f"{interval(comparison, 'overall')} | {interval(comparison, 'rarest')} |")
+        self.lines.append(
+            f"| {label} | {valid:.4f} | {test_hr:.4f} | {test_ndcg:.4f} | {rare:.4f} (n={rare_n}) | "
+            f"{interval(comparison, 'overall')} | {interval(comparison, 'rarest')} |"
+        )
 
     def add_stage(self, label: str, stage: str) -> None:
         stage_dir = self.layout.model_dir(stage)
         valid, test = metrics_of(stage_dir, "valid"), metrics_of(stage_dir, "test")
-        self.add(label, ranks_file(stage_dir, "test"), valid["full"][METRIC], test["full"]["hr@10"],
-                 test["full"][METRIC], *rarest_ndcg(test))
+        self.add(
+            label,
+            ranks_file(stage_dir, "test"),
+            valid["full"][METRIC],
+            test["full"]["hr@10"],
+            test["full"][METRIC],
+            *rarest_ndcg(test),
+        )
 
     def add_experts(self, label: str, stage: str) -> None:
         stage_dir = self.layout.model_dir(stage)
         diagnostics = json.loads((stage_dir / DIAGNOSTICS_FILE).read_text())
         for name, test in diagnostics["test"]["experts"].items():
             valid = diagnostics["valid"]["experts"][name]
-            self.add(f"{label}: {name} expert alone", expert_ranks_file(stage_dir, "test", name), valid[METRIC],
-                     test["hr@10"], test[METRIC], test[f"rarest_two_{METRIC}"], test["rarest_two_n"])
+            self.add(
+                f"{label}: {name} expert alone",
+                expert_ranks_file(stage_dir, "test", name),
+                valid[METRIC],
+                test["hr@10"],
+                test[METRIC],
+                test[f"rarest_two_{METRIC}"],
+                test["rarest_two_n"],
+            )
 
 
 def print_buckets(layout: RunLayout, stages: dict[str, str]) -> None:
@@ -109,15 +128,17 @@ def print_buckets(layout: RunLayout, stages: dict[str, str]) -> None:
     print("| model | " + " | ".join(f"{b} (n={counts[str(b)]['n']})" for b in range(10)) + " |")
     print("|---|" + "---|" * 10)
     for label, m in metrics.items():
-        print(f"| {label} | " + " | ".join(f"{m['buckets']['frequency'][str(b)].get(METRIC, 0):.4f}"
-                                           for b in range(10)) + " |")
+        print(
+            f"| {label} | "
+            + " | ".join(f"{m['buckets']['frequency'][str(b)].get(METRIC, 0):.4f}" for b in range(10))
+            + " |"
+        )
     reference = read_ranks(ranks_file(layout.model_dir(REFERENCE), "test"))
     for label, stage in stages.items():
         if stage == REFERENCE:
             continue
         comparison = compare_frames(read_ranks(ranks_file(layout.model_dir(stage), "test")), reference, METRIC)
-        print(f"| Δ {label} − SASRec [95 % CI] | "
-              + " | ".join(str(comparison.buckets[b]) for b in range(10)) + " |")
+        print(f"| Δ {label} − SASRec [95 % CI] | " + " | ".join(str(comparison.buckets[b]) for b in range(10)) + " |")
 
 
 def print_diagnostics(label: str, stage_dir: Path) -> None:
@@ -128,29 +149,42 @@ def print_diagnostics(label: str, stage_dir: Path) -> None:
     print("|---|---|---|---|---|---|")
     for name, test in diagnostics["test"]["experts"].items():
         valid = diagnostics["valid"]["experts"][name]
-        print(f"| {name} | {valid[METRIC]:.4f} | {test[METRIC]:.4f} | {test[f'rarest_two_{METRIC}']:.4f} | "
-              f"{test['logit_std']:.2f} | {test['logit_range']:.2f} |")
+        print(
+            f"| {name} | {valid[METRIC]:.4f} | {test[METRIC]:.4f} | {test[f'rarest_two_{METRIC}']:.4f} | "
+            f"{test['logit_std']:.2f} | {test['logit_range']:.2f} |"
+        )
     gates = diagnostics["test"]["mean_gate_by_bucket"]
     names = list(diagnostics["test"]["experts"])
-    print("\nmean gate per gate bucket (test users × the bucket's items; 0 = rarest): "
-          + "; ".join(f"{b}: " + "/".join(f"{gates[b][n]:.2f}" for n in names) for b in gates)
-          + f"  ({'/'.join(names)})")
+    print(
+        "\nmean gate per gate bucket (test users × the bucket's items; 0 = rarest): "
+        + "; ".join(f"{b}: " + "/".join(f"{gates[b][n]:.2f}" for n in names) for b in gates)
+        + f"  ({'/'.join(names)})"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="pad", help="PAD preset or YAML file")
     parser.add_argument("--run-dir", default="runs/pad-bench")
-    parser.add_argument("--backbones", nargs="+", default=["sasrec", "sasrec-bce"],
-                        help="backbone stages to build PAD on (first: the preset's own, or main-job stages)")
-    parser.add_argument("--baselines-on", default="sasrec-bce",
-                        help="the backbone whose training settings Hybrid and MoRec use ('none': no baselines)")
+    parser.add_argument(
+        "--backbones",
+        nargs="+",
+        default=["sasrec", "sasrec-bce"],
+        help="backbone stages to build PAD on (first: the preset's own, or main-job stages)",
+    )
+    parser.add_argument(
+        "--baselines-on",
+        default="sasrec-bce",
+        help="the backbone whose training settings Hybrid and MoRec use ('none': no baselines)",
+    )
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config overrides")
     args = parser.parse_args()
     overrides = {**parse_overrides(args.set), "run_dir": str(Path(args.run_dir).resolve())}
     preset = load_config(PadConfig, args.config, overrides)
-    configs = [backbone_config(preset, backbone, ["hybrid", "morec"] if backbone == args.baselines_on else [])
-               for backbone in args.backbones]
+    configs = [
+        backbone_config(preset, backbone, ["hybrid", "morec"] if backbone == args.baselines_on else [])
+        for backbone in args.backbones
+    ]
     if args.baselines_on not in ("none", *args.backbones):
         configs.append(backbone_config(preset, args.baselines_on, ["hybrid", "morec"]))
     started = time.perf_counter()
@@ -159,13 +193,19 @@ def main() -> None:
     layout = RunLayout(preset.run_dir)
     data = PreparedData(ensure_prepared(preset.data, preset.run_dir))
 
-    print(f"\n## {preset.data.dataset}: test, full ranking over all {data.num_items} items (history masked), "
-          f"{data.num_users} users\n")
-    print("Δ = mean over test users of the row's NDCG@10 minus SASRec's (cross-entropy), 95 % paired bootstrap "
-          f"interval; rarest two = users whose target is in the rarest {RAREST} of 10 equal-mass frequency buckets; "
-          "↑/↓ = the interval excludes 0.\n")
-    print("| model | valid NDCG@10 | test HR@10 | test NDCG@10 | test rarest-two NDCG@10 | Δ NDCG@10 vs SASRec | "
-          "Δ rarest two vs SASRec |\n|---|---|---|---|---|---|---|")
+    print(
+        f"\n## {preset.data.dataset}: test, full ranking over all {data.num_items} items (history masked), "
+        f"{data.num_users} users\n"
+    )
+    print(
+        "Δ = mean over test users of the row's NDCG@10 minus SASRec's (cross-entropy), 95 % paired bootstrap "
+        f"interval; rarest two = users whose target is in the rarest {RAREST} of 10 equal-mass frequency buckets; "
+        "↑/↓ = the interval excludes 0.\n"
+    )
+    print(
+        "| model | valid NDCG@10 | test HR@10 | test NDCG@10 | test rarest-two NDCG@10 | Δ NDCG@10 vs SASRec | "
+        "Δ rarest two vs SASRec |\n|---|---|---|---|---|---|---|"
+    )
     rows = Rows(layout)
     bucket_rows = {}
     for config in configs:
@@ -199,8 +239,10 @@ def main() -> None:
         for phase in ("pretrain", "align", "experts", "hybrid", "morec"):
             if phase in summary:
                 stage = summary[phase].get("stage", phase)
-                print(f"| {name}: {phase} ({stage}) | {summary[phase].get('fit_wall_s', '—')} | "
-                      f"{summary[phase].get('final_metrics', {}).get('best_epoch', '—')} |")
+                print(
+                    f"| {name}: {phase} ({stage}) | {summary[phase].get('fit_wall_s', '—')} | "
+                    f"{summary[phase].get('final_metrics', {}).get('best_epoch', '—')} |"
+                )
         walls = [summary[p].get("fit_wall_s") or 0 for p in ("align", "experts") if p in summary]
         print(f"| {name}: phases 2 + 3 | {np.sum(walls):.1f} | |")
     print(f"\nthis invocation: {total:.0f} s (finished stages reused: {preset.run_dir})")

@@ -91,8 +91,12 @@ def pandas_prepare(config, out_dir: Path, cache_root: Path) -> dict:
     if config.deduplicate:
         frame = frame.drop_duplicates(["user_id", "item_id"], keep="first")
     frame[POSITION] = frame.groupby("user_id", sort=False).cumcount()
-    report.record("order by time and de-duplicate", table.num_rows, len(frame),
-                  {"repeated (user, item) pair, first kept": table.num_rows - len(frame)})
+    report.record(
+        "order by time and de-duplicate",
+        table.num_rows,
+        len(frame),
+        {"repeated (user, item) pair, first kept": table.num_rows - len(frame)},
+    )
     rows = finish_rows(pa.Table.from_pandas(frame, preserve_index=False), config, report)
     return write_prepared(rows, items, config, report, out_dir, files.all_paths)
 
@@ -104,8 +108,9 @@ def run_one(dataset: str, engine: str, input_path: str | None, out: Path, source
     from raylrec.data.prepare import DataConfig, prepare_dataset
 
     if dataset == "synthetic":
-        config = DataConfig(dataset="synthetic", interactions_path=input_path, format="whitespace",
-                            fields=["user_id", "item_id"])
+        config = DataConfig(
+            dataset="synthetic", interactions_path=input_path, format="whitespace", fields=["user_id", "item_id"]
+        )
     else:
         config = DataConfig(dataset=dataset, source_dir=source_dir)
     out_dir = out / f"{dataset}-{engine}"
@@ -123,18 +128,29 @@ def run_one(dataset: str, engine: str, input_path: str | None, out: Path, source
     if engine == "raylrec":
         ray.shutdown()
     raw_rows = report["steps"][0]["rows_in"]
-    return {"dataset": dataset, "engine": engine, "rows": raw_rows, "ray_start_s": round(ray_start, 1),
-            "time_s": round(seconds, 1), "rows_per_s": round(raw_rows / seconds), "peak_memory_gib":
-            round(memory.peak / 2**30, 2), "counts": report["counts"], "load_before": os.getloadavg()[0]}
+    return {
+        "dataset": dataset,
+        "engine": engine,
+        "rows": raw_rows,
+        "ray_start_s": round(ray_start, 1),
+        "time_s": round(seconds, 1),
+        "rows_per_s": round(raw_rows / seconds),
+        "peak_memory_gib": round(memory.peak / 2**30, 2),
+        "counts": report["counts"],
+        "load_before": os.getloadavg()[0],
+    }
 
 
 def same_output(first: Path, second: Path) -> bool:
     """Identical prepared files (contents and types): sequences, interactions, ids, item texts and negatives."""
     import pyarrow.parquet as pq
 
-    return all(pq.read_table(first / f"{name}.parquet").replace_schema_metadata(None).equals(
-        pq.read_table(second / f"{name}.parquet").replace_schema_metadata(None))
-        for name in ("sequences", "interactions", "users", "items", "negatives"))
+    return all(
+        pq.read_table(first / f"{name}.parquet")
+        .replace_schema_metadata(None)
+        .equals(pq.read_table(second / f"{name}.parquet").replace_schema_metadata(None))
+        for name in ("sequences", "interactions", "users", "items", "negatives")
+    )
 
 
 def main() -> None:
@@ -179,8 +195,10 @@ def main() -> None:
     print("\n| dataset | engine | rows | time s | rows/s | peak memory GiB | ray start s | load before | same output |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['dataset']} | {r['engine']} | {r['rows']:,} | {r['time_s']} | {r['rows_per_s']:,} | "
-              f"{r['peak_memory_gib']} | {r['ray_start_s']} | {r['load_before']:.1f} | {r.get('same_output', '')} |")
+        print(
+            f"| {r['dataset']} | {r['engine']} | {r['rows']:,} | {r['time_s']} | {r['rows_per_s']:,} | "
+            f"{r['peak_memory_gib']} | {r['ray_start_s']} | {r['load_before']:.1f} | {r.get('same_output', '')} |"
+        )
 
 
 if __name__ == "__main__":

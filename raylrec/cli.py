@@ -24,16 +24,21 @@ log = logging.getLogger("raylrec")
 def cmd_data_fetch(args) -> None:
     from raylrec.data.fetch import fetch_dataset
 
-    raw = fetch_dataset(args.dataset, Path(args.cache_dir) if args.cache_dir else None,
-                        allow_unverified=args.allow_unverified, source_dir=args.source_dir)
+    raw = fetch_dataset(
+        args.dataset,
+        Path(args.cache_dir) if args.cache_dir else None,
+        allow_unverified=args.allow_unverified,
+        source_dir=args.source_dir,
+    )
     print(json.dumps({k: str(v) for k, v in vars(raw).items()}, indent=2))
 
 
 def cmd_data_verify(args) -> None:
     from raylrec.data.verify import verify_dataset
 
-    reference, checks = verify_dataset(args.dataset, Path(args.cache_dir) if args.cache_dir else None,
-                                       args.source_dir, args.allow_unverified)
+    reference, checks = verify_dataset(
+        args.dataset, Path(args.cache_dir) if args.cache_dir else None, args.source_dir, args.allow_unverified
+    )
     print(f"{args.dataset}: raw counts against the published statistics ({reference})\n")
     print("| count | published | found | |\n|---|---|---|---|")
     for check in checks:
@@ -59,8 +64,11 @@ def config_source(args, default: str | None = None) -> str | None:
     `default`. The old form `--config NAME` (a preset name) still works, with a note."""
     if args.config:
         if Path(args.config).suffix not in (".yaml", ".yml"):
-            print(f"raylrec: note: --config takes a YAML file; reading {args.config!r} as --preset {args.config} "
-                  "(use --preset for shipped presets)", file=sys.stderr)
+            print(
+                f"raylrec: note: --config takes a YAML file; reading {args.config!r} as --preset {args.config} "
+                "(use --preset for shipped presets)",
+                file=sys.stderr,
+            )
         elif not Path(args.config).is_file():
             raise RaylrecError(f"--config {args.config}: no such file")
         return args.config
@@ -111,8 +119,9 @@ def cmd_run(args) -> None:
     print_config("pipeline", config)
     if args.dry_run:
         for spec, method in zip(config.methods, method_configs(config)):
-            print_config(f"method {spec.name}" + (f" ({', '.join(spec.set['stages'])})" if "stages" in spec.set
-                                                  else ""), method)
+            print_config(
+                f"method {spec.name}" + (f" ({', '.join(spec.set['stages'])})" if "stages" in spec.set else ""), method
+            )
         return
     summaries = run_pipeline(config, Path(args.cache_dir) if args.cache_dir else None)
     print("\n" + results_table(summaries, config.eval.ks))
@@ -151,10 +160,18 @@ def dataset_preset_exists(dataset: str) -> bool:
 def cmd_analyze_kendall(args) -> None:
     from raylrec.methods.pad.kendall import analyze_kendall
 
-    result = analyze_kendall(Path(args.stage_a), Path(args.stage_b), args.table_a, args.table_b,
-                             Path(args.data_dir) if args.data_dir else None,
-                             Path(args.out_dir) if args.out_dir else None, args.window, args.buckets,
-                             args.max_pairs or None, args.seed)
+    result = analyze_kendall(
+        Path(args.stage_a),
+        Path(args.stage_b),
+        args.table_a,
+        args.table_b,
+        Path(args.data_dir) if args.data_dir else None,
+        Path(args.out_dir) if args.out_dir else None,
+        args.window,
+        args.buckets,
+        args.max_pairs or None,
+        args.seed,
+    )
     print(f"Kendall's τ of behaviour→target distances, {result['label']} (window {result['window']})\n")
     print("| bucket (0 = rarest) | τ | pairs |\n|---|---|---|")
     for row in result["rows"]:
@@ -166,32 +183,47 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="raylrec", description=__doc__)
     parser.add_argument("--version", action="version", version=f"raylrec {package_version()}")
     parser.add_argument("--cache-dir", help="cache root (default $RAYLREC_CACHE_DIR or ~/.cache/raylrec)")
-    parser.add_argument("--address", default="local",
-                        help="Ray cluster to join: local (a new local instance, the default), auto (the host's "
-                             "cluster) or an address such as ray://head:10001 (default: $RAY_ADDRESS if set)")
+    parser.add_argument(
+        "--address",
+        default="local",
+        help="Ray cluster to join: local (a new local instance, the default), auto (the host's "
+        "cluster) or an address such as ray://head:10001 (default: $RAY_ADDRESS if set)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     commands = parser.add_subparsers(dest="command", required=True)
 
     def with_overrides(p):
-        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a config field, e.g. train.lr=0.01 (repeatable)")
+        p.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override a config field, e.g. train.lr=0.01 (repeatable)",
+        )
         return p
 
-    data = commands.add_parser("data", help="fetch and prepare datasets").add_subparsers(dest="data_command",
-                                                                                        required=True)
+    data = commands.add_parser("data", help="fetch and prepare datasets").add_subparsers(
+        dest="data_command", required=True
+    )
+
     def with_source_options(p):
         p.add_argument("dataset")
-        p.add_argument("--source-dir", help="directory holding local copies of datasets, a folder per dataset "
-                                            "(default $RAYLREC_DATASETS_DIR)")
-        p.add_argument("--allow-unverified", action="store_true",
-                       help="also use sources without pinned checksums (the official Amazon dumps)")
+        p.add_argument(
+            "--source-dir",
+            help="directory holding local copies of datasets, a folder per dataset (default $RAYLREC_DATASETS_DIR)",
+        )
+        p.add_argument(
+            "--allow-unverified",
+            action="store_true",
+            help="also use sources without pinned checksums (the official Amazon dumps)",
+        )
         return p
 
-    fetch = with_source_options(data.add_parser("fetch", help="download a dataset into the cache, verifying "
-                                                              "checksums"))
+    fetch = with_source_options(data.add_parser("fetch", help="download a dataset into the cache, verifying checksums"))
     fetch.set_defaults(handler=cmd_data_fetch)
-    verify = with_source_options(data.add_parser("verify", help="compare a dataset's raw counts with the "
-                                                                "published statistics"))
+    verify = with_source_options(
+        data.add_parser("verify", help="compare a dataset's raw counts with the published statistics")
+    )
     verify.set_defaults(handler=cmd_data_verify)
     prepare = with_overrides(data.add_parser("prepare", help="prepare a dataset into a run directory"))
     prepare.add_argument("dataset", nargs="?")
@@ -201,32 +233,52 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = with_overrides(commands.add_parser("train", help="train one ID model, or a method, with Ray Train"))
     what = train.add_mutually_exclusive_group()
-    what.add_argument("--model", choices=list(registered("id_model")),
-                      help="an ID backbone (its preset when neither --preset nor --config is given)")
-    what.add_argument("--method", choices=list(registered("method")),
-                      help="an LLM-enhanced method, all its stages: "
-                           + "; ".join(f"{name} ({spec.description})" for name, spec in registered("method").items()))
-    add_config_options(train, "; ".join(f"{name}: {', '.join(spec.presets)}" for name, spec in registered().items())
-                       + " (default: the model's or method's own)")
+    what.add_argument(
+        "--model",
+        choices=list(registered("id_model")),
+        help="an ID backbone (its preset when neither --preset nor --config is given)",
+    )
+    what.add_argument(
+        "--method",
+        choices=list(registered("method")),
+        help="an LLM-enhanced method, all its stages: "
+        + "; ".join(f"{name} ({spec.description})" for name, spec in registered("method").items()),
+    )
+    add_config_options(
+        train,
+        "; ".join(f"{name}: {', '.join(spec.presets)}" for name, spec in registered().items())
+        + " (default: the model's or method's own)",
+    )
     train.add_argument("--run-dir", help=f"{RUN_DIR_HELP} (over the config's run_dir)")
-    train.add_argument("--stage", help="with --method: run only this stage ("
-                       + "; ".join(f"{name}: {', '.join(spec.stages)}" for name, spec in registered().items()
-                                   if spec.stages) + ")")
+    train.add_argument(
+        "--stage",
+        help="with --method: run only this stage ("
+        + "; ".join(f"{name}: {', '.join(spec.stages)}" for name, spec in registered().items() if spec.stages)
+        + ")",
+    )
     train.add_argument("--force", action="store_true", help="retrain even if the stage is done")
     train.set_defaults(handler=cmd_train)
 
     run = with_overrides(commands.add_parser("run", help="the main job: fetch, prepare, train, evaluate"))
-    add_config_options(run, "default (CPU, minutes; the default), paper (GPU cluster), amazon14-beauty, "
-                            "amazon18-scientific")
+    add_config_options(
+        run, "default (CPU, minutes; the default), paper (GPU cluster), amazon14-beauty, amazon18-scientific"
+    )
     run.add_argument("--run-dir", help=f"{RUN_DIR_HELP} (over the config's run_dir)")
-    run.add_argument("--dataset", help="run on this dataset: its preset (amazon14-beauty, amazon18-scientific) or, "
-                                       "for other names, --config with data.dataset set to it")
+    run.add_argument(
+        "--dataset",
+        help="run on this dataset: its preset (amazon14-beauty, amazon18-scientific) or, "
+        "for other names, --config with data.dataset set to it",
+    )
     run.set_defaults(handler=cmd_run)
 
     analyze = commands.add_parser("analyze", help="analyses of trained models").add_subparsers(
-        dest="analyze_command", required=True)
-    kendall = analyze.add_parser("kendall", help="Kendall's τ between two embedding tables' behaviour→target "
-                                                 "distances, per item frequency bucket (PAD eq. 13)")
+        dest="analyze_command", required=True
+    )
+    kendall = analyze.add_parser(
+        "kendall",
+        help="Kendall's τ between two embedding tables' behaviour→target "
+        "distances, per item frequency bucket (PAD eq. 13)",
+    )
     kendall.add_argument("stage_a", metavar="RUN_A", help="a trained stage folder, e.g. runs/default/models/sasrec-bce")
     kendall.add_argument("stage_b", metavar="RUN_B", help="another one, e.g. runs/default/models/pad")
     kendall.add_argument("--table-a", help="tensor in RUN_A/item_embeddings.safetensors (default item_embeddings)")
@@ -240,7 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     kendall.set_defaults(handler=cmd_analyze_kendall)
 
     commands.add_parser("presets", help="list the shipped presets with their descriptions").set_defaults(
-        handler=cmd_presets)
+        handler=cmd_presets
+    )
     add_encode_command(commands)
     add_tune_command(commands)
     add_leaderboard_command(commands)
@@ -252,8 +305,9 @@ def add_config_options(command: argparse.ArgumentParser, presets: str) -> None:
     source = command.add_mutually_exclusive_group()
     source.add_argument("--preset", help=f"a shipped preset (`raylrec presets` lists them): {presets}")
     source.add_argument("--config", metavar="FILE", help="a YAML config file")
-    command.add_argument("--dry-run", action="store_true",
-                         help="print the resolved config and exit (no Ray, nothing written)")
+    command.add_argument(
+        "--dry-run", action="store_true", help="print the resolved config and exit (no Ray, nothing written)"
+    )
 
 
 def package_version() -> str:
@@ -289,8 +343,11 @@ def run_job(command: list[str], argv: list[str] | None = None) -> int:
     top.add_argument("--address")
     top.add_argument("-v", "--verbose", action="store_true")
     known, rest = top.parse_known_args(sys.argv[1:] if argv is None else argv)
-    prefix = (["--cache-dir", known.cache_dir] if known.cache_dir else []) + (["-v"] if known.verbose else []) \
+    prefix = (
+        (["--cache-dir", known.cache_dir] if known.cache_dir else [])
+        + (["-v"] if known.verbose else [])
         + (["--address", known.address] if known.address else [])
+    )
     return main([*prefix, *command, *rest])
 
 

@@ -35,8 +35,11 @@ def preset_path(name: str) -> Path:
         return candidate
     shipped = resources.files("raylrec") / "presets" / f"{name}.yaml"
     if not shipped.is_file():
-        available = sorted(p.name.removesuffix(".yaml") for p in (resources.files("raylrec") / "presets").iterdir()
-                           if p.name.endswith(".yaml") and not p.name.startswith("_"))
+        available = sorted(
+            p.name.removesuffix(".yaml")
+            for p in (resources.files("raylrec") / "presets").iterdir()
+            if p.name.endswith(".yaml") and not p.name.startswith("_")
+        )
         raise RaylrecError(f"config {name!r} is neither a YAML file nor a preset; presets: {', '.join(available)}")
     return Path(str(shipped))
 
@@ -69,8 +72,9 @@ def parse_overrides(pairs: list[str]) -> dict:
         try:
             set_dotted(tree, key, value)
         except (TypeError, AttributeError):
-            raise RaylrecError(f"override {pair!r} conflicts with an earlier --set that gives "
-                               f"{key.rsplit('.', 1)[0]!r} a plain value") from None
+            raise RaylrecError(
+                f"override {pair!r} conflicts with an earlier --set that gives {key.rsplit('.', 1)[0]!r} a plain value"
+            ) from None
     return tree
 
 
@@ -147,8 +151,10 @@ def check_select_metric(value: str, ks: list[int] | None, field: str, where: str
     if not match:
         raise RaylrecError(f"{where}: {field} {value!r} is not a validation metric; use hr@K, ndcg@K or mrr@K")
     if ks is not None and int(match.group(2)) not in ks:
-        raise RaylrecError(f"{where}: {field} {value!r} needs {match.group(2)} in eval.ks (eval.ks is {ks}); add it "
-                           f"there or select on one of {', '.join(f'{match.group(1)}@{k}' for k in ks)}")
+        raise RaylrecError(
+            f"{where}: {field} {value!r} needs {match.group(2)} in eval.ks (eval.ks is {ks}); add it "
+            f"there or select on one of {', '.join(f'{match.group(1)}@{k}' for k in ks)}"
+        )
 
 
 def check_select_metrics(config: BaseModel, where: str = "config") -> None:

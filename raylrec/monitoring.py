@@ -43,19 +43,30 @@ def _record(kind: str, name: str, description: str, value: float, tags: dict[str
         log.debug("metric %s not recorded: %s", name, err)
 
 
-def record_epoch(stage: str, epoch: int, max_epochs: int, train_loss: float, valid: dict[str, float],
-                 select_metric: str) -> None:
+def record_epoch(
+    stage: str, epoch: int, max_epochs: int, train_loss: float, valid: dict[str, float], select_metric: str
+) -> None:
     """Gauges of one finished training epoch (called by the rank-0 worker)."""
     tags = {"stage": stage}
     _record("Gauge", "raylrec_train_epoch", "Epochs finished by the training stage", epoch + 1, tags)
     _record("Gauge", "raylrec_train_progress", "Epochs finished / max_epochs", (epoch + 1) / max_epochs, tags)
     _record("Gauge", "raylrec_train_loss", "Mean training loss of the last epoch", train_loss, tags)
     if "ndcg@10" in valid:
-        _record("Gauge", "raylrec_valid_ndcg_at_10", "Validation NDCG@10 (full ranking) of the last epoch",
-                valid["ndcg@10"], tags)
+        _record(
+            "Gauge",
+            "raylrec_valid_ndcg_at_10",
+            "Validation NDCG@10 (full ranking) of the last epoch",
+            valid["ndcg@10"],
+            tags,
+        )
     if select_metric in valid:
-        _record("Gauge", "raylrec_valid_metric", "Validation model-selection metric of the last epoch",
-                valid[select_metric], {**tags, "metric": select_metric})
+        _record(
+            "Gauge",
+            "raylrec_valid_metric",
+            "Validation model-selection metric of the last epoch",
+            valid[select_metric],
+            {**tags, "metric": select_metric},
+        )
 
 
 def record_encoded(model: str, items: int, seconds: float) -> None:
@@ -63,5 +74,10 @@ def record_encoded(model: str, items: int, seconds: float) -> None:
     tags = {"model": model}
     _record("Counter", "raylrec_encode_items_total", "Items encoded", items, tags)
     if seconds > 0:
-        _record("Gauge", "raylrec_encode_items_per_second", "Items/s of the encoder actor's last batch",
-                items / seconds, tags)
+        _record(
+            "Gauge",
+            "raylrec_encode_items_per_second",
+            "Items/s of the encoder actor's last batch",
+            items / seconds,
+            tags,
+        )

@@ -72,11 +72,17 @@ class PipelineConfig(StrictModel):
         names = [spec.name for spec in self.stages]
         repeated = sorted({name for name in names if names.count(name) > 1})
         if repeated:
-            raise ValueError(f"stage name(s) {', '.join(map(repr, repeated))} used more than once: each stage "
-                             "writes models/<name>/, so two would collide; give each its own name")
+            raise ValueError(
+                f"stage name(s) {', '.join(map(repr, repeated))} used more than once: each stage "
+                "writes models/<name>/, so two would collide; give each its own name"
+            )
         for spec in self.stages:  # the stage's preset merged with its settings, against this job's eval.ks
-            check_select_metric(self.stage_config(spec).train.select_metric, self.eval.ks,
-                                f"stage {spec.name!r} train.select_metric", "pipeline")
+            check_select_metric(
+                self.stage_config(spec).train.select_metric,
+                self.eval.ks,
+                f"stage {spec.name!r} train.select_metric",
+                "pipeline",
+            )
         return self
 
     def stage_config(self, spec: StageSpec) -> StageConfig:
@@ -95,20 +101,31 @@ class Progress:
         began = time.perf_counter()
         print(f"[run {self.step}/{self.total}] {title} ...", flush=True)
         yield
-        print(f"[run {self.step}/{self.total}] {title}: done in {time.perf_counter() - began:.0f} s "
-              f"(total {time.perf_counter() - self.started:.0f} s)", flush=True)
+        print(
+            f"[run {self.step}/{self.total}] {title}: done in {time.perf_counter() - began:.0f} s "
+            f"(total {time.perf_counter() - self.started:.0f} s)",
+            flush=True,
+        )
 
 
 def method_overrides(config: PipelineConfig, spec: MethodEntry) -> dict:
-    return deep_merge({"run_dir": config.run_dir, "data": config.data.model_dump(mode="json"),
-                       "eval": config.eval.model_dump(mode="json")}, spec.set)
+    return deep_merge(
+        {
+            "run_dir": config.run_dir,
+            "data": config.data.model_dump(mode="json"),
+            "eval": config.eval.model_dump(mode="json"),
+        },
+        spec.set,
+    )
 
 
 def method_configs(config: PipelineConfig) -> list:
     """Each configured method's resolved config (the method's preset with the pipeline's overrides)."""
     found = registered("method")
-    return [found[spec.name].load(spec.preset, method_overrides(config, spec)) if spec.name in found else None
-            for spec in config.methods]
+    return [
+        found[spec.name].load(spec.preset, method_overrides(config, spec)) if spec.name in found else None
+        for spec in config.methods
+    ]
 
 
 def method_text_configs(config: PipelineConfig) -> list:
@@ -207,20 +224,43 @@ def run_pipeline(config: PipelineConfig, cache_root: Path | None = None) -> list
         print_config(f"stage {stage.stage_name}", stage)
     methods = method_configs(config)
     side_by_side = config.side_by_side and len(stages) + len(texts) + len(config.methods) > 1
-    progress = Progress(1 + (min(1, len(stages) + len(texts)) + min(1, len(config.methods)) if side_by_side
-                             else len(stages) + len(texts) + len(config.methods)) + int(config.leaderboard))
+    progress = Progress(
+        1
+        + (
+            min(1, len(stages) + len(texts)) + min(1, len(config.methods))
+            if side_by_side
+            else len(stages) + len(texts) + len(config.methods)
+        )
+        + int(config.leaderboard)
+    )
     with progress(f"fetch + prepare {config.data.dataset}"):
         data_dir = ensure_prepared(config.data, config.run_dir, cache_root)
-    first = [Job(f"ID backbone {stage.stage_name} ({stage.model.name})", widest_reservation(stage),
-                 partial(run_training_stage, stage, data_dir)) for stage in stages]
-    first += [Job(f"text encoding ({text.text.model}, {text.text.pooling} pooling)", encode_reservation(text),
-                  partial(encode_items, text, data_dir, config.run_dir, cache_root)) for text in texts]
-    second = [Job(f"method {spec.name}" + (f" ({', '.join(spec.set['stages'])})" if "stages" in spec.set else ""),
-                  spec.cpus or widest_reservation(method),
-                  partial(run_method, spec.name, spec.preset, method_overrides(config, spec), cache_root),
-                  # entries of one method (e.g. its stages split in two) run in the order listed
-                  after=tuple(j for j in range(i) if config.methods[j].name == spec.name))
-              for i, (spec, method) in enumerate(zip(config.methods, methods))]
+    first = [
+        Job(
+            f"ID backbone {stage.stage_name} ({stage.model.name})",
+            widest_reservation(stage),
+            partial(run_training_stage, stage, data_dir),
+        )
+        for stage in stages
+    ]
+    first += [
+        Job(
+            f"text encoding ({text.text.model}, {text.text.pooling} pooling)",
+            encode_reservation(text),
+            partial(encode_items, text, data_dir, config.run_dir, cache_root),
+        )
+        for text in texts
+    ]
+    second = [
+        Job(
+            f"method {spec.name}" + (f" ({', '.join(spec.set['stages'])})" if "stages" in spec.set else ""),
+            spec.cpus or widest_reservation(method),
+            partial(run_method, spec.name, spec.preset, method_overrides(config, spec), cache_root),
+            # entries of one method (e.g. its stages split in two) run in the order listed
+            after=tuple(j for j in range(i) if config.methods[j].name == spec.name),
+        )
+        for i, (spec, method) in enumerate(zip(config.methods, methods))
+    ]
     results: list = []
     for jobs, title in ((first, "ID backbones and text encodings"), (second, "methods")):
         if not jobs:
@@ -232,10 +272,13 @@ def run_pipeline(config: PipelineConfig, cache_root: Path | None = None) -> list
             for job in jobs:
                 with progress(job.label):
                     results.append(job.run())
-    summaries = list(results[:len(stages)])
-    for result in results[len(first):]:
-        found = [s for s in (result.values() if isinstance(result, dict) else result or [])
-                 if isinstance(s, dict) and "test" in s and "stage" in s]
+    summaries = list(results[: len(stages)])
+    for result in results[len(first) :]:
+        found = [
+            s
+            for s in (result.values() if isinstance(result, dict) else result or [])
+            if isinstance(s, dict) and "test" in s and "stage" in s
+        ]
         # a method re-reports stages it shares with the pipeline (its ID backbone): list each stage once
         summaries += [s for s in found if s["stage"] not in {seen["stage"] for seen in summaries}]
     table = results_table(summaries, config.eval.ks)
@@ -253,11 +296,16 @@ def run_pipeline(config: PipelineConfig, cache_root: Path | None = None) -> list
 def results_table(summaries: list[dict], ks: list[int]) -> str:
     """Markdown table of test metrics (full ranking) per trained stage."""
     columns = [f"{m}@{k}" for m in ("hr", "ndcg") for k in ks if k > 1]
-    lines = ["| model | " + " | ".join(f"test {c}" for c in columns) + " | best epoch | fit wall s | params |",
-             "|---" * (len(columns) + 4) + "|"]
+    lines = [
+        "| model | " + " | ".join(f"test {c}" for c in columns) + " | best epoch | fit wall s | params |",
+        "|---" * (len(columns) + 4) + "|",
+    ]
     for s in summaries:
         test = s["test"]
-        lines.append(f"| {s['stage']} | " + " | ".join(f"{test[c]:.4f}" for c in columns)
-                     + f" | {s.get('final_metrics', {}).get('best_epoch', '?')} | {s.get('fit_wall_s', '?')} "
-                     f"| {s['trainable_params']:,} |")
+        lines.append(
+            f"| {s['stage']} | "
+            + " | ".join(f"{test[c]:.4f}" for c in columns)
+            + f" | {s.get('final_metrics', {}).get('best_epoch', '?')} | {s.get('fit_wall_s', '?')} "
+            f"| {s['trainable_params']:,} |"
+        )
     return "\n".join(lines)

@@ -53,8 +53,11 @@ def start_local_ray() -> None:
     try:
         lock.acquire(timeout=START_LOCK_WAIT_S)
     except filelock.Timeout:
-        log.warning("another raylrec command has held %s for %d s; starting Ray without waiting for it",
-                    lock.lock_file, START_LOCK_WAIT_S)
+        log.warning(
+            "another raylrec command has held %s for %d s; starting Ray without waiting for it",
+            lock.lock_file,
+            START_LOCK_WAIT_S,
+        )
     try:
         launch_local_ray()
     finally:
@@ -66,8 +69,7 @@ def launch_local_ray() -> None:
     previous = os.environ.get(API_SERVER_ADDRESS_VARIABLE)
     os.environ[API_SERVER_ADDRESS_VARIABLE] = f"http://{DASHBOARD_HOST}:{port}"
     try:
-        context = ray.init(address="local", dashboard_host=DASHBOARD_HOST, dashboard_port=port,
-                           logging_level="WARNING")
+        context = ray.init(address="local", dashboard_host=DASHBOARD_HOST, dashboard_port=port, logging_level="WARNING")
         if context.dashboard_url:
             log.info("started a local Ray instance; dashboard at http://%s", context.dashboard_url)
     finally:

@@ -75,8 +75,9 @@ class RunStore:
     def __init__(self, location: str | os.PathLike):
         self.location = str(location)
         scheme = uri_scheme(location)
-        self.mirrored = scheme not in (None, "file") or (scheme == "file" and os.environ.get(MIRROR_FILE_URIS_ENV)
-                                                          in ("1", "true", "yes"))
+        self.mirrored = scheme not in (None, "file") or (
+            scheme == "file" and os.environ.get(MIRROR_FILE_URIS_ENV) in ("1", "true", "yes")
+        )
         if not self.mirrored:
             self.root = local_path(location)
             return
@@ -167,6 +168,7 @@ class RunStore:
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
+
 
 class RunLayout:
     """Named artifact locations under one run directory, so later stages find earlier outputs by name."""

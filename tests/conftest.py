@@ -20,8 +20,13 @@ def ray_session(tmp_path_factory):
     import ray
 
     if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING",
-                 _temp_dir=str(tmp_path_factory.mktemp("ray")))
+        ray.init(
+            address="local",
+            num_cpus=2,
+            include_dashboard=False,
+            logging_level="WARNING",
+            _temp_dir=str(tmp_path_factory.mktemp("ray")),
+        )
     yield ray
     ray.shutdown()
 
@@ -51,7 +56,8 @@ def prepared_dir(ray_session, synthetic_log, tmp_path_factory) -> Path:
     from raylrec.data.prepare import DataConfig, prepare_dataset
 
     out = tmp_path_factory.mktemp("prepared")
-    config = DataConfig(dataset="synthetic", interactions_path=str(synthetic_log), format="csv",
-                        negatives=[5, 10], num_blocks=2)
+    config = DataConfig(
+        dataset="synthetic", interactions_path=str(synthetic_log), format="csv", negatives=[5, 10], num_blocks=2
+    )
     prepare_dataset(config, out)
     return out

@@ -41,9 +41,21 @@ class LocalRayCluster:
         self.token_file = self.root / "auth_token"
         self.token_file.write_text(secrets.token_hex(32))
         self.token_file.chmod(0o600)
-        self.ports = {name: free_port() for name in ("gcs", "dashboard", "client", "agent_listen", "agent_grpc",
-                                                      "runtime_env", "node_manager", "object_manager", "metrics",
-                                                      "dashboard_metrics")}
+        self.ports = {
+            name: free_port()
+            for name in (
+                "gcs",
+                "dashboard",
+                "client",
+                "agent_listen",
+                "agent_grpc",
+                "runtime_env",
+                "node_manager",
+                "object_manager",
+                "metrics",
+                "dashboard_metrics",
+            )
+        }
         self.num_cpus = num_cpus
         self.metrics = metrics
         self.process: subprocess.Popen | None = None
@@ -63,33 +75,56 @@ class LocalRayCluster:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
         # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0: Ray's single-machine mode, in which the node address is the
         # loopback one (otherwise Ray replaces 127.0.0.1 by the host's network address); no worker nodes can join.
-        env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(self.token_file),
-                   RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
-                   PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-                   RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1", **extra)
+        env.update(
+            RAY_AUTH_MODE="token",
+            RAY_AUTH_TOKEN_PATH=str(self.token_file),
+            RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
+            PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+            RAY_USAGE_STATS_ENABLED="0",
+            PYTHONUNBUFFERED="1",
+            **extra,
+        )
         return env
 
     # -- lifecycle ------------------------------------------------------------------------------------
     def start(self, timeout: float = 180) -> LocalRayCluster:
         p = self.ports
-        command = [RAY_BIN, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={p['gcs']}",
-                   f"--num-cpus={self.num_cpus}", "--num-gpus=0", f"--temp-dir={self.temp_dir}",
-                   "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={p['dashboard']}",
-                   f"--ray-client-server-port={p['client']}", f"--dashboard-agent-listen-port={p['agent_listen']}",
-                   f"--dashboard-agent-grpc-port={p['agent_grpc']}", f"--runtime-env-agent-port={p['runtime_env']}",
-                   f"--node-manager-port={p['node_manager']}", f"--object-manager-port={p['object_manager']}",
-                   "--disable-usage-stats"]
+        command = [
+            RAY_BIN,
+            "start",
+            "--head",
+            "--block",
+            "--node-ip-address=127.0.0.1",
+            f"--port={p['gcs']}",
+            f"--num-cpus={self.num_cpus}",
+            "--num-gpus=0",
+            f"--temp-dir={self.temp_dir}",
+            "--include-dashboard=true",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={p['dashboard']}",
+            f"--ray-client-server-port={p['client']}",
+            f"--dashboard-agent-listen-port={p['agent_listen']}",
+            f"--dashboard-agent-grpc-port={p['agent_grpc']}",
+            f"--runtime-env-agent-port={p['runtime_env']}",
+            f"--node-manager-port={p['node_manager']}",
+            f"--object-manager-port={p['object_manager']}",
+            "--disable-usage-stats",
+        ]
         if self.metrics:
             command.append(f"--metrics-export-port={p['metrics']}")
         # Custom metrics are pushed to the node's agent every `metrics_report_interval_ms` (10 s by default).
         # On a busy shared machine the agents start slowly, and the raylet gives up on them (taking the node
         # down) after `agent_register_timeout_ms`: allow 5 minutes. The dashboard's own metrics port gets a free
         # port too (its default, 44227, may belong to another cluster on the host).
-        env = self.env(RAY_metrics_report_interval_ms="1000", RAY_agent_register_timeout_ms="300000",
-                       DASHBOARD_METRIC_PORT=str(p["dashboard_metrics"]))
+        env = self.env(
+            RAY_metrics_report_interval_ms="1000",
+            RAY_agent_register_timeout_ms="300000",
+            DASHBOARD_METRIC_PORT=str(p["dashboard_metrics"]),
+        )
         self.log_file = open(self.root / "ray_start.log", "w")
-        self.process = subprocess.Popen(command, env=env, stdout=self.log_file, stderr=subprocess.STDOUT,
-                                        start_new_session=True, cwd=self.root)
+        self.process = subprocess.Popen(
+            command, env=env, stdout=self.log_file, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.root
+        )
         self.known_pids.add(self.process.pid)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -178,20 +213,36 @@ class LocalRayCluster:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return json.loads(response.read())
 
-    def ray(self, *args: str, timeout: float = 600, check: bool = True, cwd: Path | None = None,
-            **env: str) -> subprocess.CompletedProcess:
+    def ray(
+        self, *args: str, timeout: float = 600, check: bool = True, cwd: Path | None = None, **env: str
+    ) -> subprocess.CompletedProcess:
         """A `ray` CLI command against this cluster (explicit address, this cluster's token)."""
-        result = subprocess.run([RAY_BIN, *args], env=self.env(**env), capture_output=True, text=True,
-                                timeout=timeout, cwd=cwd or REPO)
+        result = subprocess.run(
+            [RAY_BIN, *args], env=self.env(**env), capture_output=True, text=True, timeout=timeout, cwd=cwd or REPO
+        )
         self.track_pids()
         if check and result.returncode != 0:
             raise AssertionError(f"ray {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
         return result
 
-    def submit(self, entrypoint: list[str], submission_id: str, runtime_env: dict | None = None,
-               wait: bool = False, working_dir: Path = REPO) -> subprocess.CompletedProcess:
-        args = ["job", "submit", "--address", self.dashboard_url, "--submission-id", submission_id,
-                "--working-dir", str(working_dir)]
+    def submit(
+        self,
+        entrypoint: list[str],
+        submission_id: str,
+        runtime_env: dict | None = None,
+        wait: bool = False,
+        working_dir: Path = REPO,
+    ) -> subprocess.CompletedProcess:
+        args = [
+            "job",
+            "submit",
+            "--address",
+            self.dashboard_url,
+            "--submission-id",
+            submission_id,
+            "--working-dir",
+            str(working_dir),
+        ]
         if runtime_env:
             args += ["--runtime-env-json", json.dumps(runtime_env)]
         if not wait:
@@ -225,8 +276,10 @@ class LocalRayCluster:
 
     def alive_actors(self, class_name: str) -> list[dict]:
         """Ray's state API (the REST endpoint behind `ray list actors`)."""
-        query = ("/api/v0/actors?limit=1000&detail=1&filter_keys=class_name&filter_predicates=%3D"
-                 f"&filter_values={class_name}&filter_keys=state&filter_predicates=%3D&filter_values=ALIVE")
+        query = (
+            "/api/v0/actors?limit=1000&detail=1&filter_keys=class_name&filter_predicates=%3D"
+            f"&filter_values={class_name}&filter_keys=state&filter_predicates=%3D&filter_values=ALIVE"
+        )
         return self.http_json(query)["data"]["result"]["result"]
 
     def scrape_metrics(self) -> str:

@@ -33,8 +33,9 @@ from raylrec.models.base import ModelConfig
 from raylrec.train.config import TrainConfig
 
 NUM_ITEMS = 40
-TINY_BACKBONE = ModelConfig(name="sasrec", hidden_size=8, max_len=8, num_layers=1, num_heads=2, inner_size=16,
-                            dropout=0.1, attn_dropout=0.1)
+TINY_BACKBONE = ModelConfig(
+    name="sasrec", hidden_size=8, max_len=8, num_layers=1, num_heads=2, inner_size=16, dropout=0.1, attn_dropout=0.1
+)
 GENRES = ["Drama", "Comedy", "Action", "Horror"]
 
 
@@ -50,15 +51,21 @@ def tiny_tokenizer(texts: list[str]):
     vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "<s>", "</s>", *words])}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]", bos_token="<s>",
-                                   eos_token="</s>")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]", bos_token="<s>", eos_token="</s>"
+    )
 
 
 def vocabulary_texts() -> list[str]:
     prompt = PromptConfig()
-    return [prompt.template, prompt.user_sentence, prompt.item_format, "movie watch watched item ; ,",
-            *[f"{title_of(i)}; {g}" for i in range(100, 100 + NUM_ITEMS) for g in GENRES],
-            "0 1 2 3 4 5 6 7 8 9"]
+    return [
+        prompt.template,
+        prompt.user_sentence,
+        prompt.item_format,
+        "movie watch watched item ; ,",
+        *[f"{title_of(i)}; {g}" for i in range(100, 100 + NUM_ITEMS) for g in GENRES],
+        "0 1 2 3 4 5 6 7 8 9",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -69,14 +76,33 @@ def tiny_models(tmp_path_factory):
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("tiny-models")
     tokenizer = tiny_tokenizer(vocabulary_texts())
-    bert = BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                                intermediate_size=32, max_position_embeddings=128))
+    bert = BertModel(
+        BertConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=128,
+        )
+    )
     bert.save_pretrained(root / "bert")
     tokenizer.save_pretrained(root / "bert")
-    llama = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                         max_position_embeddings=2048, tie_word_embeddings=True,
-                                         bos_token_id=2, eos_token_id=3, pad_token_id=0))
+    llama = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=2048,
+            tie_word_embeddings=True,
+            bos_token_id=2,
+            eos_token_id=3,
+            pad_token_id=0,
+        )
+    )
     llama.save_pretrained(root / "llama")
     tokenizer.save_pretrained(root / "llama")
     return {"bert": str(root / "bert"), "llama": str(root / "llama"), "tokenizer": tokenizer}
@@ -88,26 +114,34 @@ def titled_data_dir(tmp_path_factory):
     6–14 items, 5 stored negatives per user and split."""
     root = tmp_path_factory.mktemp("allmrec-data")
     rng = np.random.default_rng(0)
-    sequences = [rng.choice(np.arange(1, NUM_ITEMS + 1), size=int(rng.integers(6, 15)), replace=False)
-                 for _ in range(30)]
+    sequences = [
+        rng.choice(np.arange(1, NUM_ITEMS + 1), size=int(rng.integers(6, 15)), replace=False) for _ in range(30)
+    ]
     rows = [(u, int(i), 1000 + t, 4.0, t) for u, seq in enumerate(sequences) for t, i in enumerate(seq)]
     pd.DataFrame(rows, columns=["user", "item", "timestamp", "rating", "position"]).to_parquet(
-        root / "interactions.parquet")
-    pd.DataFrame({"item": np.arange(1, NUM_ITEMS + 1), "item_id": [f"i{i}" for i in range(100, 100 + NUM_ITEMS)],
-                  "title": [title_of(i) for i in range(100, 100 + NUM_ITEMS)],
-                  "genres": [GENRES[i % 4] for i in range(NUM_ITEMS)]}).to_parquet(root / "items.parquet")
+        root / "interactions.parquet"
+    )
+    pd.DataFrame(
+        {
+            "item": np.arange(1, NUM_ITEMS + 1),
+            "item_id": [f"i{i}" for i in range(100, 100 + NUM_ITEMS)],
+            "title": [title_of(i) for i in range(100, 100 + NUM_ITEMS)],
+            "genres": [GENRES[i % 4] for i in range(NUM_ITEMS)],
+        }
+    ).to_parquet(root / "items.parquet")
     pd.DataFrame({"user": np.arange(30), "user_id": [f"u{u}" for u in range(30)]}).to_parquet(root / "users.parquet")
     pd.DataFrame({"user": np.arange(30), "items": [list(map(int, s)) for s in sequences]}).to_parquet(
-        root / "sequences.parquet")
+        root / "sequences.parquet"
+    )
     negatives = []
     for u, seq in enumerate(sequences):
         pool = np.setdiff1d(np.arange(1, NUM_ITEMS + 1), seq)
         for split in ("valid", "test"):
             negatives.append((u, split, 5, list(map(int, rng.choice(pool, 5, replace=False)))))
-    pd.DataFrame(negatives, columns=["user", "split", "num_negatives", "items"]).to_parquet(
-        root / "negatives.parquet")
-    (root / "data_report.json").write_text(json.dumps({"dataset": "ml-tiny", "fingerprint": "tiny",
-                                                        "counts": {"items": NUM_ITEMS, "users": 30}}))
+    pd.DataFrame(negatives, columns=["user", "split", "num_negatives", "items"]).to_parquet(root / "negatives.parquet")
+    (root / "data_report.json").write_text(
+        json.dumps({"dataset": "ml-tiny", "fingerprint": "tiny", "counts": {"items": NUM_ITEMS, "users": 30}})
+    )
     return root
 
 
@@ -116,6 +150,7 @@ def prompt_config(**overrides) -> PromptConfig:
 
 
 # ---------- prompt ----------
+
 
 def builder(tiny_models, user_slot=True, item_slots=True, **prompt) -> PromptBuilder:
     titles = [""] + [title_of(i) for i in range(100, 100 + NUM_ITEMS)]
@@ -132,7 +167,7 @@ def test_placeholders_match_the_vectors_and_land_in_place(tiny_models):
     assert example.answer[-1] == b.eos_id
     batch = collate([example, b.build([1], [2, 3, 4, 5, 6, 7], 2)], pad_id=0)
     assert int(batch.item_mask.sum()) == len(batch.slot_items) == 10 + 7
-    assert (batch.labels[0, :len(example.ids)] == -100).all()  # the prompt carries no loss
+    assert (batch.labels[0, : len(example.ids)] == -100).all()  # the prompt carries no loss
     embeds = torch.zeros(2, batch.input_ids.shape[1], 3)
     vectors = torch.arange(17 * 3, dtype=torch.float).view(17, 3)
     spliced = splice(embeds, batch.item_mask, vectors)
@@ -157,7 +192,7 @@ def test_truncation_drops_the_oldest_history_first(tiny_models):
     full = builder(tiny_models).build([1, 2, 3, 4], [5, 6, 7, 8, 9, 10])
     limit = len(full.ids) - 3
     cut = builder(tiny_models, max_prompt_tokens=limit).build([1, 2, 3, 4], [5, 6, 7, 8, 9, 10])
-    assert len(cut.ids) <= limit and cut.history == [2, 3, 4][-len(cut.history):] and len(cut.history) < 4
+    assert len(cut.ids) <= limit and cut.history == [2, 3, 4][-len(cut.history) :] and len(cut.history) < 4
     assert len(cut.item_slots) == len(cut.history) + 6
     with pytest.raises(ValueError, match="max_prompt_tokens"):
         builder(tiny_models, max_prompt_tokens=20).build([1, 2], [5, 6, 7, 8, 9, 10])
@@ -170,8 +205,9 @@ def test_candidate_shuffling_is_seeded_per_split_and_user():
     assert np.array_equal(first, shuffled_candidates(7, negatives, seed=0, split="test", user=3))
     orders = {tuple(shuffled_candidates(7, negatives, 0, "test", u)) for u in range(10)}
     assert len(orders) > 5  # the target is not always in the same slot
-    assert not np.array_equal(first, shuffled_candidates(7, negatives, seed=1, split="test", user=3)) or \
-        not np.array_equal(first, shuffled_candidates(7, negatives, seed=2, split="test", user=3))
+    assert not np.array_equal(
+        first, shuffled_candidates(7, negatives, seed=1, split="test", user=3)
+    ) or not np.array_equal(first, shuffled_candidates(7, negatives, seed=2, split="test", user=3))
 
 
 def test_answer_uses_the_prompts_surface_form_and_its_tokens_occur_in_the_prompt(tiny_models):
@@ -183,8 +219,9 @@ def test_answer_uses_the_prompts_surface_form_and_its_tokens_occur_in_the_prompt
     assert contains(example.ids, answer)  # the whole quoted title, as listed: the LLM can copy it
     # With a chat template the prompt is the user turn and the answer the assistant turn; no extra BOS.
     tokenizer = copy.deepcopy(tiny_models["tokenizer"])
-    tokenizer.chat_template = ("{% for m in messages %}<s> {{ m['content'] }} </s> {% endfor %}"
-                               "{% if add_generation_prompt %}<s>{% endif %}")
+    tokenizer.chat_template = (
+        "{% for m in messages %}<s> {{ m['content'] }} </s> {% endfor %}{% if add_generation_prompt %}<s>{% endif %}"
+    )
     titles = [""] + [title_of(i) for i in range(100, 100 + NUM_ITEMS)]
     chat = PromptBuilder(tokenizer, titles, prompt_config()).build([1, 2, 3], [9, 8, 7, 10, 11, 12], 7)
     assert chat.ids[0] == 2 and chat.ids[-1] == 2 and chat.ids.count(2) == 2 and chat.ids.count(3) == 1  # <s>, </s>
@@ -194,7 +231,7 @@ def test_answer_uses_the_prompts_surface_form_and_its_tokens_occur_in_the_prompt
 
 
 def contains(sequence: list[int], part: list[int]) -> bool:
-    return any(sequence[i:i + len(part)] == part for i in range(len(sequence) - len(part) + 1))
+    return any(sequence[i : i + len(part)] == part for i in range(len(sequence) - len(part) + 1))
 
 
 def test_generation_hits_only_on_an_exact_candidate_title():
@@ -210,6 +247,7 @@ def test_generation_hits_only_on_an_exact_candidate_title():
 
 
 # ---------- stage 1 ----------
+
 
 @pytest.fixture(scope="module")
 def backbone_dir(titled_data_dir, tmp_path_factory):
@@ -236,9 +274,13 @@ def backbone_dir(titled_data_dir, tmp_path_factory):
 def stage1_config(tiny_models, **overrides) -> Stage1Config:
     # Tiny random-weight models give near-identical rows (an untrained SASRec's E is ≈ 0): stage-1 exports here
     # record the collapse instead of failing on it; the collapse test sets `action: error` itself.
-    settings = {"joint_dim": 6, "text": TextTowerConfig(model=tiny_models["bert"], max_length=16),
-                "train": TrainConfig(lr=1e-3, batch_size=8, max_epochs=1),
-                "collapse": CollapseCheck(action="warn"), **overrides}
+    settings = {
+        "joint_dim": 6,
+        "text": TextTowerConfig(model=tiny_models["bert"], max_length=16),
+        "train": TrainConfig(lr=1e-3, batch_size=8, max_epochs=1),
+        "collapse": CollapseCheck(action="warn"),
+        **overrides,
+    }
     return Stage1Config(**settings)
 
 
@@ -254,8 +296,9 @@ def test_stage1_loss_terms_are_nonzero_and_switchable(tiny_models, titled_data_d
     assert set(terms) == {"matching", "item_recon", "text_recon", "rec"}
     assert all(float(v.detach()) > 0 for v in terms.values()), terms
     full = core.total(terms)
-    assert full.item() == pytest.approx((terms["matching"] + 0.5 * terms["item_recon"]
-                                         + 0.2 * terms["text_recon"] + terms["rec"]).item(), rel=1e-6)
+    assert full.item() == pytest.approx(
+        (terms["matching"] + 0.5 * terms["item_recon"] + 0.2 * terms["text_recon"] + terms["rec"]).item(), rel=1e-6
+    )
     for switch, gone in (("matching", ["matching"]), ("recon", ["item_recon", "text_recon"]), ("rec", ["rec"])):
         config = stage1_config(tiny_models, losses=Stage1Losses(**{switch: False}))
         weights = Stage1Recipe("s1", config, backbone_dir).build(data).loss_weights()
@@ -263,8 +306,11 @@ def test_stage1_loss_terms_are_nonzero_and_switchable(tiny_models, titled_data_d
     # Fine-tuned SBERT receives gradients; the frozen-SBERT ablation does not.
     core.total(terms).backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in core.tower.parameters())
-    frozen = Stage1Recipe("s1", stage1_config(tiny_models, text=TextTowerConfig(
-        model=tiny_models["bert"], max_length=16, finetune=False)), backbone_dir).build(data)
+    frozen = Stage1Recipe(
+        "s1",
+        stage1_config(tiny_models, text=TextTowerConfig(model=tiny_models["bert"], max_length=16, finetune=False)),
+        backbone_dir,
+    ).build(data)
     frozen.total(frozen(users[:8], positives[:8], negatives[:8])).backward()
     assert all(p.grad is None for p in frozen.tower.parameters())
     # The text-reconstruction target is detached (the public code's `.data`): SBERT gets the gradient of the
@@ -285,8 +331,11 @@ def test_stage1_loss_terms_are_nonzero_and_switchable(tiny_models, titled_data_d
     assert not all(torch.allclose(a, b, atol=1e-7) for a, b in zip(used, tower_grads(detach=False)))
     # SBERT trains in its own optimizer group at text.lr; with a frozen SBERT there is no such group.
     groups = recipe.parameter_groups(core)
-    assert len(groups) == 2 and groups[1]["lr"] == 1e-4 and {id(p) for p in groups[1]["params"]} == {
-        id(p) for p in core.tower.parameters()}
+    assert (
+        len(groups) == 2
+        and groups[1]["lr"] == 1e-4
+        and {id(p) for p in groups[1]["params"]} == {id(p) for p in core.tower.parameters()}
+    )
     assert sum(len(g["params"]) for g in groups) == sum(1 for p in core.parameters() if p.requires_grad)
     assert len(Stage1Recipe("s1", frozen.config, backbone_dir).parameter_groups(frozen)) == 1
     all_items = Stage1Recipe("s1", stage1_config(tiny_models, sequence_items="all"), backbone_dir)
@@ -299,8 +348,14 @@ def test_collapse_diagnostics_detect_a_collapsed_model(tiny_models, titled_data_
     torch.manual_seed(0)
     spread = torch.randn(50, 8)
     assert table_stats(spread)["mean_cosine"] == pytest.approx(
-        float((torch.nn.functional.normalize(spread, dim=1) @ torch.nn.functional.normalize(spread, dim=1).T
-               ).fill_diagonal_(0).sum() / (50 * 49)), abs=1e-5)
+        float(
+            (torch.nn.functional.normalize(spread, dim=1) @ torch.nn.functional.normalize(spread, dim=1).T)
+            .fill_diagonal_(0)
+            .sum()
+            / (50 * 49)
+        ),
+        abs=1e-5,
+    )
     assert retrieval_at_1(spread, spread + 0.01 * torch.randn(50, 8)) == 1.0
     healthy = stage1_diagnostics(spread, spread, spread + 0.01 * torch.randn(50, 8))
     assert collapse_problems(healthy, CollapseCheck()) == ([], [])
@@ -334,9 +389,18 @@ def test_collapse_diagnostics_detect_a_collapsed_model(tiny_models, titled_data_
 
 # ---------- stage 2 (without Ray) ----------
 
+
 def stage2_config(tiny_models, **overrides) -> Stage2Config:
-    train = TrainConfig(lr=1e-2, batch_size=2, max_epochs=1, deepspeed="zero2", valid_users=4, select_metric="ndcg@5",
-                        num_workers=2, cpus_per_worker=0.5)
+    train = TrainConfig(
+        lr=1e-2,
+        batch_size=2,
+        max_epochs=1,
+        deepspeed="zero2",
+        valid_users=4,
+        select_metric="ndcg@5",
+        num_workers=2,
+        cpus_per_worker=0.5,
+    )
     return Stage2Config(llm=tiny_models["llama"], prompt=prompt_config(), train=train, **overrides)
 
 
@@ -354,8 +418,9 @@ def stage1_dir(tiny_models, titled_data_dir, backbone_dir):
     return out
 
 
-def test_only_the_projectors_learn_and_vectors_match_the_token_scale(tiny_models, titled_data_dir, backbone_dir,
-                                                                      stage1_dir):
+def test_only_the_projectors_learn_and_vectors_match_the_token_scale(
+    tiny_models, titled_data_dir, backbone_dir, stage1_dir
+):
     data = PreparedData(titled_data_dir)
     recipe = Stage2Recipe("s2", stage2_config(tiny_models), backbone_dir, stage1_dir)
     core = recipe.build(data)
@@ -371,18 +436,28 @@ def test_only_the_projectors_learn_and_vectors_match_the_token_scale(tiny_models
     table = core.llm.get_input_embeddings().weight
     assert core.token_scale == pytest.approx(float(table.norm(dim=-1).mean()), rel=1e-4)
     # Ablations: no user projector / no item projector / a random table of e's scale.
-    assert Stage2Recipe("s2", stage2_config(tiny_models, user_representation=False), backbone_dir,
-                        stage1_dir).build(data).user_proj is None
-    assert Stage2Recipe("s2", stage2_config(tiny_models, item_embeddings="none"), backbone_dir,
-                        stage1_dir).build(data).item_proj is None
-    random = Stage2Recipe("s2", stage2_config(tiny_models, item_embeddings="random"), backbone_dir,
-                          stage1_dir).build(data)
+    assert (
+        Stage2Recipe("s2", stage2_config(tiny_models, user_representation=False), backbone_dir, stage1_dir)
+        .build(data)
+        .user_proj
+        is None
+    )
+    assert (
+        Stage2Recipe("s2", stage2_config(tiny_models, item_embeddings="none"), backbone_dir, stage1_dir)
+        .build(data)
+        .item_proj
+        is None
+    )
+    random = Stage2Recipe("s2", stage2_config(tiny_models, item_embeddings="random"), backbone_dir, stage1_dir).build(
+        data
+    )
     assert not torch.allclose(random.joint_e, core.joint_e)
     assert float(random.joint_e[1:].std()) == pytest.approx(float(core.joint_e[1:].std()), rel=0.2)
 
 
-def test_cached_candidate_scores_and_greedy_decoding_match_plain_forwards(tiny_models, titled_data_dir,
-                                                                         backbone_dir, stage1_dir):
+def test_cached_candidate_scores_and_greedy_decoding_match_plain_forwards(
+    tiny_models, titled_data_dir, backbone_dir, stage1_dir
+):
     data = PreparedData(titled_data_dir)
     recipe = Stage2Recipe("s2", stage2_config(tiny_models), backbone_dir, stage1_dir)
     core = recipe.build(data).eval()
@@ -396,12 +471,13 @@ def test_cached_candidate_scores_and_greedy_decoding_match_plain_forwards(tiny_m
     assert torch.allclose(normalised, cached / torch.tensor([len(a) for a in answers]), atol=1e-5)
     tokens = greedy_decode(core, cache, last, length, recipe.context.builder.eos_id, max_new_tokens=5)
     with torch.no_grad():
-        prompt_embeds = core.input_embeddings(collate([example], 0, with_answer=False), inputs["user_vectors"],
-                                              inputs["item_vectors"])
+        prompt_embeds = core.input_embeddings(
+            collate([example], 0, with_answer=False), inputs["user_vectors"], inputs["item_vectors"]
+        )
         embedding = core.llm.get_input_embeddings()
         for answer, score in zip(answers, cached):
             full = torch.cat([prompt_embeds, embedding(torch.tensor([answer[:-1]]))], dim=1)
-            logp = torch.log_softmax(core.llm(inputs_embeds=full).logits[0, length - 1:], -1)
+            logp = torch.log_softmax(core.llm(inputs_embeds=full).logits[0, length - 1 :], -1)
             assert float(score) == pytest.approx(float(logp[torch.arange(len(answer)), answer].sum()), abs=1e-4)
         sequence, expected = prompt_embeds, []
         for _ in range(5):  # greedy without a cache
@@ -415,10 +491,11 @@ def test_cached_candidate_scores_and_greedy_decoding_match_plain_forwards(tiny_m
 
 # ---------- stage 2 on Ray Train with DeepSpeed ZeRO-2 on 2 CPU workers, from a stage-1 artifact ----------
 
+
 @pytest.mark.parametrize("zero", ["zero2", pytest.param("zero3", marks=pytest.mark.slow)])
-def test_stage2_trains_with_deepspeed_on_two_workers_from_a_stage1_artifact(ray_session, tiny_models,
-                                                                           titled_data_dir, backbone_dir, stage1_dir,
-                                                                           zero):
+def test_stage2_trains_with_deepspeed_on_two_workers_from_a_stage1_artifact(
+    ray_session, tiny_models, titled_data_dir, backbone_dir, stage1_dir, zero
+):
     from raylrec.eval.evaluator import EvalConfig
     from raylrec.train.stage import StageJob, run_stage
 
@@ -426,8 +503,16 @@ def test_stage2_trains_with_deepspeed_on_two_workers_from_a_stage1_artifact(ray_
     config = config.model_copy(update={"train": config.train.model_copy(update={"deepspeed": zero})})
     recipe = Stage2Recipe(f"ds-smoke-{zero}", config, backbone_dir, stage1_dir)
     run_dir = backbone_dir.parents[1]  # <run>/models/<backbone>
-    summary = run_stage(StageJob(recipe, config.train, EvalConfig(num_negatives=[5], ks=[1, 5, 10]),
-                                 titled_data_dir, str(run_dir), "stage2: smoke"))
+    summary = run_stage(
+        StageJob(
+            recipe,
+            config.train,
+            EvalConfig(num_negatives=[5], ks=[1, 5, 10]),
+            titled_data_dir,
+            str(run_dir),
+            "stage2: smoke",
+        )
+    )
     out = run_dir / "models" / f"ds-smoke-{zero}"
     weights = load_file(out / "model.safetensors")
     assert weights and all(k.startswith(("user_proj.", "item_proj.")) for k in weights)  # never the frozen LLM
@@ -454,11 +539,25 @@ def check_inference_on_the_same_candidates(recipe, data_dir, backbone_dir, stage
     from raylrec.methods.allmrec.inference import run_inference
 
     shutil.copytree(backbone_dir, backbone_dir.parent / "other-id", dirs_exist_ok=True)
-    config = InferenceConfig(users=3, num_workers=1, cpus_per_worker=0.5, max_new_tokens=4, variants=["e"],
-                             compare_id_models=["other-id", "not-trained"])
+    config = InferenceConfig(
+        users=3,
+        num_workers=1,
+        cpus_per_worker=0.5,
+        max_new_tokens=4,
+        variants=["e"],
+        compare_id_models=["other-id", "not-trained"],
+    )
     out = stage2_dir.parent / "allmrec-eval"
-    summary = run_inference(recipe, data_dir, stage2_dir, backbone_dir, out, config,
-                            EvalConfig(num_negatives=[5], ks=[1, 5, 10], length_edges=[5, 10]), seed=0)
+    summary = run_inference(
+        recipe,
+        data_dir,
+        stage2_dir,
+        backbone_dir,
+        out,
+        config,
+        EvalConfig(num_negatives=[5], ks=[1, 5, 10], length_edges=[5, 10]),
+        seed=0,
+    )
     assert summary["id_models_missing"] == ["not-trained"]
     llm = json.loads((out / "metrics_test_e.json").read_text())
     other = json.loads((out / "metrics_test_id_other-id.json").read_text())
@@ -484,23 +583,36 @@ def check_inference_on_the_same_candidates(recipe, data_dir, backbone_dir, stage
 
 # ---------- the whole method on Ray: stage 1, stage 2 (DeepSpeed), inference, resume ----------
 
+
 def pipeline_config(tiny_models, run_dir, data_dir, **stage2) -> ALLMRecConfig:
     return ALLMRecConfig(
-        run_dir=str(run_dir), name="allmrec",
+        run_dir=str(run_dir),
+        name="allmrec",
         data={"dataset": "synthetic", "interactions_path": "unused", "negatives": [5]},
         eval={"num_negatives": [5], "ks": [1, 5, 10], "length_edges": [5, 10]},
-        backbone={"name": "sasrec-bce", "model": TINY_BACKBONE.model_dump(),
-                  "train": {"loss": "bce", "max_epochs": 1, "batch_size": 16}},
+        backbone={
+            "name": "sasrec-bce",
+            "model": TINY_BACKBONE.model_dump(),
+            "train": {"loss": "bce", "max_epochs": 1, "batch_size": 16},
+        },
         stage1=stage1_config(tiny_models),
         stage2=stage2_config(tiny_models, train_users=8, **stage2),
-        inference={"users": 3, "all_cold_users": True, "num_workers": 1, "cpus_per_worker": 0.5,
-                   "max_new_tokens": 4, "variants": ["e", "q"]})
+        inference={
+            "users": 3,
+            "all_cold_users": True,
+            "num_workers": 1,
+            "cpus_per_worker": 0.5,
+            "max_new_tokens": 4,
+            "variants": ["e", "q"],
+        },
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
-def test_stages_run_on_ray_with_deepspeed_and_resume(ray_session, tiny_models, titled_data_dir, backbone_dir,
-                                                     monkeypatch):
+def test_stages_run_on_ray_with_deepspeed_and_resume(
+    ray_session, tiny_models, titled_data_dir, backbone_dir, monkeypatch
+):
     from raylrec.methods.allmrec import pipeline
 
     run_dir = backbone_dir.parent.parent
@@ -529,8 +641,14 @@ def test_stages_run_on_ray_with_deepspeed_and_resume(ray_session, tiny_models, t
 
     # Stage 2 alone, longer: reads stage 1's artifact (not retrained) and resumes from its DeepSpeed checkpoint.
     stage1_done = (models / "allmrec-stage1" / "DONE.json").stat().st_mtime
-    longer = config.model_copy(update={"stages": ["stage2"], "stage2": config.stage2.model_copy(update={
-        "train": config.stage2.train.model_copy(update={"max_epochs": 2})})})
+    longer = config.model_copy(
+        update={
+            "stages": ["stage2"],
+            "stage2": config.stage2.model_copy(
+                update={"train": config.stage2.train.model_copy(update={"max_epochs": 2})}
+            ),
+        }
+    )
     (models / "allmrec-stage2" / "DONE.json").unlink()  # as if the driver was lost after the last checkpoint
     resumed = pipeline.run_allmrec(longer)
     assert (models / "allmrec-stage1" / "DONE.json").stat().st_mtime == stage1_done

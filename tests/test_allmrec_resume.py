@@ -19,7 +19,8 @@ from raylrec.train.stage import StageJob, run_stage
 
 
 def test_deepspeed_stage2_resumes_and_inference_reruns_only_after_stage2_changed(
-        ray_session, tiny_models, titled_data_dir, backbone_dir, stage1_dir, caplog):  # noqa: F811
+    ray_session, tiny_models, titled_data_dir, backbone_dir, stage1_dir, caplog
+):
     config = stage2_config(tiny_models, train_users=8)  # ZeRO-2 on 2 workers
     eval_config = EvalConfig(num_negatives=[5], ks=[1, 5, 10], length_edges=[5, 10])
     run_dir = backbone_dir.parents[1]
@@ -32,13 +33,24 @@ def test_deepspeed_stage2_resumes_and_inference_reruns_only_after_stage2_changed
 
     first_stage2 = run_stage(stage2(1))
     recipe = stage2(1).recipe
-    inference = InferenceConfig(users=3, num_workers=1, cpus_per_worker=0.5, max_new_tokens=4, variants=["e"],
-                                compare_id_models=[])
+    inference = InferenceConfig(
+        users=3, num_workers=1, cpus_per_worker=0.5, max_new_tokens=4, variants=["e"], compare_id_models=[]
+    )
     evaluation = run_dir / "models" / "ds-resume-eval"
 
     def infer(force: bool = False) -> dict:
-        return run_inference(recipe, titled_data_dir, out, backbone_dir, evaluation, inference, eval_config, seed=0,
-                             force=force, run_dir=str(run_dir))
+        return run_inference(
+            recipe,
+            titled_data_dir,
+            out,
+            backbone_dir,
+            evaluation,
+            inference,
+            eval_config,
+            seed=0,
+            force=force,
+            run_dir=str(run_dir),
+        )
 
     first = infer()
     assert infer() == first  # same settings, same stage-2 artifact: reused

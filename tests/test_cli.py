@@ -23,9 +23,17 @@ def resolved(capsys, argv: list[str]) -> dict:
     return yaml.safe_load(first.split("\n", 1)[1])
 
 
-@pytest.mark.parametrize("argv", [["train", "--model", "sasrec"], ["train", "--model", "gru4rec"],
-                                  ["train", "--method", "pad"], ["train", "--method", "idle"],
-                                  ["train", "--method", "allmrec"], ["run"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--model", "sasrec"],
+        ["train", "--model", "gru4rec"],
+        ["train", "--method", "pad"],
+        ["train", "--method", "idle"],
+        ["train", "--method", "allmrec"],
+        ["run"],
+    ],
+)
 def test_every_command_defaults_to_one_run_dir(capsys, argv):
     """`train --method pad` writes where `run` does, so the main job's leaderboard sees it."""
     assert resolved(capsys, [*argv, "--dry-run"])["run_dir"] == DEFAULT_RUN_DIR
@@ -83,8 +91,11 @@ def test_choices_and_help_come_from_the_registry():
 def test_presets_lists_every_shipped_preset_with_a_description(capsys):
     assert main(["presets"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    shipped = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "raylrec" / "presets").glob("*.yaml")
-                     if not p.name.startswith("_"))
+    shipped = sorted(
+        p.stem
+        for p in (Path(__file__).resolve().parents[1] / "raylrec" / "presets").glob("*.yaml")
+        if not p.name.startswith("_")
+    )
     assert sorted(line.split()[0] for line in lines) == shipped
     assert all(len(line.split(maxsplit=1)) == 2 for line in lines)  # a description on every line
 
@@ -105,7 +116,12 @@ def test_address_is_passed_to_ray_through_the_environment(monkeypatch, capsys):
 
 
 def test_python_dash_m_raylrec_is_the_cli():
-    done = subprocess.run([sys.executable, "-m", "raylrec", "train", "--method", "idle", "--dry-run"],
-                          capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+    done = subprocess.run(
+        [sys.executable, "-m", "raylrec", "train", "--method", "idle", "--dry-run"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith("# method idle\n")

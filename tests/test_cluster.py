@@ -16,11 +16,26 @@ import yaml
 from ray_cluster import LocalRayCluster
 
 EPOCHS = 8
-TINY_SASREC = {"name": "sasrec", "hidden_size": 16, "max_len": 8, "num_layers": 1, "num_heads": 2,
-               "inner_size": 16, "dropout": 0.1, "attn_dropout": 0.1}
+TINY_SASREC = {
+    "name": "sasrec",
+    "hidden_size": 16,
+    "max_len": 8,
+    "num_layers": 1,
+    "num_heads": 2,
+    "inner_size": 16,
+    "dropout": 0.1,
+    "attn_dropout": 0.1,
+}
 # Two DDP workers, so a killed worker exercises the per-rank random state in the checkpoint.
-TINY_TRAIN = {"max_epochs": EPOCHS, "patience": 50, "batch_size": 16, "lr": 0.01, "num_workers": 2,
-              "cpus_per_worker": 0.5, "seed": 7}
+TINY_TRAIN = {
+    "max_epochs": EPOCHS,
+    "patience": 50,
+    "batch_size": 16,
+    "lr": 0.01,
+    "num_workers": 2,
+    "cpus_per_worker": 0.5,
+    "seed": 7,
+}
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 METRIC_LINE = re.compile(r"^(ray_raylrec_\w+)\{([^}]*)\}\s+(\S+)$", re.M)
 # On a shared 2-core machine a job takes 2-8 minutes; pytest-timeout's 600 s would also count fixture setup.
@@ -29,11 +44,19 @@ TOLERANCE = 1e-6  # same seed, same world size, CPU, one thread: the restored ru
 
 
 def write_job_config(root: Path, log: Path, stages: list[dict], side_by_side: bool = True) -> Path:
-    config = {"run_dir": (root / "run").as_uri(),  # a file:// URI run directory, resolved through pyarrow
-              "data": {"dataset": "synthetic", "interactions_path": str(log), "format": "csv", "negatives": [5],
-                       "num_blocks": 2},
-              "eval": {"num_negatives": [5], "length_edges": [5, 10]},
-              "stages": stages, "side_by_side": side_by_side}
+    config = {
+        "run_dir": (root / "run").as_uri(),  # a file:// URI run directory, resolved through pyarrow
+        "data": {
+            "dataset": "synthetic",
+            "interactions_path": str(log),
+            "format": "csv",
+            "negatives": [5],
+            "num_blocks": 2,
+        },
+        "eval": {"num_negatives": [5], "length_edges": [5, 10]},
+        "stages": stages,
+        "side_by_side": side_by_side,
+    }
     path = root / "pipeline.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
@@ -44,15 +67,20 @@ def sasrec_stage() -> dict:
 
 
 def complete_checkpoints(stage_dir: Path) -> list[Path]:
-    return sorted(p for p in (stage_dir / "train").glob("checkpoint_*")
-                  if (p / "training_state.pt").exists() and (p / "best_model.pt").exists())
+    return sorted(
+        p
+        for p in (stage_dir / "train").glob("checkpoint_*")
+        if (p / "training_state.pt").exists() and (p / "best_model.pt").exists()
+    )
 
 
 def runtime_env(cluster) -> dict:
     # RAY_ADDRESS for every process of the job: with several Ray instances on one host (other people's), Ray
     # Train's placement-group cleaner cannot auto-detect which one is ours.
-    return {"env_vars": {"OMP_NUM_THREADS": "1", "RAY_ADDRESS": f"127.0.0.1:{cluster.ports['gcs']}"},
-            "excludes": ["runs/", "bench/", "tests/"]}
+    return {
+        "env_vars": {"OMP_NUM_THREADS": "1", "RAY_ADDRESS": f"127.0.0.1:{cluster.ports['gcs']}"},
+        "excludes": ["runs/", "bench/", "tests/"],
+    }
 
 
 def registered_epoch(stage_dir: Path) -> int:
@@ -105,16 +133,18 @@ def jobs(cluster, synthetic_log, tmp_path_factory):
             pass
         if "victim" not in events and "killed" not in events["status"]:
             if registered_epoch(stage_dir) >= 1:  # epochs 0 and 1 checkpointed: kill during epoch 2
-                workers = [a for a in cluster.alive_actors("RayTrainWorker")
-                           if a.get("job_id") == killed_job_id(cluster)]
+                workers = [
+                    a for a in cluster.alive_actors("RayTrainWorker") if a.get("job_id") == killed_job_id(cluster)
+                ]
                 assert len(workers) == 2, workers
                 events["victim"] = workers[-1]["pid"]
                 events["killed_at"] = time.monotonic()
                 os.kill(events["victim"], signal.SIGKILL)
                 cluster.known_pids.discard(events["victim"])
         elif "victim" in events and "restarted_at" not in events:
-            pids = {a["pid"] for a in cluster.alive_actors("RayTrainWorker")
-                    if a.get("job_id") == killed_job_id(cluster)}
+            pids = {
+                a["pid"] for a in cluster.alive_actors("RayTrainWorker") if a.get("job_id") == killed_job_id(cluster)
+            }
             if len(pids) == 2 and events["victim"] not in pids:
                 events["restarted_at"] = time.monotonic()
         cluster.track_pids()
@@ -126,13 +156,16 @@ def jobs(cluster, synthetic_log, tmp_path_factory):
         time.sleep(1)
         events["metrics"].update(parse_metrics(cluster.scrape_metrics()))
     events["status_cli"] = cluster.ray("job", "status", "--address", cluster.dashboard_url, "baseline").stdout
-    events["logs"] = {name: cluster.ray("job", "logs", "--address", cluster.dashboard_url, name).stdout
-                      for name in roots}
+    events["logs"] = {
+        name: cluster.ray("job", "logs", "--address", cluster.dashboard_url, name).stdout for name in roots
+    }
     events["run"] = {name: root / "run" for name, root in roots.items()}
     for name, root in roots.items():
         (root / "job.log").write_text(events["logs"][name])
-    print(f"\njobs: {events['status']}, baseline {events['baseline_wall_s']:.1f} s, "
-          f"killed {events['killed_wall_s']:.1f} s\n`ray job status baseline`: {events['status_cli'].strip()}")
+    print(
+        f"\njobs: {events['status']}, baseline {events['baseline_wall_s']:.1f} s, "
+        f"killed {events['killed_wall_s']:.1f} s\n`ray job status baseline`: {events['status_cli'].strip()}"
+    )
     return events
 
 
@@ -148,9 +181,16 @@ def test_pipeline_job_succeeds_with_artifacts_and_logs(cluster, jobs):
     assert jobs["status"]["baseline"] == "SUCCEEDED", logs[-3000:]
     assert "succeeded" in jobs["status_cli"]
     run = jobs["run"]["baseline"]
-    for artifact in ("data/synthetic/data_report.json", "data/synthetic/sequences.parquet", "results.md",
-                     "models/sasrec/DONE.json", "models/sasrec/model.safetensors", "models/sasrec/metrics_test.json",
-                     "models/sasrec/history.csv", "models/sasrec/item_embeddings.safetensors"):
+    for artifact in (
+        "data/synthetic/data_report.json",
+        "data/synthetic/sequences.parquet",
+        "results.md",
+        "models/sasrec/DONE.json",
+        "models/sasrec/model.safetensors",
+        "models/sasrec/metrics_test.json",
+        "models/sasrec/history.csv",
+        "models/sasrec/item_embeddings.safetensors",
+    ):
         assert (run / artifact).exists(), artifact
     assert complete_checkpoints(run / "models" / "sasrec"), "Ray Train wrote no checkpoint under the stage"
     done = json.loads((run / "models" / "sasrec" / "DONE.json").read_text())
@@ -173,10 +213,17 @@ def test_dashboard_metrics_endpoint_has_raylrec_gauges(jobs):
     by_name: dict[str, list[tuple[str, float]]] = {}
     for (name, labels), value in metrics.items():
         by_name.setdefault(name, []).append((labels, value))
-    print("\nraylrec metrics read from the endpoint:\n" + "\n".join(
-        f"  {name}{{{labels}}} {value:g}" for (name, labels), value in sorted(metrics.items())))
-    for name in ("ray_raylrec_train_epoch", "ray_raylrec_train_progress", "ray_raylrec_valid_ndcg_at_10",
-                 "ray_raylrec_valid_metric", "ray_raylrec_train_loss"):
+    print(
+        "\nraylrec metrics read from the endpoint:\n"
+        + "\n".join(f"  {name}{{{labels}}} {value:g}" for (name, labels), value in sorted(metrics.items()))
+    )
+    for name in (
+        "ray_raylrec_train_epoch",
+        "ray_raylrec_train_progress",
+        "ray_raylrec_valid_ndcg_at_10",
+        "ray_raylrec_valid_metric",
+        "ray_raylrec_train_loss",
+    ):
         assert name in by_name, f"{name} not on the endpoint; saw {sorted(by_name)}"
         assert all('stage="sasrec"' in labels for labels, _ in by_name[name])
     assert all(0 <= v <= 1 for _, v in by_name["ray_raylrec_valid_ndcg_at_10"])
@@ -194,12 +241,13 @@ def test_killed_train_worker_restores_from_checkpoint_with_same_result(jobs):
     resumed = re.findall(r"\[sasrec\] resumed at epoch (\d+) from checkpoint", logs)
     assert resumed and int(resumed[0]) >= 2, "the restarted workers did not restore the last checkpoint"
     killed_at = jobs["killed_at"]
-    timings = {"restored_at_epoch": int(resumed[0]),
-               "new_worker_group_after_kill_s": round(jobs["restarted_at"] - killed_at, 1)
-               if "restarted_at" in jobs else None,
-               "job_finished_after_kill_s": round(jobs["killed_finished_at"] - killed_at, 1),
-               "killed_job_wall_s": round(jobs["killed_wall_s"], 1),
-               "baseline_job_wall_s": round(jobs["baseline_wall_s"], 1)}
+    timings = {
+        "restored_at_epoch": int(resumed[0]),
+        "new_worker_group_after_kill_s": round(jobs["restarted_at"] - killed_at, 1) if "restarted_at" in jobs else None,
+        "job_finished_after_kill_s": round(jobs["killed_finished_at"] - killed_at, 1),
+        "killed_job_wall_s": round(jobs["killed_wall_s"], 1),
+        "baseline_job_wall_s": round(jobs["baseline_wall_s"], 1),
+    }
     print(f"\nkill-and-recover: {json.dumps(timings)}")
 
     expected = json.loads((jobs["run"]["baseline"] / "models" / "sasrec" / "DONE.json").read_text())
@@ -211,12 +259,13 @@ def test_killed_train_worker_restores_from_checkpoint_with_same_result(jobs):
         assert got["final_metrics"][key] == pytest.approx(expected["final_metrics"][key], abs=TOLERANCE), key
 
 
-def test_resubmitted_pipeline_skips_done_stages_and_resumes_the_stopped_one(cluster, jobs, synthetic_log,
-                                                                            tmp_path):
+def test_resubmitted_pipeline_skips_done_stages_and_resumes_the_stopped_one(cluster, jobs, synthetic_log, tmp_path):
     """`ray job stop` a two-stage pipeline during its second stage, then submit it again with the same run dir."""
-    gru = {"name": "tiny-gru", "model": {"name": "gru4rec", "hidden_size": 8, "max_len": 6, "num_layers": 1,
-                                         "inner_size": 8},
-           "train": {"max_epochs": 1, "batch_size": 16}}
+    gru = {
+        "name": "tiny-gru",
+        "model": {"name": "gru4rec", "hidden_size": 8, "max_len": 6, "num_layers": 1, "inner_size": 8},
+        "train": {"max_epochs": 1, "batch_size": 16},
+    }
     # One stage after the other: side by side, the first stage may still be finishing when the second is stopped.
     config = write_job_config(tmp_path, synthetic_log, [gru, sasrec_stage()], side_by_side=False)
     run = tmp_path / "run"
@@ -266,8 +315,9 @@ def test_resubmitted_pipeline_resumes_stages_stopped_side_by_side(cluster, jobs,
     assert not any((run / "models" / name / "DONE.json").exists() for name in names)
 
     cluster.submit(entrypoint, "resubmitted-side-by-side", runtime_env(cluster))
-    assert cluster.wait_job("resubmitted-side-by-side") == "SUCCEEDED", \
-        cluster.job_logs("resubmitted-side-by-side")[-3000:]
+    assert cluster.wait_job("resubmitted-side-by-side") == "SUCCEEDED", cluster.job_logs("resubmitted-side-by-side")[
+        -3000:
+    ]
     logs = cluster.job_logs("resubmitted-side-by-side")
     expected = json.loads((jobs["run"]["baseline"] / "models" / "sasrec" / "DONE.json").read_text())
     for name in names:
@@ -289,17 +339,41 @@ def test_encode_job_reports_items_encoded_on_the_metrics_endpoint(cluster, jobs,
 
     torch.manual_seed(0)
     model_dir = tmp_path / "tiny-bert"
-    tokenizer = word_tokenizer({"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]",
-                                "sep_token": "[SEP]"})
-    BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                         intermediate_size=32, max_position_embeddings=64)).save_pretrained(model_dir)
+    tokenizer = word_tokenizer({"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]"})
+    BertModel(
+        BertConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=64,
+        )
+    ).save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
     data_dir = jobs["run"]["baseline"] / "data" / "synthetic"
     env = runtime_env(cluster)
     env["env_vars"]["HF_HUB_OFFLINE"] = "1"
-    cluster.submit(["python", "jobs/encode.py", "--data-dir", str(data_dir), "--run-dir", (tmp_path / "run").as_uri(),
-                    "--model", str(model_dir), "--pooling", "mean", "--template", "{item_id}", "--batch-size", "8"],
-                   "encode", env)
+    cluster.submit(
+        [
+            "python",
+            "jobs/encode.py",
+            "--data-dir",
+            str(data_dir),
+            "--run-dir",
+            (tmp_path / "run").as_uri(),
+            "--model",
+            str(model_dir),
+            "--pooling",
+            "mean",
+            "--template",
+            "{item_id}",
+            "--batch-size",
+            "8",
+        ],
+        "encode",
+        env,
+    )
     seen: dict = {}
     started = time.monotonic()
     while (status := cluster.job_status("encode")) not in TERMINAL:

@@ -35,8 +35,7 @@ def ray_ports(config: dict) -> set[int]:
 def effective_inbound_rules(config: dict, ssh_cidr: str = "198.51.100.7/32") -> list[dict]:
     """The rules of the group every node uses: deploy/aws/security-group-rules.json as setup.sh fills it in, plus
     any rule the file would have Ray add (Ray adds none to a group given by SecurityGroupIds)."""
-    rules = json.loads(SECURITY_GROUP_RULES.read_text().replace("SSH_CIDR", ssh_cidr).replace("GROUP_ID",
-                                                                                             "sg-raylrec"))
+    rules = json.loads(SECURITY_GROUP_RULES.read_text().replace("SSH_CIDR", ssh_cidr).replace("GROUP_ID", "sg-raylrec"))
     extra = config["provider"].get("security_group", {}).get("IpPermissions", [])
     return rules["IpPermissions"] + extra
 
@@ -97,8 +96,11 @@ def test_no_ray_port_is_open_to_the_internet(config):
 
 def test_the_check_catches_an_exposed_dashboard(config):
     exposed = copy.deepcopy(config)
-    exposed["provider"]["security_group"] = {"IpPermissions": [
-        {"FromPort": 8265, "ToPort": 8265, "IpProtocol": "tcp", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]}
+    exposed["provider"]["security_group"] = {
+        "IpPermissions": [
+            {"FromPort": 8265, "ToPort": 8265, "IpProtocol": "tcp", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
+        ]
+    }
     with pytest.raises(AssertionError):
         test_no_ray_port_is_open_to_the_internet(exposed)
 
@@ -108,11 +110,21 @@ def test_ssh_is_open_only_to_the_range_the_user_sets(config):
     ssh = [rule for rule in rules if public_sources(rule)]
     assert len(ssh) == 1 and public_sources(ssh[0]) == {"198.51.100.7/32"} and covers(ssh[0], 22)
     assert not any(public_sources(rule) & OPEN_TO_ALL for rule in rules)
-    for cidr, accepted in (("198.51.100.7/32", True), ("10.0.0.0/16", True), ("0.0.0.0/0", False),
-                           ("::/0", False), ("not-a-range", False), ("", False)):
-        result = subprocess.run(["bash", str(SETUP), "--dry-run"], capture_output=True, text=True, timeout=60,
-                                env={"PATH": os.environ["PATH"], "SSH_CIDR": cidr, "RUN_BUCKET": "runs",
-                                     "VPC_ID": "vpc-1"})
+    for cidr, accepted in (
+        ("198.51.100.7/32", True),
+        ("10.0.0.0/16", True),
+        ("0.0.0.0/0", False),
+        ("::/0", False),
+        ("not-a-range", False),
+        ("", False),
+    ):
+        result = subprocess.run(
+            ["bash", str(SETUP), "--dry-run"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={"PATH": os.environ["PATH"], "SSH_CIDR": cidr, "RUN_BUCKET": "runs", "VPC_ID": "vpc-1"},
+        )
         assert (result.returncode == 0) == accepted, (cidr, result.stderr)
         if accepted:
             assert f'"CidrIp": "{cidr}"' in result.stdout and "0.0.0.0/0" not in result.stdout
@@ -123,8 +135,9 @@ def test_instance_profiles_are_least_privilege(config):
     tagged instances, and passing the worker role only — never Ray's default role (EC2 and S3 full access)."""
     types = config["available_node_types"]
     assert types["head"]["node_config"]["IamInstanceProfile"] == {"Name": "raylrec-head"}
-    assert {types[t]["node_config"]["IamInstanceProfile"]["Name"] for t in ("cpu-worker", "gpu-worker")} == \
-        {"raylrec-worker"}
+    assert {types[t]["node_config"]["IamInstanceProfile"]["Name"] for t in ("cpu-worker", "gpu-worker")} == {
+        "raylrec-worker"
+    }
     bucket = {"arn:aws:s3:::RUN_BUCKET", "arn:aws:s3:::RUN_BUCKET/*"}
     for role in ("worker", "head"):
         statements = json.loads((DEPLOY / f"{role}-policy.json").read_text())["Statement"]
@@ -137,8 +150,9 @@ def test_instance_profiles_are_least_privilege(config):
             if role == "worker":
                 assert all(a.startswith("s3:") for a in actions), statement
             elif any(a in ("ec2:TerminateInstances", "ec2:StopInstances") for a in actions):
-                assert statement["Condition"]["StringEquals"]["aws:ResourceTag/ray-cluster-name"] == \
-                    config["cluster_name"]
+                assert (
+                    statement["Condition"]["StringEquals"]["aws:ResourceTag/ray-cluster-name"] == config["cluster_name"]
+                )
             elif "iam:PassRole" in actions:
                 assert resources == ["arn:aws:iam::ACCOUNT_ID:role/raylrec-worker"]
 
@@ -151,6 +165,12 @@ def test_token_auth_on_every_node_and_no_secrets_in_the_file(config):
             assert "--dashboard-host=127.0.0.1" in command
     assert config["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"  # copied over SSH, not written here
     text = CLUSTER_YAML.read_text()
-    for pattern in (r"AKIA[0-9A-Z]{16}", r"(?i)aws_secret_access_key", r"(?i)aws_access_key_id", r"hf_[A-Za-z0-9]{20,}",
-                    r"(?i)(token|password|secret)\s*[:=]\s*['\"]?[A-Za-z0-9/+]{16,}", r"[0-9a-f]{64}"):
+    for pattern in (
+        r"AKIA[0-9A-Z]{16}",
+        r"(?i)aws_secret_access_key",
+        r"(?i)aws_access_key_id",
+        r"hf_[A-Za-z0-9]{20,}",
+        r"(?i)(token|password|secret)\s*[:=]\s*['\"]?[A-Za-z0-9/+]{16,}",
+        r"[0-9a-f]{64}",
+    ):
         assert not re.search(pattern, text), pattern

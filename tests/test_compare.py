@@ -45,8 +45,9 @@ def test_buckets_and_the_rarest_pool_hold_their_own_users():
 def test_stored_ranks_round_trip_and_compare(tmp_path):
     users, targets, buckets = np.arange(4), np.array([5, 6, 7, 8]), np.array([0, 1, 2, 9])
     write_ranks(tmp_path / "a.parquet", users, targets, buckets, {"full": np.array([0, 0, 50, 50])})
-    write_ranks(tmp_path / "b.parquet", users[::-1], targets[::-1], buckets[::-1],
-                {"full": np.array([50, 50, 50, 0])})  # user order differs on disk: pairs follow the user id
+    write_ranks(
+        tmp_path / "b.parquet", users[::-1], targets[::-1], buckets[::-1], {"full": np.array([50, 50, 50, 0])}
+    )  # user order differs on disk: pairs follow the user id
     a, b = read_ranks(tmp_path / "a.parquet"), read_ranks(tmp_path / "b.parquet")
     comparison = compare_frames(a, b, "hr@10", num_buckets=10)
     # users 0..3: A hits 0 and 1, B hits 0 (its rank 0 is the last row written, user 0)

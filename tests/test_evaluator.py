@@ -52,7 +52,8 @@ def test_perfect_and_constant_scorers(prepared_dir):
 def test_buckets_partition_the_users(prepared_dir):
     data = PreparedData(prepared_dir)
     summary = Evaluator(data, "test", EvalConfig(num_negatives=[5], length_edges=[5, 10])).evaluate(
-        index_scorer(data.num_items))
+        index_scorer(data.num_items)
+    )
     for grouping in ("warm_cold", "frequency", "history_length"):
         buckets = summary["buckets"][grouping]
         assert sum(b["n"] for b in buckets.values()) == data.num_users

@@ -27,11 +27,22 @@ def toy_run(prepared_dir, synthetic_log, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(prepared_dir, run_dir / "data" / "synthetic")
     config = tmp_path / "toy.yaml"
-    config.write_text(yaml.safe_dump({
-        "run_dir": str(run_dir), "power": 0.5,
-        "data": {"dataset": "synthetic", "interactions_path": str(synthetic_log), "format": "csv",
-                 "negatives": [5, 10], "num_blocks": 2},
-        "eval": {"ks": [1, 5, 10], "num_negatives": [5, 10]}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "run_dir": str(run_dir),
+                "power": 0.5,
+                "data": {
+                    "dataset": "synthetic",
+                    "interactions_path": str(synthetic_log),
+                    "format": "csv",
+                    "negatives": [5, 10],
+                    "num_blocks": 2,
+                },
+                "eval": {"ks": [1, 5, 10], "num_negatives": [5, 10]},
+            }
+        )
+    )
     return run_dir, config
 
 
@@ -52,7 +63,7 @@ def test_the_toy_method_runs_through_the_cli_and_reaches_the_leaderboard(toy_reg
     assert main(["train", "--method", "toy-popularity", "--config", str(config)]) == 0
     out = capsys.readouterr().out
     assert "# method toy-popularity\n" in out and "power: 0.5" in out
-    summaries = json.loads(out[out.index("{\n"):])
+    summaries = json.loads(out[out.index("{\n") :])
     test = summaries["toy-popularity"]["test"]
     assert 0 < test["ndcg@10"] <= test["hr@10"] <= 1  # popularity finds some targets on the synthetic log
     stored = json.loads((run_dir / "models" / "toy-popularity" / "metrics_test.json").read_text())

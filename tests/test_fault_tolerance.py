@@ -15,25 +15,40 @@ from raylrec.data.prepared import PreparedData
 from raylrec.errors import ArtifactError
 from raylrec.pipeline import PipelineConfig, run_pipeline
 
-GRU = {"name": "tiny-gru", "model": {"name": "gru4rec", "hidden_size": 8, "max_len": 6, "num_layers": 1,
-                                     "inner_size": 8},
-       "train": {"max_epochs": 1, "batch_size": 16}}
-SASREC = {"name": "tiny-sasrec", "model": {"name": "sasrec", "hidden_size": 8, "max_len": 6, "num_layers": 1,
-                                           "num_heads": 2, "inner_size": 8},
-          "train": {"max_epochs": 1, "batch_size": 16}}
+GRU = {
+    "name": "tiny-gru",
+    "model": {"name": "gru4rec", "hidden_size": 8, "max_len": 6, "num_layers": 1, "inner_size": 8},
+    "train": {"max_epochs": 1, "batch_size": 16},
+}
+SASREC = {
+    "name": "tiny-sasrec",
+    "model": {"name": "sasrec", "hidden_size": 8, "max_len": 6, "num_layers": 1, "num_heads": 2, "inner_size": 8},
+    "train": {"max_epochs": 1, "batch_size": 16},
+}
 
 
 def pipeline(run_dir: Path, synthetic_log: Path, stages: list[dict]) -> dict:
     # The same data settings as conftest's prepared_dir, so its prepared copy is accepted as this run's.
-    return {"run_dir": run_dir.as_uri(),
-            "data": {"dataset": "synthetic", "interactions_path": str(synthetic_log), "format": "csv",
-                     "negatives": [5, 10], "num_blocks": 2},
-            "eval": {"num_negatives": [5], "length_edges": [5, 10]}, "stages": stages}
+    return {
+        "run_dir": run_dir.as_uri(),
+        "data": {
+            "dataset": "synthetic",
+            "interactions_path": str(synthetic_log),
+            "format": "csv",
+            "negatives": [5, 10],
+            "num_blocks": 2,
+        },
+        "eval": {"num_negatives": [5], "length_edges": [5, 10]},
+        "stages": stages,
+    }
 
 
 def snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -46,13 +61,17 @@ def finished_first_stage(ray_session, prepared_dir, synthetic_log, tmp_path_fact
     return run
 
 
-@pytest.mark.parametrize("damage, artifact, message", [
-    ("truncate", "sequences.parquet", "unreadable"),
-    ("garbage", "data_report.json", "unreadable"),
-    ("delete", "negatives.parquet", "missing negatives.parquet"),
-])
+@pytest.mark.parametrize(
+    "damage, artifact, message",
+    [
+        ("truncate", "sequences.parquet", "unreadable"),
+        ("garbage", "data_report.json", "unreadable"),
+        ("delete", "negatives.parquet", "missing negatives.parquet"),
+    ],
+)
 def test_bad_or_missing_artifact_fails_clearly_and_keeps_earlier_artifacts(
-        finished_first_stage, synthetic_log, tmp_path, capsys, damage, artifact, message):
+    finished_first_stage, synthetic_log, tmp_path, capsys, damage, artifact, message
+):
     run = tmp_path / "run"
     shutil.copytree(finished_first_stage, run)
     target = run / "data" / "synthetic" / artifact

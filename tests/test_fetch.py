@@ -251,30 +251,47 @@ def test_registry_pins_every_source_except_the_official_amazon_dumps():
     assert [source.name for source in SOURCES["ml-100k"]] == ["recbole-wheel", "grouplens"]
     assert SOURCES["ml-1m"][0].archive == ZipUrl(
         "https://files.grouplens.org/datasets/movielens/ml-1m.zip",
-        sha256="a6898adb50b9ca05aa231689da44c217cb524e7ebd39d264c56e2832f2c54e20", size=5_917_549)
+        sha256="a6898adb50b9ca05aa231689da44c217cb524e7ebd39d264c56e2832f2c54e20",
+        size=5_917_549,
+    )
     assert SOURCES["ml-100k"][1].archive.sha256 == "50d2a982c66986937beb9ffb3aa76efe955bf3d5c6b761f4e3a7cd717c6a3229"
     assert {"amazon14-beauty", "amazon18-scientific", "ml-1m", "ml-100k"} <= set(PUBLISHED)
 
 
 def test_pinned_archive_verifies_every_file_taken_out_of_it(monkeypatch, toy_zip, tmp_path, cache):
     """GroupLens-style: only the zip's checksum is published; it pins the unpinned members."""
-    good = Source("pinned-zip", ZipUrl(toy_zip.as_uri(), sha256(toy_zip.read_bytes()), toy_zip.stat().st_size),
-                  interactions=KeptFile("toy/toy.inter", None), items=KeptFile("toy/toy.item", None), format="recbole")
+    good = Source(
+        "pinned-zip",
+        ZipUrl(toy_zip.as_uri(), sha256(toy_zip.read_bytes()), toy_zip.stat().st_size),
+        interactions=KeptFile("toy/toy.inter", None),
+        items=KeptFile("toy/toy.item", None),
+        format="recbole",
+    )
     monkeypatch.setitem(SOURCES, "toy", (good,))
     raw = fetch_dataset("toy", cache_root=cache)
     assert raw.source == "pinned-zip" and raw.items_path.read_bytes() == ITEMS
 
-    wrong = Source("wrong-zip", ZipUrl(toy_zip.as_uri(), "0" * 64, 1), interactions=good.interactions,
-                   items=good.items, format="recbole")
+    wrong = Source(
+        "wrong-zip",
+        ZipUrl(toy_zip.as_uri(), "0" * 64, 1),
+        interactions=good.interactions,
+        items=good.items,
+        format="recbole",
+    )
     monkeypatch.setitem(SOURCES, "toy", (wrong,))
     with pytest.raises(DataError, match=r"wrong-zip .*toy.zip: sha256 expected 0{64} \(1 B\), actual"):
         fetch_dataset("toy", cache_root=cache)
 
 
 def local_source(folder: str = "toy") -> Source:
-    return Source("local", LocalDir(folder), interactions=KeptFile("user_sequence.txt", sha256(b"A B C D\n")),
-                  items=KeptFile("items.json", sha256(b'{"B": "b", "C": "c", "D": "d"}')), format="p5",
-                  items_format="json")
+    return Source(
+        "local",
+        LocalDir(folder),
+        interactions=KeptFile("user_sequence.txt", sha256(b"A B C D\n")),
+        items=KeptFile("items.json", sha256(b'{"B": "b", "C": "c", "D": "d"}')),
+        format="p5",
+        items_format="json",
+    )
 
 
 def test_local_directory_source_from_the_environment_or_source_dir(monkeypatch, tmp_path, cache):
@@ -306,12 +323,19 @@ def test_plain_file_urls(monkeypatch, tmp_path, cache):
     (served / "files").mkdir(parents=True)
     (served / "files" / "toy.inter").write_bytes(INTERACTIONS)
     (served / "files" / "toy.item").write_bytes(ITEMS)
-    source = Source("files", FileUrls(served.as_uri() + "/"), interactions=KeptFile("files/toy.inter",
-                    sha256(INTERACTIONS)), items=KeptFile("files/toy.item", sha256(ITEMS)), format="recbole")
+    source = Source(
+        "files",
+        FileUrls(served.as_uri() + "/"),
+        interactions=KeptFile("files/toy.inter", sha256(INTERACTIONS)),
+        items=KeptFile("files/toy.item", sha256(ITEMS)),
+        format="recbole",
+    )
     monkeypatch.setitem(SOURCES, "toy", (source,))
     raw = fetch_dataset("toy", cache_root=cache)
-    assert raw.interactions_path.read_bytes() == INTERACTIONS and raw.all_paths == [raw.interactions_path,
-                                                                                   raw.items_path]
+    assert raw.interactions_path.read_bytes() == INTERACTIONS and raw.all_paths == [
+        raw.interactions_path,
+        raw.items_path,
+    ]
 
 
 @pytest.fixture(scope="module")

@@ -23,16 +23,24 @@ from raylrec.models.base import ModelConfig
 from raylrec.text.registry import resolve_model
 from raylrec.train.mmd import gaussian_mmd
 
-TINY_ID = ModelConfig(name="sasrec", hidden_size=8, max_len=6, num_layers=1, num_heads=2, inner_size=16,
-                      dropout=0.1, attn_dropout=0.1)
+TINY_ID = ModelConfig(
+    name="sasrec", hidden_size=8, max_len=6, num_layers=1, num_heads=2, inner_size=16, dropout=0.1, attn_dropout=0.1
+)
 
 
 def tiny_bert(impl="sdpa", vocab=100):
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=vocab, hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=32, max_position_embeddings=64, attn_implementation=impl)
+    config = BertConfig(
+        vocab_size=vocab,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=32,
+        max_position_embeddings=64,
+        attn_implementation=impl,
+    )
     return BertModel(config, add_pooling_layer=False).eval()
 
 
@@ -40,9 +48,16 @@ def tiny_llama(impl="sdpa", vocab=100):
     from transformers import LlamaConfig, LlamaModel
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=vocab, hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, intermediate_size=32, max_position_embeddings=64,
-                         attn_implementation=impl)
+    config = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=64,
+        attn_implementation=impl,
+    )
     return LlamaModel(config).eval()
 
 
@@ -52,6 +67,7 @@ def backbone(kind, impl="sdpa", injection="kv", pooling="auto"):
 
 
 # ---------- adapter (eq. 5–7) ----------
+
 
 def test_gate_shape_and_range():
     torch.manual_seed(0)
@@ -77,6 +93,7 @@ def test_prefix_equal_to_the_projection_gives_the_projection():
 
 
 # ---------- injection (eq. 8–11) ----------
+
 
 def states_as_prefix(bb, full_hidden, length):
     """Hidden states of the first `length` tokens of a full run, as virtual tokens of every layer."""
@@ -105,8 +122,10 @@ def test_prefix_reaches_attention_and_zero_length_is_the_plain_model(kind):
     ids = torch.randint(1, 100, (2, 6))
     mask = torch.ones_like(ids)
     plain = bb.model(input_ids=ids, attention_mask=mask).last_hidden_state
-    empty = Prefix([torch.zeros(2, bb.num_kv_heads, 0, bb.head_dim)] * bb.num_layers,
-                   [torch.zeros(2, bb.num_kv_heads, 0, bb.head_dim)] * bb.num_layers)
+    empty = Prefix(
+        [torch.zeros(2, bb.num_kv_heads, 0, bb.head_dim)] * bb.num_layers,
+        [torch.zeros(2, bb.num_kv_heads, 0, bb.head_dim)] * bb.num_layers,
+    )
     assert torch.equal(bb(ids, mask, empty).last_hidden_state, plain)
     assert torch.equal(bb(ids, mask, None).last_hidden_state, plain)
     refined = torch.randn(bb.num_layers, 2, 2, bb.hidden_size)
@@ -136,10 +155,12 @@ def test_padding_does_not_leak_into_the_prompt(kind):
 
 # ---------- the trained module ----------
 
+
 def idle_model(kind="encoder", num_items=20, head=None, text_rows=None, **adapter):
     torch.manual_seed(1)
-    return IdleModel(backbone(kind), build_model(num_items, TINY_ID), num_items, AdapterConfig(**adapter), head,
-                     text_rows)
+    return IdleModel(
+        backbone(kind), build_model(num_items, TINY_ID), num_items, AdapterConfig(**adapter), head, text_rows
+    )
 
 
 def batch_of(num_items=20, size=4, length=6):
@@ -170,8 +191,9 @@ def test_only_the_adapter_and_head_train(kind, injection):
     assert frozen and all(p.grad is None and not p.requires_grad for p in frozen)
     trained = dict(model.named_parameters())
     assert all(name.startswith(("adapter.", "head.")) for name in trained)
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in trained.values()), \
-        [n for n, p in trained.items() if p.grad is None or p.grad.abs().sum() == 0]
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in trained.values()), [
+        n for n, p in trained.items() if p.grad is None or p.grad.abs().sum() == 0
+    ]
     # Checkpoints hold only the trainable part; the frozen models still follow .to() and stay in eval mode.
     assert all(key.startswith(("adapter.", "head.")) for key in model.state_dict())
     model.train()
@@ -181,6 +203,7 @@ def test_only_the_adapter_and_head_train(kind, injection):
 
 
 # ---------- item head options (eq. 14 and our extensions) ----------
+
 
 @pytest.mark.parametrize("init", ["random", "id_tied", "text"])
 @pytest.mark.parametrize("id_residual", [False, True])
@@ -209,8 +232,10 @@ def test_each_head_option_scores_every_item_and_trains(init, id_residual):
 @pytest.mark.parametrize("init", ["random", "id_tied", "text"])
 def test_id_residual_with_a_zero_head_gives_exactly_the_id_models_scores(init):
     num_items = 20
-    model = idle_model(head=HeadConfig(init=init, id_residual=True),
-                       text_rows=torch.randn(num_items + 1, 16) if init == "text" else None)
+    model = idle_model(
+        head=HeadConfig(init=init, id_residual=True),
+        text_rows=torch.randn(num_items + 1, 16) if init == "text" else None,
+    )
     windows, ids, mask, _ = batch_of(num_items)
     expected = model.id_model.score_all(model.id_model.user_vector(windows))
     assert torch.equal(model.score(windows, ids, mask), expected)  # gain 0, τ 1: the ID model, bit for bit
@@ -240,6 +265,7 @@ def test_text_init_is_the_frozen_models_embedding_of_each_item_text(artifacts, d
 
 # ---------- MMD (eq. 12) ----------
 
+
 def test_mmd_is_zero_for_identical_samples_and_grows_with_the_shift():
     x = torch.randn(64, 8, generator=torch.Generator().manual_seed(0))
     y = torch.randn(64, 8, generator=torch.Generator().manual_seed(1))
@@ -257,9 +283,11 @@ def test_mmd_matches_the_direct_formula():
     def k(a, b):
         return float(np.exp(-np.sum((a - b) ** 2) / (2 * rho)))
 
-    direct = (np.mean([[k(a, b) for b in x.numpy()] for a in x.numpy()])
-              + np.mean([[k(a, b) for b in y.numpy()] for a in y.numpy()])
-              - 2 * np.mean([[k(a, b) for b in y.numpy()] for a in x.numpy()]))
+    direct = (
+        np.mean([[k(a, b) for b in x.numpy()] for a in x.numpy()])
+        + np.mean([[k(a, b) for b in y.numpy()] for a in y.numpy()])
+        - 2 * np.mean([[k(a, b) for b in y.numpy()] for a in x.numpy()])
+    )
     assert gaussian_mmd(x, y, rho).item() == pytest.approx(direct, rel=1e-9)
     refined = torch.stack([x.view(1, 5, 3), y[:5].view(1, 5, 3)])  # 2 layers, B=1, L'=5
     total = layerwise_mmd(refined, [y, x], rho)
@@ -267,6 +295,7 @@ def test_mmd_matches_the_direct_formula():
 
 
 # ---------- ablation switches ----------
+
 
 def test_each_ablation_switch_changes_the_computation():
     batch = batch_of()
@@ -291,16 +320,24 @@ def test_each_ablation_switch_changes_the_computation():
 
     longer = idle_model(prompt_length=4)  # L'
     assert longer.prefix(*longer.adapter(longer.user_vectors(batch[0]))[::2]).length == 4
-    logits = {name: model(*batch[:3])[0] for name, model in
-              {"full": full, "shared": shared, "plain": plain, "longer": longer,
-               "ptuning": idle_model(injection="ptuning_v2")}.items()}
+    logits = {
+        name: model(*batch[:3])[0]
+        for name, model in {
+            "full": full,
+            "shared": shared,
+            "plain": plain,
+            "longer": longer,
+            "ptuning": idle_model(injection="ptuning_v2"),
+        }.items()
+    }
     names = list(logits)
     for i, a in enumerate(names):
-        for b in names[i + 1:]:
+        for b in names[i + 1 :]:
             assert not torch.allclose(logits[a], logits[b]), (a, b)
 
 
 # ---------- hard prompt and samples ----------
+
 
 @pytest.fixture(scope="module")
 def tokenizer():
@@ -338,6 +375,7 @@ def test_subsequences_are_every_prefix_or_the_most_recent():
 
 # ---------- recipe and one stage on the shared loop ----------
 
+
 @pytest.fixture(scope="module")
 def data(prepared_dir) -> PreparedData:
     return PreparedData(prepared_dir)
@@ -364,10 +402,14 @@ def artifacts(tmp_path_factory, data, tokenizer):
 
 
 def tiny_config(run_dir, **overrides):
-    base = {"run_dir": str(run_dir), "name": "idle",
-            "prompt": {"max_tokens": 32, "max_items": 5, "item_template": "item {item_id}"},
-            "subsequences_per_user": 3, "mmd": {"weight": 0.1, "samples_per_batch": 4},
-            "train": {"max_epochs": 1, "batch_size": 16, "lr": 0.01, "patience": 1}}
+    base = {
+        "run_dir": str(run_dir),
+        "name": "idle",
+        "prompt": {"max_tokens": 32, "max_items": 5, "item_template": "item {item_id}"},
+        "subsequences_per_user": 3,
+        "mmd": {"weight": 0.1, "samples_per_batch": 4},
+        "train": {"max_epochs": 1, "batch_size": 16, "lr": 0.01, "patience": 1},
+    }
     base.update(overrides)
     return IdleConfig(**base)
 
@@ -395,8 +437,9 @@ def test_recipe_trains_and_scores_all_items(artifacts, data, kind):
     assert pickle.loads(pickle.dumps(recipe))._cache == {}
 
 
-@pytest.mark.parametrize("kind, zero", [("encoder", None), ("decoder", "zero2"),
-                                        pytest.param("decoder", "zero3", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "kind, zero", [("encoder", None), ("decoder", "zero2"), pytest.param("decoder", "zero3", marks=pytest.mark.slow)]
+)
 def test_stage_runs_on_the_shared_loop(artifacts, prepared_dir, ray_session, kind, zero):
     """One epoch through run_stage: DDP for the encoder, DeepSpeed ZeRO-2 / ZeRO-3 (frozen LLM partitioned) for
     the decoder (decoder_deepspeed)."""
@@ -405,9 +448,14 @@ def test_stage_runs_on_the_shared_loop(artifacts, prepared_dir, ray_session, kin
 
     root, id_dir, folders = artifacts
     name = f"idle-{kind}-{zero}"
-    config = tiny_config(root, name=name, backbone=str(folders[kind]), decoder_deepspeed=zero or "zero2",
-                         eval={"num_negatives": [5, 10]}, train={"max_epochs": 1, "batch_size": 16, "lr": 0.01,
-                                                                 "valid_users": 10})
+    config = tiny_config(
+        root,
+        name=name,
+        backbone=str(folders[kind]),
+        decoder_deepspeed=zero or "zero2",
+        eval={"num_negatives": [5, 10]},
+        train={"max_epochs": 1, "batch_size": 16, "lr": 0.01, "valid_users": 10},
+    )
     job = idle_job(config, prepared_dir)
     assert job.train.deepspeed == zero
     summary = run_stage(job)

@@ -20,8 +20,9 @@ def module_files() -> dict[str, Path]:
 
 def is_type_checking(node: ast.If) -> bool:
     test = node.test
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or \
-        (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def imported_modules(name: str, file: Path, modules: dict[str, Path]) -> set[str]:
@@ -37,12 +38,13 @@ def imported_modules(name: str, file: Path, modules: dict[str, Path]) -> set[str
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = name.split(".") if file.name == "__init__.py" else name.split(".")[:-1]
-                base = base[:len(base) - node.level + 1]
+                base = base[: len(base) - node.level + 1]
                 source = ".".join(base + ([node.module] if node.module else []))
             else:
                 source = node.module or ""
-            found.update(f"{source}.{alias.name}" if f"{source}.{alias.name}" in modules else source
-                         for alias in node.names)
+            found.update(
+                f"{source}.{alias.name}" if f"{source}.{alias.name}" in modules else source for alias in node.names
+            )
         for child in ast.iter_child_nodes(node):
             visit(child)
 
@@ -108,8 +110,9 @@ def test_moved_pieces_sit_in_their_layers():
     import raylrec.pipeline
 
     for name in ("StageSpec", "resolve_stage", "ensure_prepared"):
-        assert not hasattr(raylrec.pipeline, name) or getattr(raylrec.pipeline, name).__module__ != \
-            "raylrec.pipeline", name
+        assert (
+            not hasattr(raylrec.pipeline, name) or getattr(raylrec.pipeline, name).__module__ != "raylrec.pipeline"
+        ), name
     from raylrec.data.prepare import ensure_prepared
     from raylrec.train.spec import StageSpec, resolve_stage
 
@@ -119,9 +122,24 @@ def test_moved_pieces_sit_in_their_layers():
 
 # Imported once before the forks, so each child pays only for raylrec's own modules (their import order and
 # circles are what this checks; the third-party libraries' own imports are not).
-THIRD_PARTY = ("numpy", "pandas", "pyarrow", "pydantic", "yaml", "torch", "ray", "ray.train", "ray.data", "ray.tune",
-               "transformers", "safetensors", "sentence_transformers", "deepspeed", "matplotlib.pyplot",
-               "scipy.stats")
+THIRD_PARTY = (
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "pydantic",
+    "yaml",
+    "torch",
+    "ray",
+    "ray.train",
+    "ray.data",
+    "ray.tune",
+    "transformers",
+    "safetensors",
+    "sentence_transformers",
+    "deepspeed",
+    "matplotlib.pyplot",
+    "scipy.stats",
+)
 EACH_ALONE = """
 import importlib, os, sys, traceback
 for library in sys.argv[2].split(","):
@@ -146,7 +164,12 @@ def test_every_module_imports_alone():
     """Each module is the first raylrec module its process imports (a forked child of an interpreter that loaded
     only the third-party libraries), so an import that works only after another module's fails here."""
     modules = sorted(module_files())
-    done = subprocess.run([sys.executable, "-c", EACH_ALONE, ",".join(modules), ",".join(THIRD_PARTY)],
-                          capture_output=True, text=True, timeout=600, cwd=PACKAGE.parent)
+    done = subprocess.run(
+        [sys.executable, "-c", EACH_ALONE, ",".join(modules), ",".join(THIRD_PARTY)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=PACKAGE.parent,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1] == "FAILED:", done.stderr[-3000:]

@@ -13,22 +13,37 @@ from raylrec.leaderboard import build_leaderboard, collect_records, leaderboard_
 
 
 def metrics(ndcg10: float, warm: float = 0.2, cold: float = 0.05) -> dict:
-    full = {f"{m}@{k}": ndcg10 * (k / 10) ** (0.5 if m == "hr" else 0.3)
-            for m in ("hr", "ndcg") for k in (1, 5, 10, 20)}
+    full = {
+        f"{m}@{k}": ndcg10 * (k / 10) ** (0.5 if m == "hr" else 0.3) for m in ("hr", "ndcg") for k in (1, 5, 10, 20)
+    }
     full["ndcg@10"] = ndcg10
-    return {"full": {**full, "n": 943},
-            "sampled_19": {"hr@1": ndcg10 * 2, "ndcg@5": ndcg10 * 3, "n": 943},
-            "sampled_100": {"hr@1": ndcg10, "ndcg@5": ndcg10, "n": 943},
-            "buckets": {"warm_cold": {"warm": {"ndcg@10": warm, "hr@10": 2 * warm, "n": 300},
-                                      "median": {"ndcg@10": (warm + cold) / 2, "hr@10": warm + cold, "n": 300},
-                                      "cold": {"ndcg@10": cold, "hr@10": 2 * cold, "n": 343}}}}
+    return {
+        "full": {**full, "n": 943},
+        "sampled_19": {"hr@1": ndcg10 * 2, "ndcg@5": ndcg10 * 3, "n": 943},
+        "sampled_100": {"hr@1": ndcg10, "ndcg@5": ndcg10, "n": 943},
+        "buckets": {
+            "warm_cold": {
+                "warm": {"ndcg@10": warm, "hr@10": 2 * warm, "n": 300},
+                "median": {"ndcg@10": (warm + cold) / 2, "hr@10": warm + cold, "n": 300},
+                "cold": {"ndcg@10": cold, "hr@10": 2 * cold, "n": 343},
+            }
+        },
+    }
 
 
-def write_stage(stage_dir: Path, model: str, ndcg10: float, params: int = 1000, wall: float = 12.0,
-                config: dict | None = None, **kw) -> None:
+def write_stage(
+    stage_dir: Path, model: str, ndcg10: float, params: int = 1000, wall: float = 12.0, config: dict | None = None, **kw
+) -> None:
     stage_dir.mkdir(parents=True)
-    record = {"model": model, "split": "test", "metrics": metrics(ndcg10, **kw), "data_fingerprint": "fp1",
-              "dataset": "ml-100k", "config": config or {"train": {"lr": 0.002}}, "trainable_params": params}
+    record = {
+        "model": model,
+        "split": "test",
+        "metrics": metrics(ndcg10, **kw),
+        "data_fingerprint": "fp1",
+        "dataset": "ml-100k",
+        "config": config or {"train": {"lr": 0.002}},
+        "trainable_params": params,
+    }
     (stage_dir / "metrics_test.json").write_text(json.dumps(record))
     (stage_dir / "DONE.json").write_text(json.dumps({"fit_wall_s": wall}))
 
@@ -47,11 +62,15 @@ def runs(tmp_path) -> list[Path]:
     (sweep / "seeds" / "seed-2020" / "models" / "sasrec-bce").symlink_to(a / "models" / "sasrec")  # shared
     (sweep / "best.json").write_text(json.dumps({"best_params": {"align.gamma": 0.2, "experts.num_buckets": 10}}))
     (sweep / "sweep.yaml").write_text("method: pad\nmetric: valid_ndcg@10\nmode: max\n")
-    pd.DataFrame({"trial_id": [f"t{i}" for i in range(6)],
-                  "status": ["COMPLETED"] * 4 + ["EARLY_STOPPED", "ERROR"],
-                  "valid_ndcg@10": [0.10, 0.12, 0.11, 0.13, 0.09, None],
-                  "param:align.gamma": [0.1, 0.2, 0.1, 0.2, 0.5, 1.0],
-                  "param:experts.num_buckets": [5, 5, 10, 10, 10, 10]}).to_csv(sweep / "sweep_results.csv", index=False)
+    pd.DataFrame(
+        {
+            "trial_id": [f"t{i}" for i in range(6)],
+            "status": ["COMPLETED"] * 4 + ["EARLY_STOPPED", "ERROR"],
+            "valid_ndcg@10": [0.10, 0.12, 0.11, 0.13, 0.09, None],
+            "param:align.gamma": [0.1, 0.2, 0.1, 0.2, 0.5, 1.0],
+            "param:experts.num_buckets": [5, 5, 10, 10, 10, 10],
+        }
+    ).to_csv(sweep / "sweep_results.csv", index=False)
     return [a, b]
 
 
@@ -96,12 +115,16 @@ def test_candidate_protocol_rows_get_their_own_table(runs):
     out.mkdir(parents=True)
 
     def candidate_record(model, ndcg5, gen=None):
-        metrics = {"sampled_19": {"hr@1": ndcg5 / 2, "hr@5": ndcg5 * 1.5, "ndcg@5": ndcg5, "ndcg@10": ndcg5 * 1.1,
-                                  "n": 120},
-                   "buckets": {"warm_cold": {"warm": {"ndcg@5": ndcg5 * 1.2}, "cold": {"ndcg@5": ndcg5 * 0.5}}}}
+        metrics = {
+            "sampled_19": {"hr@1": ndcg5 / 2, "hr@5": ndcg5 * 1.5, "ndcg@5": ndcg5, "ndcg@10": ndcg5 * 1.1, "n": 120},
+            "buckets": {"warm_cold": {"warm": {"ndcg@5": ndcg5 * 1.2}, "cold": {"ndcg@5": ndcg5 * 0.5}}},
+        }
         if gen is not None:
-            metrics["generation"] = {"all": {"hit@1": gen, "n": 120}, "warm": {"hit@1": gen, "n": 50},
-                                     "cold": {"hit@1": None, "n": 0}}
+            metrics["generation"] = {
+                "all": {"hit@1": gen, "n": 120},
+                "warm": {"hit@1": gen, "n": 50},
+                "cold": {"hit@1": None, "n": 0},
+            }
         return {"model": model, "metrics": metrics, "data_fingerprint": "fp1", "dataset": "ml-100k", "config": {}}
 
     (out / "metrics_test_backbone.json").write_text(json.dumps(candidate_record("sasrec-bce", 0.40)))
@@ -167,8 +190,10 @@ def test_rows_without_stored_ranks_get_no_interval(runs):
 def test_same_label_different_configs_are_separate_rows_and_moved_aside_runs_are_not_read(tmp_path):
     """Two seeds of one config average into one row (their seeds and run-directory paths differ); a third run with
     the same label and another learning rate gets its own row; a folder moved aside by --force is never read."""
-    config = lambda lr, seed, run: {"train": {"lr": lr, "seed": seed, "cpus_per_worker": 1.0},  # noqa: E731
-                                    "method": {"run_dir": str(tmp_path / run), "pretrained_dir": f"/x/{run}/models/b"}}
+    config = lambda lr, seed, run: {  # noqa: E731
+        "train": {"lr": lr, "seed": seed, "cpus_per_worker": 1.0},
+        "method": {"run_dir": str(tmp_path / run), "pretrained_dir": f"/x/{run}/models/b"},
+    }
     write_stage(tmp_path / "a" / "models" / "sasrec", "sasrec", 0.10, config=config(0.002, 1, "a"))
     write_stage(tmp_path / "b" / "models" / "sasrec", "sasrec", 0.12, config=config(0.002, 2, "b"))
     write_stage(tmp_path / "c" / "models" / "sasrec", "sasrec", 0.30, config=config(0.01, 1, "c"))

@@ -9,12 +9,14 @@ from raylrec.eval.metrics import mean_interval, mean_metrics, per_user_metrics, 
 
 
 def test_ranks_are_pessimistic_on_ties():
-    scores = torch.tensor([
-        [0.9, 0.5, 0.1, 0.7],  # target col 1: 0.9 and 0.7 ahead → rank 2
-        [0.3, 0.3, 0.3, 0.3],  # all tied with the target → worst rank 3
-        [0.2, 0.8, 0.8, 0.1],  # target col 2 ties with col 1 → rank 1
-        [0.1, 0.2, 0.3, 0.4],  # target col 3 is the best → rank 0
-    ])
+    scores = torch.tensor(
+        [
+            [0.9, 0.5, 0.1, 0.7],  # target col 1: 0.9 and 0.7 ahead → rank 2
+            [0.3, 0.3, 0.3, 0.3],  # all tied with the target → worst rank 3
+            [0.2, 0.8, 0.8, 0.1],  # target col 2 ties with col 1 → rank 1
+            [0.1, 0.2, 0.3, 0.4],  # target col 3 is the best → rank 0
+        ]
+    )
     ranks = target_ranks(scores, torch.tensor([1, 0, 2, 3]))
     assert ranks.tolist() == [2, 3, 1, 0]
 
@@ -73,13 +75,15 @@ def test_nan_and_inf_scores_rank_worst_never_best():
     """A diverged model's NaN (or +inf) target score is the last rank, never rank -1 / HR = 1 / NDCG = inf; a NaN
     on another candidate counts ahead of the target; -inf (the evaluator's mask) stays behind."""
     nan, inf = float("nan"), float("inf")
-    scores = torch.tensor([
-        [nan, 0.5, 0.1, 0.7],  # NaN target → last (3)
-        [nan, nan, nan, nan],  # all NaN → last
-        [0.2, inf, 0.8, 0.1],  # +inf target → last
-        [nan, 0.2, 0.3, -inf],  # target col 2: the NaN counts ahead, the masked -inf does not → 1
-        [-inf, 0.2, -inf, -inf],  # -inf target ties every masked item → last
-    ])
+    scores = torch.tensor(
+        [
+            [nan, 0.5, 0.1, 0.7],  # NaN target → last (3)
+            [nan, nan, nan, nan],  # all NaN → last
+            [0.2, inf, 0.8, 0.1],  # +inf target → last
+            [nan, 0.2, 0.3, -inf],  # target col 2: the NaN counts ahead, the masked -inf does not → 1
+            [-inf, 0.2, -inf, -inf],  # -inf target ties every masked item → last
+        ]
+    )
     ranks = target_ranks(scores, torch.tensor([0, 2, 1, 2, 0]))
     assert ranks.tolist() == [3, 3, 3, 1, 3]
     metrics = mean_metrics(ranks.numpy(), ks=[1, 2])

@@ -7,8 +7,10 @@ from raylrec.train.losses import bce_loss, cross_entropy_loss, sample_negatives
 TINY = dict(hidden_size=16, max_len=8, num_layers=1, num_heads=2, inner_size=32, dropout=0.0, attn_dropout=0.0)
 
 
-@pytest.fixture(params=[{"name": "sasrec"}, {"name": "sasrec", "norm_first": True}, {"name": "gru4rec"}],
-                ids=["sasrec", "sasrec-norm-first", "gru4rec"])
+@pytest.fixture(
+    params=[{"name": "sasrec"}, {"name": "sasrec", "norm_first": True}, {"name": "gru4rec"}],
+    ids=["sasrec", "sasrec-norm-first", "gru4rec"],
+)
 def model(request):
     torch.manual_seed(0)
     return build_model(30, ModelConfig(**request.param, **TINY)).eval()
@@ -92,8 +94,9 @@ def test_label_smoothing_spreads_the_target_over_real_items_only():
 
 def test_sampled_negatives_avoid_the_window():
     window = torch.arange(1, 10).repeat(64, 1)  # items 1..9 seen; 10..12 unseen
-    negatives = sample_negatives(window[:, 1:], window, num_items=12, generator=torch.Generator().manual_seed(0),
-                                 retries=20)
+    negatives = sample_negatives(
+        window[:, 1:], window, num_items=12, generator=torch.Generator().manual_seed(0), retries=20
+    )
     assert (negatives >= 10).all() and (negatives <= 12).all()
 
 

@@ -28,13 +28,15 @@ from raylrec.text.artifacts import EmbeddingMeta, write_embeddings
 from raylrec.train.mmd import bandwidths, kernel_matrix, mk_mmd, squared_distances
 from raylrec.train.stage import StageJob, run_stage
 
-TINY_MODEL = ModelConfig(name="sasrec", hidden_size=8, max_len=6, num_layers=1, num_heads=2, inner_size=16,
-                         dropout=0.1, attn_dropout=0.1)
+TINY_MODEL = ModelConfig(
+    name="sasrec", hidden_size=8, max_len=6, num_layers=1, num_heads=2, inner_size=16, dropout=0.1, attn_dropout=0.1
+)
 TEXT_DIM = 12
 EXPONENTS = [-3.0, -2.0, -1.0, 0.0, 1.0]
 
 
 # ---------- MK-MMD ----------
+
 
 def gaussian_sample(n, d, shift, seed):
     return torch.randn(n, d, generator=torch.Generator().manual_seed(seed)) + shift
@@ -46,15 +48,15 @@ def direct_mk_mmd(x, y, kernel, estimator):
     n, m = len(x), len(z)
     if kernel == "gaussian":
         dist = np.array([[np.sum((z[i] - z[j]) ** 2) for j in range(m)] for i in range(m)])
-        k = sum(np.exp(-dist / (2 * 2.0 ** e * dist.mean())) for e in EXPONENTS)
+        k = sum(np.exp(-dist / (2 * 2.0**e * dist.mean())) for e in EXPONENTS)
     else:
         dist = np.array([[np.sum(np.abs(z[i] - z[j])) for j in range(m)] for i in range(m)])
-        k = sum(np.exp(-dist / (2.0 ** e * dist.mean())) for e in EXPONENTS)
+        k = sum(np.exp(-dist / (2.0**e * dist.mean())) for e in EXPONENTS)
     total = 0.0
     for i in range(n):
         for j in range(n):
             if estimator == "biased":
-                total += (k[i, j] + k[n + i, n + j] - 2 * k[i, n + j]) / n ** 2
+                total += (k[i, j] + k[n + i, n + j] - 2 * k[i, n + j]) / n**2
             elif i != j:
                 total += (k[i, j] + k[n + i, n + j] - k[i, n + j] - k[j, n + i]) / (n * (n - 1))
     return total
@@ -89,8 +91,8 @@ def test_bandwidths_follow_the_public_rule():
     z = gaussian_sample(20, 5, 0.0, 4).double()
     d2 = squared_distances(z)
     mean_sq = np.mean([[np.sum((a - b) ** 2) for b in z.numpy()] for a in z.numpy()])
-    assert bandwidths(d2, EXPONENTS).tolist() == pytest.approx([2.0 ** k * mean_sq for k in EXPONENTS])
-    expected = sum(torch.exp(-d2 / (2 * 2.0 ** k * mean_sq)) for k in EXPONENTS)
+    assert bandwidths(d2, EXPONENTS).tolist() == pytest.approx([2.0**k * mean_sq for k in EXPONENTS])
+    expected = sum(torch.exp(-d2 / (2 * 2.0**k * mean_sq)) for k in EXPONENTS)
     assert torch.allclose(kernel_matrix(z, "gaussian", EXPONENTS), expected)
     # A custom list (a Tune target) is used as given.
     assert bandwidths(d2, [0.0]).tolist() == pytest.approx([mean_sq])
@@ -120,6 +122,7 @@ def test_info_nce_prefers_matched_pairs():
 
 # ---------- artifacts the phase recipes read ----------
 
+
 @pytest.fixture(scope="module")
 def data(prepared_dir) -> PreparedData:
     return PreparedData(prepared_dir)
@@ -146,17 +149,33 @@ def text_dir(run_dir, data):
     """Random item text embeddings in the artifact format of `raylrec encode`."""
     vectors = np.random.default_rng(0).normal(size=(data.num_items + 1, TEXT_DIM)).astype(np.float32)
     vectors[0] = 0
-    meta = EmbeddingMeta(key="random", model="random", model_source="test", model_family="decoder", pooling="mean",
-                         normalize=False, max_length=8, template="{title}", text_hash="x", dim=TEXT_DIM,
-                         dtype="float32", dataset=data.report["dataset"], dataset_fingerprint=data.fingerprint,
-                         num_items=data.num_items, missing_fields={}, empty_texts=0, encode_seconds=0.0)
+    meta = EmbeddingMeta(
+        key="random",
+        model="random",
+        model_source="test",
+        model_family="decoder",
+        pooling="mean",
+        normalize=False,
+        max_length=8,
+        template="{title}",
+        text_hash="x",
+        dim=TEXT_DIM,
+        dtype="float32",
+        dataset=data.report["dataset"],
+        dataset_fingerprint=data.fingerprint,
+        num_items=data.num_items,
+        missing_fields={},
+        empty_texts=0,
+        encode_seconds=0.0,
+    )
     return write_embeddings(run_dir / "embeddings" / "random", vectors, meta)
 
 
 def align_recipe(phase1_dir, text_dir, towers=None, **align) -> AlignmentRecipe:
     config = AlignConfig(**{"train": {"max_epochs": 1, "batch_size": 16, "lr": 0.01}, **align})
-    return AlignmentRecipe("pad-align", TINY_MODEL, towers or TowerConfig(text_mlp_layers=2), config, phase1_dir,
-                           text_dir)
+    return AlignmentRecipe(
+        "pad-align", TINY_MODEL, towers or TowerConfig(text_mlp_layers=2), config, phase1_dir, text_dir
+    )
 
 
 @pytest.fixture(scope="module")
@@ -170,11 +189,20 @@ def align_dir(run_dir, data, phase1_dir, text_dir):
 
 def experts_recipe(phase1_dir, text_dir, align_dir, **experts) -> ExpertsRecipe:
     config = ExpertsConfig(**{"train": {"max_epochs": 1, "batch_size": 16, "lr": 0.01}, **experts})
-    return ExpertsRecipe("pad", TINY_MODEL, TowerConfig(text_mlp_layers=2), config, text_dir, phase1_dir, align_dir,
-                         EvalConfig(num_negatives=[5], length_edges=[5, 10], frequency_buckets=4))
+    return ExpertsRecipe(
+        "pad",
+        TINY_MODEL,
+        TowerConfig(text_mlp_layers=2),
+        config,
+        text_dir,
+        phase1_dir,
+        align_dir,
+        EvalConfig(num_negatives=[5], length_edges=[5, 10], frequency_buckets=4),
+    )
 
 
 # ---------- buckets and gating ----------
+
 
 def test_buckets_have_equal_mass_and_come_from_the_training_split(data, phase1_dir, text_dir, align_dir):
     counts = data.item_train_counts()
@@ -270,8 +298,13 @@ def test_normalised_expert_logits_ignore_the_scale_of_any_one_expert(data, phase
 
 def test_cross_entropy_is_over_every_item_of_the_gated_scores(data, phase1_dir, text_dir, align_dir):
     for switches in ({}, {"normalize": "standardize", "gating": "frequency_embedding"}):
-        recipe = experts_recipe(phase1_dir, text_dir, align_dir, **switches,
-                                train={"max_epochs": 1, "batch_size": 16, "loss": "ce", "label_smoothing": 0.1})
+        recipe = experts_recipe(
+            phase1_dir,
+            text_dir,
+            align_dir,
+            **switches,
+            train={"max_epochs": 1, "batch_size": 16, "loss": "ce", "label_smoothing": 0.1},
+        )
         torch.manual_seed(0)
         core = recipe.build(data)
         core.eval()  # no dropout: the two computations below must see the same network
@@ -280,10 +313,13 @@ def test_cross_entropy_is_over_every_item_of_the_gated_scores(data, phase1_dir, 
         # The same loss by hand: Φ of every item at every trained position, softmax over the real items.
         expected = []
         for row, column in (targets > 0).nonzero().tolist():
-            prefix = inputs[row:row + 1, :column + 1]  # the causal encoder sees items ≤ column at the same places
+            prefix = inputs[row : row + 1, : column + 1]  # the causal encoder sees items ≤ column at the same places
             phi = core.score_all(prefix)[0, 1:]
-            expected.append(torch.nn.functional.cross_entropy(phi.unsqueeze(0), targets[row, column:column + 1] - 1,
-                                                              label_smoothing=0.1))
+            expected.append(
+                torch.nn.functional.cross_entropy(
+                    phi.unsqueeze(0), targets[row, column : column + 1] - 1, label_smoothing=0.1
+                )
+            )
         assert loss.item() == pytest.approx(torch.stack(expected).mean().item(), rel=1e-4)
         loss.backward()
         assert core.gate.logits.grad is not None and core.gate.logits.grad.abs().sum() > 0
@@ -316,7 +352,7 @@ def test_fusion_starts_from_the_id_half_or_from_both(data, text_dir):
         id_part = balanced.collaborative(items) @ halves[:, 8:].T
         rms = [part.pow(2).mean().sqrt().item() for part in (text_part, id_part)]
         assert rms[0] == pytest.approx(rms[1], rel=1e-4)
-        assert rms[1] == pytest.approx(balanced.collaborative(items).pow(2).mean().sqrt().item() / 2 ** 0.5, rel=1e-4)
+        assert rms[1] == pytest.approx(balanced.collaborative(items).pow(2).mean().sqrt().item() / 2**0.5, rel=1e-4)
 
 
 def test_expert_diagnostics_rank_each_expert_alone(data, phase1_dir, text_dir, align_dir):
@@ -331,8 +367,11 @@ def test_expert_diagnostics_rank_each_expert_alone(data, phase1_dir, text_dir, a
     for split in ("valid", "test"):
         evaluator = Evaluator(data, split, EvalConfig(num_negatives=[]))
         with torch.no_grad():
-            phase1 = evaluator.ranks(lambda users, split=split: backbone.score_all(backbone.user_vector(
-                torch.from_numpy(data.input_windows(split, users, TINY_MODEL.max_len)))))["full"]
+            phase1 = evaluator.ranks(
+                lambda users, split=split: backbone.score_all(
+                    backbone.user_vector(torch.from_numpy(data.input_windows(split, users, TINY_MODEL.max_len)))
+                )
+            )["full"]
         assert (ranks[split]["id"] == phase1).all()
         assert report[split]["experts"]["id"]["ndcg@10"] == pytest.approx(mean_metrics(phase1, [10])["ndcg@10"])
         for name in ("id", "align", "llm"):
@@ -348,6 +387,7 @@ def test_expert_diagnostics_rank_each_expert_alone(data, phase1_dir, text_dir, a
 
 
 # ---------- ablation switches ----------
+
 
 def graph_signature(recipe, data):
     """What one training step touches: the parameters that get a gradient, and the size of the autograd graph."""
@@ -367,20 +407,28 @@ def graph_signature(recipe, data):
 
 
 def test_each_ablation_switch_changes_the_computation_graph(data, phase1_dir, text_dir, align_dir):
-    variants = {"default": {}, "global gate": {"gating": "global"},
-                "embedding gate": {"gating": "frequency_embedding"}, "normalised": {"normalize": "standardize"},
-                "frozen id": {"freeze": ["id"]},
-                "cross-entropy": {"train": {"max_epochs": 1, "batch_size": 16, "loss": "ce"}}}
+    variants = {
+        "default": {},
+        "global gate": {"gating": "global"},
+        "embedding gate": {"gating": "frequency_embedding"},
+        "normalised": {"normalize": "standardize"},
+        "frozen id": {"freeze": ["id"]},
+        "cross-entropy": {"train": {"max_epochs": 1, "batch_size": 16, "loss": "ce"}},
+    }
     for expert in ("id", "align", "llm"):
         variants[f"without {expert}"] = {"experts": [e for e in ("id", "align", "llm") if e != expert]}
         variants[f"only {expert}"] = {"experts": [expert]}
-    signatures = {name: graph_signature(experts_recipe(phase1_dir, text_dir, align_dir, **switch), data)
-                  for name, switch in variants.items()}
+    signatures = {
+        name: graph_signature(experts_recipe(phase1_dir, text_dir, align_dir, **switch), data)
+        for name, switch in variants.items()
+    }
     assert len(set(signatures.values())) == len(variants), signatures
     assert not any(name.startswith("experts.id.") for name, _ in signatures["frozen id"][0])
     assert any(name.startswith("experts.id.") for name, _ in signatures["default"][0])
-    alignment = {variant: graph_signature(align_recipe(phase1_dir, text_dir, variant=variant), data)
-                 for variant in ("none", "non_anchored", "rec_anchored", "rec_anchored_frozen")}
+    alignment = {
+        variant: graph_signature(align_recipe(phase1_dir, text_dir, variant=variant), data)
+        for variant in ("none", "non_anchored", "rec_anchored", "rec_anchored_frozen")
+    }
     alignment["cross-entropy"] = graph_signature(align_recipe(phase1_dir, text_dir, train={"loss": "ce"}), data)
     assert len(set(alignment.values())) == len(alignment)
     trained_frozen = {name for name, _ in alignment["rec_anchored_frozen"][0]}
@@ -403,6 +451,7 @@ def test_phase_weights_come_from_the_previous_phases(data, phase1_dir, text_dir,
 
 # ---------- Kendall's τ ----------
 
+
 def test_kendall_tau_on_a_hand_made_example():
     # Orders of 4 values: one discordant pair (2, 3) of 6 → (5 − 1) / 6.
     assert kendall_tau(np.array([1.0, 2, 3, 4]), np.array([1.0, 3, 2, 4])) == pytest.approx(4 / 6)
@@ -421,6 +470,7 @@ def test_kendall_tau_on_a_hand_made_example():
 
 # ---------- presets and CLI ----------
 
+
 def test_presets_load_and_model_with_method_is_an_error(tmp_path):
     cpu, paper = load_config(PadConfig, "pad"), load_config(PadConfig, "pad-paper")
     assert cpu.align.gamma == paper.align.gamma == 0.2
@@ -433,8 +483,10 @@ def test_presets_load_and_model_with_method_is_an_error(tmp_path):
 
 # ---------- phases 2 and 3 through the shared Ray Train stage runner ----------
 
-def test_phases_two_and_three_run_as_ray_train_stages(ray_session, prepared_dir, data, run_dir, phase1_dir,
-                                                      text_dir, capsys):
+
+def test_phases_two_and_three_run_as_ray_train_stages(
+    ray_session, prepared_dir, data, run_dir, phase1_dir, text_dir, capsys
+):
     eval_config = EvalConfig(num_negatives=[5], length_edges=[5, 10])
     align = align_recipe(phase1_dir, text_dir)
     align_job = StageJob(align, align.train, eval_config, prepared_dir, str(run_dir), "phase: 2")
@@ -443,9 +495,17 @@ def test_phases_two_and_three_run_as_ray_train_stages(ray_session, prepared_dir,
     experts_job = StageJob(experts, experts.train, eval_config, prepared_dir, str(run_dir), "phase: 3")
     summary = run_stage(experts_job)
     out = run_dir / "models" / "pad"
-    for artifact in ("model.safetensors", "item_embeddings.safetensors", "gates.json", "expert_diagnostics.json",
-                     "metrics_valid.json",
-                     "metrics_test.json", "history.csv", "DONE.json", "model_config.json"):
+    for artifact in (
+        "model.safetensors",
+        "item_embeddings.safetensors",
+        "gates.json",
+        "expert_diagnostics.json",
+        "metrics_valid.json",
+        "metrics_test.json",
+        "history.csv",
+        "DONE.json",
+        "model_config.json",
+    ):
         assert (out / artifact).exists(), artifact
     metrics = json.loads((out / "metrics_test.json").read_text())
     assert 0 <= metrics["metrics"]["full"]["ndcg@10"] <= 1 and "warm_cold" in metrics["metrics"]["buckets"]
@@ -456,10 +516,24 @@ def test_phases_two_and_three_run_as_ray_train_stages(ray_session, prepared_dir,
     # Finished phases are skipped on a rerun.
     assert run_stage(align_job) == align_summary and run_stage(experts_job) == summary
     # The Kendall tool compares phase 1's table with the alignment expert's collaborative table.
-    save_file({"item_embeddings": load_file(str(phase1_dir / "model.safetensors"))["item_embedding.weight"]},
-              str(phase1_dir / "item_embeddings.safetensors"))
-    code = main(["analyze", "kendall", str(phase1_dir), str(out), "--table-b", "align.collaborative",
-                 "--data-dir", str(prepared_dir), "--buckets", "3"])
+    save_file(
+        {"item_embeddings": load_file(str(phase1_dir / "model.safetensors"))["item_embedding.weight"]},
+        str(phase1_dir / "item_embeddings.safetensors"),
+    )
+    code = main(
+        [
+            "analyze",
+            "kendall",
+            str(phase1_dir),
+            str(out),
+            "--table-b",
+            "align.collaborative",
+            "--data-dir",
+            str(prepared_dir),
+            "--buckets",
+            "3",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "| 0 |" in printed and "| 2 |" in printed

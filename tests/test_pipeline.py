@@ -13,18 +13,38 @@ from raylrec.pipeline import PipelineConfig, run_pipeline
 
 
 def tiny_pipeline(tmp_path, synthetic_log) -> PipelineConfig:
-    return PipelineConfig.model_validate({
-        "run_dir": str(tmp_path / "run"),
-        "data": {"dataset": "synthetic", "interactions_path": str(synthetic_log), "format": "csv",
-                 "negatives": [5], "num_blocks": 2},
-        "eval": {"num_negatives": [5], "length_edges": [5, 10]},
-        "stages": [{"name": "tiny-gru", "model": {"name": "gru4rec", "hidden_size": 8, "max_len": 6,
-                                                   "num_layers": 1, "inner_size": 8},
-                    "train": {"max_epochs": 2, "batch_size": 16}},
-                   {"name": "tiny-sas", "model": {"name": "sasrec", "hidden_size": 8, "max_len": 6, "num_layers": 1,
-                                                  "num_heads": 1, "inner_size": 8},
-                    "train": {"max_epochs": 2, "batch_size": 16}}],
-    })
+    return PipelineConfig.model_validate(
+        {
+            "run_dir": str(tmp_path / "run"),
+            "data": {
+                "dataset": "synthetic",
+                "interactions_path": str(synthetic_log),
+                "format": "csv",
+                "negatives": [5],
+                "num_blocks": 2,
+            },
+            "eval": {"num_negatives": [5], "length_edges": [5, 10]},
+            "stages": [
+                {
+                    "name": "tiny-gru",
+                    "model": {"name": "gru4rec", "hidden_size": 8, "max_len": 6, "num_layers": 1, "inner_size": 8},
+                    "train": {"max_epochs": 2, "batch_size": 16},
+                },
+                {
+                    "name": "tiny-sas",
+                    "model": {
+                        "name": "sasrec",
+                        "hidden_size": 8,
+                        "max_len": 6,
+                        "num_layers": 1,
+                        "num_heads": 1,
+                        "inner_size": 8,
+                    },
+                    "train": {"max_epochs": 2, "batch_size": 16},
+                },
+            ],
+        }
+    )
 
 
 def test_pipeline_runs_then_skips_finished_stages(ray_session, tmp_path, synthetic_log, capsys):
@@ -58,8 +78,9 @@ def test_a_stage_spec_changes_only_the_settings_it_names(tmp_path):
 
     config = load_config(PipelineConfig, "default")
     preset = config.stage_config(StageSpec(name="sasrec", preset="sasrec"))
-    shorter = config.stage_config(StageSpec(name="sasrec", preset="sasrec", train={"max_epochs": 3},
-                                            model={"ffn_dropout": 0.0}))
+    shorter = config.stage_config(
+        StageSpec(name="sasrec", preset="sasrec", train={"max_epochs": 3}, model={"ffn_dropout": 0.0})
+    )
     assert shorter.train.max_epochs == 3 and shorter.model.ffn_dropout == 0.0
     assert shorter.train.model_copy(update={"max_epochs": preset.train.max_epochs}) == preset.train
     assert shorter.model.model_copy(update={"ffn_dropout": None}) == preset.model
@@ -98,13 +119,21 @@ def test_stride_longer_than_the_window_is_a_config_error(tmp_path, capsys):
     assert "window_stride" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("script, command", [("run_pipeline", "run"), ("train_stage", "train"),
-                                             ("encode", "encode"), ("tune", "tune"),
-                                             ("leaderboard", "leaderboard")])
+@pytest.mark.parametrize(
+    "script, command",
+    [
+        ("run_pipeline", "run"),
+        ("train_stage", "train"),
+        ("encode", "encode"),
+        ("tune", "tune"),
+        ("leaderboard", "leaderboard"),
+    ],
+)
 def test_job_entrypoints_are_the_cli_commands(script, command):
     jobs = Path(__file__).resolve().parents[1] / "jobs"
-    result = subprocess.run([sys.executable, str(jobs / f"{script}.py"), "--help"], capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [sys.executable, str(jobs / f"{script}.py"), "--help"], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert f"raylrec {command}" in result.stdout  # argparse's usage line of that very subcommand
 
@@ -112,23 +141,57 @@ def test_job_entrypoints_are_the_cli_commands(script, command):
 def test_cli_reports_bad_input_without_traceback(ray_session, tmp_path, capsys):
     log = tmp_path / "log.csv"
     log.write_text("user_id,item_id,rating,timestamp\nu1,i1,5,100\nu1,i2,five,101\n")
-    code = main(["data", "prepare", "--run-dir", str(tmp_path / "run"), "--set", f"interactions_path={log}",
-                 "--set", "format=csv", "--set", "dataset=mine"])
+    code = main(
+        [
+            "data",
+            "prepare",
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--set",
+            f"interactions_path={log}",
+            "--set",
+            "format=csv",
+            "--set",
+            "dataset=mine",
+        ]
+    )
     assert code == 1
     err = capsys.readouterr().err
     assert "log.csv" in err and "line 3" in err and "rating" in err
 
 
 def test_cli_train_prints_full_config(ray_session, tmp_path, synthetic_log, capsys):
-    code = main(["train", "--model", "sasrec", "--run-dir", str(tmp_path / "run"),
-                 "--set", "data.dataset=synthetic", "--set", f"data.interactions_path={synthetic_log}",
-                 "--set", "data.format=csv", "--set", "data.negatives=[5]", "--set", "eval.num_negatives=[5]",
-                 "--set", "model.max_len=6", "--set", "model.hidden_size=8", "--set", "train.max_epochs=1",
-                 "--set", "train.window_stride=3"])
+    code = main(
+        [
+            "train",
+            "--model",
+            "sasrec",
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--set",
+            "data.dataset=synthetic",
+            "--set",
+            f"data.interactions_path={synthetic_log}",
+            "--set",
+            "data.format=csv",
+            "--set",
+            "data.negatives=[5]",
+            "--set",
+            "eval.num_negatives=[5]",
+            "--set",
+            "model.max_len=6",
+            "--set",
+            "model.hidden_size=8",
+            "--set",
+            "train.max_epochs=1",
+            "--set",
+            "train.window_stride=3",
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert "# stage sasrec" in out and "window_stride: 3" in out and "exclude_history: true" in out
-    summary = json.loads(out[out.index("{\n"):])
+    summary = json.loads(out[out.index("{\n") :])
     assert summary["stage"] == "sasrec" and 0 <= summary["test"]["ndcg@10"] <= 1
 
 
@@ -160,10 +223,12 @@ def test_side_by_side_respects_cpus_and_order(ray_session):
         time.sleep(seconds)
         return {"name": name, "start": started, "end": time.time()}
 
-    jobs = [Job("a", 1, partial(timed_job, "a", 2.0)),
-            Job("b", 1, partial(timed_job, "b", 1.0)),
-            Job("c", 2, partial(timed_job, "c", 0.5), after=(0,)),
-            Job("d", 1, partial(timed_job, "d", 0.5))]
+    jobs = [
+        Job("a", 1, partial(timed_job, "a", 2.0)),
+        Job("b", 1, partial(timed_job, "b", 1.0)),
+        Job("c", 2, partial(timed_job, "c", 0.5), after=(0,)),
+        Job("d", 1, partial(timed_job, "d", 0.5)),
+    ]
     a, b, c, d = run_side_by_side(jobs)
     assert [r["name"] for r in (a, b, c, d)] == ["a", "b", "c", "d"]
     assert b["start"] < a["end"]  # side by side
@@ -175,8 +240,10 @@ def test_default_preset_reservations():
     from raylrec.pipeline import method_configs, widest_reservation
 
     config = load_config(PipelineConfig, "default")
-    reserved = {i: spec.cpus or widest_reservation(method)
-                for i, (spec, method) in enumerate(zip(config.methods, method_configs(config)))}
+    reserved = {
+        i: spec.cpus or widest_reservation(method)
+        for i, (spec, method) in enumerate(zip(config.methods, method_configs(config)))
+    }
     names = [spec.name for spec in config.methods]
     assert names == ["idle", "pad", "allmrec", "allmrec"]
     assert reserved == {0: 1, 1: 1, 2: 1, 3: 2}  # A-LLMRec's stage 2 uses 2 DeepSpeed workers, its stage 1 one

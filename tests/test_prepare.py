@@ -16,8 +16,15 @@ def prepare_frame(tmp_path, frame: pd.DataFrame, items: pd.DataFrame | None = No
     if items is not None:
         items_path = tmp_path / "items.csv"
         items.to_csv(items_path, index=False)
-    config = DataConfig(dataset="t", interactions_path=str(log), items_path=str(items_path) if items_path else None,
-                        format="csv", num_blocks=2, negatives=settings.pop("negatives", [2]), **settings)
+    config = DataConfig(
+        dataset="t",
+        interactions_path=str(log),
+        items_path=str(items_path) if items_path else None,
+        format="csv",
+        num_blocks=2,
+        negatives=settings.pop("negatives", [2]),
+        **settings,
+    )
     return prepare_frame_config(config, tmp_path)
 
 
@@ -74,8 +81,9 @@ def test_negatives_are_stored_unseen_and_deterministic(prepared_dir, tmp_path, s
             seen = set(data.sequences.row(user).tolist())
             assert not seen & set(negatives[user].tolist())
             assert len(set(negatives[user].tolist())) == count
-    again = DataConfig(dataset="synthetic", interactions_path=str(synthetic_log), format="csv",
-                       negatives=[5, 10], num_blocks=2)
+    again = DataConfig(
+        dataset="synthetic", interactions_path=str(synthetic_log), format="csv", negatives=[5, 10], num_blocks=2
+    )
     prepare_dataset(again, tmp_path / "again")
     redo = PreparedData(tmp_path / "again")
     for key, negatives in data.negatives.items():
@@ -83,9 +91,18 @@ def test_negatives_are_stored_unseen_and_deterministic(prepared_dir, tmp_path, s
 
 
 def test_filters_dedup_and_kcore_are_counted(ray_session, tmp_path):
-    rows = [("a", "x", 5, 1), ("a", "y", 4, 2), ("a", "x", 5, 3), ("a", "z", 4, 4), ("a", "w", 1, 5),
-            ("b", "x", 5, 1), ("b", "y", 5, 2), ("b", "z", 5, 3),
-            ("c", "x", 4, 1), ("c", "q", 4, 2)]
+    rows = [
+        ("a", "x", 5, 1),
+        ("a", "y", 4, 2),
+        ("a", "x", 5, 3),
+        ("a", "z", 4, 4),
+        ("a", "w", 1, 5),
+        ("b", "x", 5, 1),
+        ("b", "y", 5, 2),
+        ("b", "z", 5, 3),
+        ("c", "x", 4, 1),
+        ("c", "q", 4, 2),
+    ]
     frame = pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"])
     report = prepare_frame(tmp_path, frame, min_rating=4, user_core=3, item_core=2, negatives=[0])
     steps = {s["step"]: s for s in report["steps"]}
@@ -97,8 +114,10 @@ def test_filters_dedup_and_kcore_are_counted(ray_session, tmp_path):
 
 
 def test_ties_in_time_keep_file_order(ray_session, tmp_path):
-    frame = pd.DataFrame([("a", "i3", 5, 7), ("a", "i1", 5, 7), ("a", "i2", 5, 1), ("a", "i4", 5, 9)],
-                         columns=["user_id", "item_id", "rating", "timestamp"])
+    frame = pd.DataFrame(
+        [("a", "i3", 5, 7), ("a", "i1", 5, 7), ("a", "i2", 5, 1), ("a", "i4", 5, 9)],
+        columns=["user_id", "item_id", "rating", "timestamp"],
+    )
     prepare_frame(tmp_path, frame, negatives=[0])
     items = pd.read_parquet(tmp_path / "prepared" / "items.parquet").set_index("item")["item_id"]
     sequence = pd.read_parquet(tmp_path / "prepared" / "sequences.parquet")["items"][0]
@@ -106,8 +125,10 @@ def test_ties_in_time_keep_file_order(ray_session, tmp_path):
 
 
 def test_short_users_are_dropped_and_reported(ray_session, tmp_path):
-    frame = pd.DataFrame([("a", "x", 5, 1), ("a", "y", 5, 2), ("a", "z", 5, 3), ("b", "x", 5, 1), ("b", "y", 5, 2)],
-                         columns=["user_id", "item_id", "rating", "timestamp"])
+    frame = pd.DataFrame(
+        [("a", "x", 5, 1), ("a", "y", 5, 2), ("a", "z", 5, 3), ("b", "x", 5, 1), ("b", "y", 5, 2)],
+        columns=["user_id", "item_id", "rating", "timestamp"],
+    )
     report = prepare_frame(tmp_path, frame, negatives=[0])
     last = report["steps"][-1]
     assert last["dropped"] == {"user has fewer than 3 interactions (1 users)": 2}
@@ -120,8 +141,9 @@ def test_empty_after_filtering_is_a_clear_error(ray_session, tmp_path):
 
 
 def test_items_file_that_disagrees_with_interactions(ray_session, tmp_path):
-    frame = pd.DataFrame([("a", "x", 5, 1), ("a", "y", 5, 2), ("a", "z", 5, 3)],
-                         columns=["user_id", "item_id", "rating", "timestamp"])
+    frame = pd.DataFrame(
+        [("a", "x", 5, 1), ("a", "y", 5, 2), ("a", "z", 5, 3)], columns=["user_id", "item_id", "rating", "timestamp"]
+    )
     items = pd.DataFrame({"item_id": ["x", "y"], "title": ["X", "Y"]})
     with pytest.raises(DataError, match=r"log.csv line 4: field 'item_id' value 'z' is not in items.csv"):
         prepare_frame(tmp_path, frame, items)
@@ -131,8 +153,10 @@ def test_items_file_that_disagrees_with_interactions(ray_session, tmp_path):
 
 
 def test_too_few_unseen_items_for_negatives(ray_session, tmp_path):
-    frame = pd.DataFrame([("a", "x", 5, 1), ("a", "y", 5, 2), ("a", "z", 5, 3), ("b", "x", 5, 1)],
-                         columns=["user_id", "item_id", "rating", "timestamp"])
+    frame = pd.DataFrame(
+        [("a", "x", 5, 1), ("a", "y", 5, 2), ("a", "z", 5, 3), ("b", "x", 5, 1)],
+        columns=["user_id", "item_id", "rating", "timestamp"],
+    )
     with pytest.raises(DataError, match="user 'a' interacted with 3 of 3 items: cannot draw 2"):
         prepare_frame(tmp_path, frame, negatives=[2])
 
@@ -165,9 +189,15 @@ def test_headerless_log_without_timestamps_prepares(ray_session, tmp_path):
         lines += [f"u{user} {item}" for item in items]
     log = tmp_path / "Beauty.txt"
     log.write_text("\n".join(lines) + "\n")
-    config = DataConfig(dataset="t", interactions_path=str(log), format="whitespace", fields=["user", "item"],
-                        columns={"user": "user", "item": "item", "rating": None, "timestamp": None},
-                        num_blocks=4, negatives=[5])
+    config = DataConfig(
+        dataset="t",
+        interactions_path=str(log),
+        format="whitespace",
+        fields=["user", "item"],
+        columns={"user": "user", "item": "item", "rating": None, "timestamp": None},
+        num_blocks=4,
+        negatives=[5],
+    )
     report = prepare_frame_config(config, tmp_path)
     assert report["counts"]["interactions"] == len(lines) and report["counts"]["users"] == 300
     assert any("no timestamps" in note for note in report["notes"])
@@ -186,13 +216,25 @@ def test_p5_sequences_with_an_item_table_and_id_map(ray_session, tmp_path):
     (tmp_path / "user_sequence.txt").write_text("A1 B1 B2 B3\nA2 B2 B3 B1 B2\n")
     (tmp_path / "products_lookup.csv").write_text(",global_product_id,name\n0,7,Soap\n1,8,Brush\n2,9,Comb\n3,4,X\n")
     (tmp_path / "item_id_to_int.json").write_text('{"B1": 7, "B2": 8, "B3": 9}')
-    config = DataConfig(dataset="t", interactions_path=str(tmp_path / "user_sequence.txt"),
-                        items_path=str(tmp_path / "products_lookup.csv"), items_format="csv",
-                        item_columns={"item": "global_product_id", "title": "name"},
-                        item_ids_path=str(tmp_path / "item_id_to_int.json"), num_blocks=2, negatives=[0])
+    config = DataConfig(
+        dataset="t",
+        interactions_path=str(tmp_path / "user_sequence.txt"),
+        items_path=str(tmp_path / "products_lookup.csv"),
+        items_format="csv",
+        item_columns={"item": "global_product_id", "title": "name"},
+        item_ids_path=str(tmp_path / "item_id_to_int.json"),
+        num_blocks=2,
+        negatives=[0],
+    )
     report = prepare_frame_config(config, tmp_path)
-    assert report["item_steps"] == [{"step": "read products_lookup.csv", "rows_in": 4, "rows_out": 3,
-                                     "dropped": {"item not named in item_id_to_int.json": 1}}]
+    assert report["item_steps"] == [
+        {
+            "step": "read products_lookup.csv",
+            "rows_in": 4,
+            "rows_out": 3,
+            "dropped": {"item not named in item_id_to_int.json": 1},
+        }
+    ]
     steps = {s["step"]: s for s in report["steps"]}
     assert steps["order by time and de-duplicate"]["dropped"] == {"repeated (user, item) pair, first kept": 1}
     items = pd.read_parquet(tmp_path / "prepared" / "items.parquet")
@@ -214,8 +256,17 @@ def test_raw_files_of_a_config_include_the_files_read_with_them(tmp_path):
 
     for name in ("T.train.inter", "T.valid.inter", "T.test.inter", "T.item2index", "T.text", "ids.json"):
         (tmp_path / name).write_text("x")
-    splits = DataConfig(interactions_path=str(tmp_path / "T.train.inter"), items_path=str(tmp_path / "T.text"),
-                        item_ids_path=str(tmp_path / "ids.json"))
-    assert [p.name for p in user_raw_files(splits)] == ["T.train.inter", "T.text", "T.valid.inter", "T.test.inter",
-                                                        "T.item2index", "ids.json"]
+    splits = DataConfig(
+        interactions_path=str(tmp_path / "T.train.inter"),
+        items_path=str(tmp_path / "T.text"),
+        item_ids_path=str(tmp_path / "ids.json"),
+    )
+    assert [p.name for p in user_raw_files(splits)] == [
+        "T.train.inter",
+        "T.text",
+        "T.valid.inter",
+        "T.test.inter",
+        "T.item2index",
+        "ids.json",
+    ]
     assert user_raw_files(DataConfig()) == []

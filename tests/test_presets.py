@@ -21,9 +21,18 @@ from raylrec.pipeline import PipelineConfig, method_configs
 from raylrec.train.config import StageConfig
 
 RECORD = Path(__file__).parent / "data" / "resolved_presets.json"
-CONFIGS = {"sasrec": "raylrec.train.config:StageConfig", "sasrec-bce": "raylrec.train.config:StageConfig",
-           "gru4rec": "raylrec.train.config:StageConfig", "pad": "pad", "pad-paper": "pad", "idle": "idle",
-           "idle-paper": "idle", "allmrec": "allmrec", "allmrec-long": "allmrec", "allmrec-paper": "allmrec"}
+CONFIGS = {
+    "sasrec": "raylrec.train.config:StageConfig",
+    "sasrec-bce": "raylrec.train.config:StageConfig",
+    "gru4rec": "raylrec.train.config:StageConfig",
+    "pad": "pad",
+    "pad-paper": "pad",
+    "idle": "idle",
+    "idle-paper": "idle",
+    "allmrec": "allmrec",
+    "allmrec-long": "allmrec",
+    "allmrec-paper": "allmrec",
+}
 PIPELINES = ("default", "paper", "amazon14-beauty", "amazon18-scientific")
 
 
@@ -31,9 +40,11 @@ def resolved(name: str) -> dict:
     """A preset's full settings (a pipeline preset: with its stages and methods resolved)."""
     if name in PIPELINES:
         config = load_config(PipelineConfig, name)
-        return {"pipeline": config.model_dump(mode="json"),
-                "stages": [config.stage_config(s).model_dump(mode="json") for s in config.stages],
-                "methods": [m.model_dump(mode="json") for m in method_configs(config)]}
+        return {
+            "pipeline": config.model_dump(mode="json"),
+            "stages": [config.stage_config(s).model_dump(mode="json") for s in config.stages],
+            "methods": [m.model_dump(mode="json") for m in method_configs(config)],
+        }
     if CONFIGS[name].startswith("raylrec."):
         return load_config(StageConfig, name).model_dump(mode="json")
     from raylrec.methods.registry import get_method
@@ -47,18 +58,20 @@ def test_presets_resolve_as_recorded(name):
         record = json.loads(RECORD.read_text()) if RECORD.exists() else {}
         RECORD.write_text(json.dumps({**record, name: resolved(name)}, indent=1, sort_keys=True) + "\n")
     expected, got = flatten(json.loads(RECORD.read_text())[name]), flatten(resolved(name))
-    assert {k: (expected.get(k), got.get(k)) for k in expected.keys() | got.keys() if expected.get(k) != got.get(k)} \
-        == {}
+    assert {
+        k: (expected.get(k), got.get(k)) for k in expected.keys() | got.keys() if expected.get(k) != got.get(k)
+    } == {}
 
 
 def test_defaults_merge_in_order_under_keys_and_refuse_circles(tmp_path):
     (tmp_path / "a.yaml").write_text("data: {dataset: a, seed: 1}\nname: a\n")
     (tmp_path / "b.yaml").write_text(f"defaults: [{tmp_path / 'a.yaml'}]\ndata: {{seed: 2}}\n")
-    (tmp_path / "c.yaml").write_text(f"defaults: [{tmp_path / 'b.yaml'}, {tmp_path / 'a.yaml'}@spec.inner]\n"
-                                     "name: c\n")
+    (tmp_path / "c.yaml").write_text(f"defaults: [{tmp_path / 'b.yaml'}, {tmp_path / 'a.yaml'}@spec.inner]\nname: c\n")
     assert read_preset(str(tmp_path / "c.yaml")) == {
-        "data": {"dataset": "a", "seed": 2}, "name": "c",
-        "spec": {"inner": {"data": {"dataset": "a", "seed": 1}, "name": "a"}}}
+        "data": {"dataset": "a", "seed": 2},
+        "name": "c",
+        "spec": {"inner": {"data": {"dataset": "a", "seed": 1}, "name": "a"}},
+    }
     (tmp_path / "d.yaml").write_text(f"defaults: {tmp_path / 'e.yaml'}\n")
     (tmp_path / "e.yaml").write_text(f"defaults: [{tmp_path / 'd.yaml'}]\n")
     with pytest.raises(RaylrecError, match="inherit in a circle"):

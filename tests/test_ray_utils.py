@@ -35,9 +35,17 @@ def find_own_cluster(copies: int) -> list[subprocess.CompletedProcess]:
     dashboard listens on it (several seconds later) — the window two commands launched together fall into."""
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
     start_at, port = time.time() + (IMPORT_WAIT_S * copies if copies > 1 else 0), str(free_port())
-    jobs = [subprocess.Popen([sys.executable, "-c", FIND_OWN_CLUSTER, str(start_at + copy * START_GAP_S), port],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
-            for copy in range(copies)]
+    jobs = [
+        subprocess.Popen(
+            [sys.executable, "-c", FIND_OWN_CLUSTER, str(start_at + copy * START_GAP_S), port],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+            env=env,
+        )
+        for copy in range(copies)
+    ]
     results = []
     try:
         for job in jobs:

@@ -96,15 +96,27 @@ def test_movielens_100k(tmp_path):
         encoding="latin-1",
     )
     table = read_items(items)
-    assert table.column_names == ["item_id", "title", "genres", "year", "release_date", "video_release_date",
-                                  "imdb_url"]
+    assert table.column_names == [
+        "item_id",
+        "title",
+        "genres",
+        "year",
+        "release_date",
+        "video_release_date",
+        "imdb_url",
+    ]
     first, unknown, romance, les_mis = rows(table)
     assert first["genres"] == "Animation, Children's, Comedy" and first["year"] == "1995"
     assert first["release_date"] == "01-Jan-1995" and first["imdb_url"] == "http://imdb/toy"
     assert first["video_release_date"] is None
     assert unknown == {
-        "item_id": "267", "title": "unknown", "genres": "unknown", "year": None,
-        "release_date": None, "video_release_date": None, "imdb_url": None,
+        "item_id": "267",
+        "title": "unknown",
+        "genres": "unknown",
+        "year": None,
+        "release_date": None,
+        "video_release_date": None,
+        "imdb_url": None,
     }
     assert romance["genres"] == "Drama, Romance"
     assert les_mis["title"] == "Misérables, Les (1995)" and les_mis["genres"] == "Drama, War"
@@ -118,7 +130,11 @@ def test_movielens_100k_split_files_are_detected(tmp_path):
 def test_movielens_1m(tmp_path):
     ratings = write(tmp_path, "ratings.dat", "1::1193::5::978300760\n1::661::3::978302109\n")
     assert rows(read_interactions(ratings))[1] == {
-        "user_id": "1", "item_id": "661", "rating": 3.0, "timestamp": 978302109, "row": 2,
+        "user_id": "1",
+        "item_id": "661",
+        "rating": 3.0,
+        "timestamp": 978302109,
+        "row": 2,
     }
     movies = write(
         tmp_path,
@@ -133,8 +149,7 @@ def test_movielens_1m(tmp_path):
 
 
 def test_csv_with_quotes_blank_lines_and_crlf(tmp_path):
-    path = write(tmp_path, "ratings.csv",
-                 "user_id,item_id,rating,timestamp\r\n\r\n7,\"a,b\",4.5,10\r\n8,c,1,11\r\n\r\n")
+    path = write(tmp_path, "ratings.csv", 'user_id,item_id,rating,timestamp\r\n\r\n7,"a,b",4.5,10\r\n8,c,1,11\r\n\r\n')
     assert rows(read_interactions(path)) == [
         {"user_id": "7", "item_id": "a,b", "rating": 4.5, "timestamp": 10, "row": 3},
         {"user_id": "8", "item_id": "c", "rating": 1.0, "timestamp": 11, "row": 4},
@@ -237,9 +252,7 @@ def test_non_numeric_timestamp_in_headerless_file(tmp_path):
 
 def test_fractional_timestamp(tmp_path):
     path = write(tmp_path, "x.inter", "user_id:token\titem_id:token\ttimestamp:float\n1\t2\t10\n1\t3\t10.5\n")
-    raises_data_error(
-        "line 3", "column 'timestamp'", "'10.5' is not a whole number", read=read_interactions, path=path
-    )
+    raises_data_error("line 3", "column 'timestamp'", "'10.5' is not a whole number", read=read_interactions, path=path)
     path = write(tmp_path, "big.csv", "user_id,item_id,timestamp\n1,2,99999999999999999999\n")
     raises_data_error("line 2", "column 'timestamp'", "64-bit range", read=read_interactions, path=path)
 
@@ -276,11 +289,19 @@ def test_empty_user_and_item_ids(tmp_path):
 
 def test_malformed_lines(tmp_path):
     path = write(tmp_path, "u.data", "1\t2\t3\t4\n\n1\t2\t3\n")
-    raises_data_error("line 3", "expected 4 fields", "user_id, item_id, rating, timestamp", "found 3", "'1\\t2\\t3'",
-                      read=read_interactions, path=path)
+    raises_data_error(
+        "line 3",
+        "expected 4 fields",
+        "user_id, item_id, rating, timestamp",
+        "found 3",
+        "'1\\t2\\t3'",
+        read=read_interactions,
+        path=path,
+    )
     path = write(tmp_path, "ratings.csv", "user_id,item_id,rating\n1,2,3\n\n1,2,3,4\n")
-    raises_data_error("line 4", "expected 3 fields", "user_id, item_id, rating", "found 4", read=read_interactions,
-                      path=path)
+    raises_data_error(
+        "line 4", "expected 3 fields", "user_id, item_id, rating", "found 4", read=read_interactions, path=path
+    )
     path = write(tmp_path, "u.item", "1|Toy Story|01-Jan-1995\n")
     raises_data_error("line 1", "expected 24 fields separated by '|'", "item_id, title", read=read_items, path=path)
 
@@ -321,41 +342,66 @@ def test_missing_file(tmp_path):
 
 def test_headerless_whitespace_with_fields_and_the_sasrec_format(tmp_path):
     path = write(tmp_path, "Beauty.txt", "1 10\n1 11\n\n2 10\n")
-    expected = [{"user_id": "1", "item_id": "10", "row": 1}, {"user_id": "1", "item_id": "11", "row": 2},
-                {"user_id": "2", "item_id": "10", "row": 4}]
+    expected = [
+        {"user_id": "1", "item_id": "10", "row": 1},
+        {"user_id": "1", "item_id": "11", "row": 2},
+        {"user_id": "2", "item_id": "10", "row": 4},
+    ]
     by_fields = read_interactions(path, format="whitespace", fields=["user_id", "item_id"])
     assert rows(by_fields.select(["user_id", "item_id", "row"])) == expected
     assert rows(read_interactions(path, format="sasrec").select(["user_id", "item_id", "row"])) == expected
-    mapped = read_interactions(path, format="whitespace", fields=["u", "i"],
-                               columns=ColumnMapping(user="u", item="i", rating=None, timestamp=None))
+    mapped = read_interactions(
+        path,
+        format="whitespace",
+        fields=["u", "i"],
+        columns=ColumnMapping(user="u", item="i", rating=None, timestamp=None),
+    )
     assert mapped["item_id"].to_pylist() == ["10", "11", "10"]
     # A headerless file read as if line 1 were a header: the error says how to read it.
     raises_data_error("line 1", "fields=", read=read_interactions, path=path, format="whitespace")
-    raises_data_error("line 3", "expected 2 fields", "found 3", read=read_interactions,
-                      path=write(tmp_path, "bad.txt", "1 10\n\n1 11 12\n"), format="sasrec")
+    raises_data_error(
+        "line 3",
+        "expected 2 fields",
+        "found 3",
+        read=read_interactions,
+        path=write(tmp_path, "bad.txt", "1 10\n\n1 11 12\n"),
+        format="sasrec",
+    )
 
 
 def test_headerless_csv_with_fields(tmp_path):
-    path = write(tmp_path, "log.csv", "7,a,4.5,10\n8,\"b,c\",1,11\n")
+    path = write(tmp_path, "log.csv", '7,a,4.5,10\n8,"b,c",1,11\n')
     assert rows(read_interactions(path, fields=["user_id", "item_id", "rating", "timestamp"])) == [
         {"user_id": "7", "item_id": "a", "rating": 4.5, "timestamp": 10, "row": 1},
         {"user_id": "8", "item_id": "b,c", "rating": 1.0, "timestamp": 11, "row": 2},
     ]
-    raises_data_error("line 2", "field 3 (rating)", "'x' is not a number", read=read_interactions,
-                      path=write(tmp_path, "bad.csv", "7,a,4\n8,b,x\n"), fields=["user_id", "item_id", "rating"])
+    raises_data_error(
+        "line 2",
+        "field 3 (rating)",
+        "'x' is not a number",
+        read=read_interactions,
+        path=write(tmp_path, "bad.csv", "7,a,4\n8,b,x\n"),
+        fields=["user_id", "item_id", "rating"],
+    )
 
 
 def test_p5_user_sequences(tmp_path):
     path = write(tmp_path, "user_sequence.txt", "A1 B2 B1\n\nA2 B1 B3 B2\n")
     table = read_interactions(path)
     assert rows(table.select(["user_id", "item_id", "row"])) == [
-        {"user_id": "A1", "item_id": "B2", "row": 1}, {"user_id": "A1", "item_id": "B1", "row": 2},
-        {"user_id": "A2", "item_id": "B1", "row": 3}, {"user_id": "A2", "item_id": "B3", "row": 4},
+        {"user_id": "A1", "item_id": "B2", "row": 1},
+        {"user_id": "A1", "item_id": "B1", "row": 2},
+        {"user_id": "A2", "item_id": "B1", "row": 3},
+        {"user_id": "A2", "item_id": "B3", "row": 4},
         {"user_id": "A2", "item_id": "B2", "row": 5},
     ]
     assert table["timestamp"].null_count == 5 and table["rating"].null_count == 5
-    raises_data_error("line 2", "user 'A9' has no items", read=read_interactions,
-                      path=write(tmp_path, "user_sequence.txt", "A1 B1\nA9\n"))
+    raises_data_error(
+        "line 2",
+        "user 'A9' has no items",
+        read=read_interactions,
+        path=write(tmp_path, "user_sequence.txt", "A1 B1\nA9\n"),
+    )
 
 
 def test_item_table_with_an_id_map(tmp_path):
@@ -364,11 +410,20 @@ def test_item_table_with_an_id_map(tmp_path):
     id_map = write(tmp_path, "item_id_to_int.json", '{"B2": 5, "B1": 3}')
     columns = ItemColumnMapping(item="global_product_id", title="name")
     table = read_items(items, columns=columns, id_map=id_map)
-    assert rows(table) == [{"item_id": "B2", "title": "Lipstick", "unnamed_1": "0"},
-                           {"item_id": "B1", "title": None, "unnamed_1": "1"}]
+    assert rows(table) == [
+        {"item_id": "B2", "title": "Lipstick", "unnamed_1": "0"},
+        {"item_id": "B1", "title": None, "unnamed_1": "1"},
+    ]
     assert dropped_rows(table) == {"item not named in item_id_to_int.json": 1}
-    raises_data_error("'B7'", "'4'", "does not list", read=read_items, path=items, columns=columns,
-                      id_map=write(tmp_path, "item_id_to_int.json", '{"B2": 5, "B7": 4}'))
+    raises_data_error(
+        "'B7'",
+        "'4'",
+        "does not list",
+        read=read_items,
+        path=items,
+        columns=columns,
+        id_map=write(tmp_path, "item_id_to_int.json", '{"B2": 5, "B7": 4}'),
+    )
     bad = write(tmp_path, "item_id_to_int.json", '{"B2": 5, "B3": 5}')
     with pytest.raises(DataError, match="item_id_to_int.json: item table id '5' is the target of more than one"):
         read_items(items, columns=columns, id_map=bad)
@@ -381,13 +436,22 @@ def test_json_and_jsonl_item_tables(tmp_path):
     assert rows(read_items(fields)) == [{"item_id": "B1", "title": "Soap", "brand": "Acme", "tags": '["a", "b"]'}]
     records = write(tmp_path, "list.json", '[{"asin": "B1", "name": "Soap"}]')
     assert rows(read_items(records, columns=ItemColumnMapping(item="asin", title="name"))) == [
-        {"item_id": "B1", "title": "Soap"}]
+        {"item_id": "B1", "title": "Soap"}
+    ]
     lines = write(tmp_path, "items.jsonl", '{"item_id": "B1", "title": "Soap"}\n\n{"item_id": "B2"}\n')
     assert rows(read_items(lines)) == [{"item_id": "B1", "title": "Soap"}, {"item_id": "B2", "title": None}]
-    raises_data_error("line 2", "not valid JSON", read=read_items,
-                      path=write(tmp_path, "bad.jsonl", '{"item_id": "B1"}\n{"item_id": \n'))
-    raises_data_error("line 2", "item id 'B1' already appeared on line 1", read=read_items,
-                      path=write(tmp_path, "twice.jsonl", '{"item_id": "B1"}\n{"item_id": "B1"}\n'))
+    raises_data_error(
+        "line 2",
+        "not valid JSON",
+        read=read_items,
+        path=write(tmp_path, "bad.jsonl", '{"item_id": "B1"}\n{"item_id": \n'),
+    )
+    raises_data_error(
+        "line 2",
+        "item id 'B1' already appeared on line 1",
+        read=read_items,
+        path=write(tmp_path, "twice.jsonl", '{"item_id": "B1"}\n{"item_id": "B1"}\n'),
+    )
     raises_data_error("item tables", read=read_interactions, path=lines)
 
 
@@ -414,8 +478,12 @@ def test_recbole_split_files_rebuild_full_sequences(tmp_path):
     write(tmp_path, "Toy.user2index", "Ann\t0\nBob\t1\n")
     mapped = read_interactions(tmp_path / "Toy.test.inter")
     assert mapped["user_id"].to_pylist()[:1] == ["Ann"] and mapped["item_id"].to_pylist()[-1] == "B9"
-    assert sorted(p.name for p in sibling_files(path)) == ["Toy.item2index", "Toy.test.inter", "Toy.user2index",
-                                                           "Toy.valid.inter"]
+    assert sorted(p.name for p in sibling_files(path)) == [
+        "Toy.item2index",
+        "Toy.test.inter",
+        "Toy.user2index",
+        "Toy.valid.inter",
+    ]
 
 
 def test_recbole_split_files_that_do_not_chain_up(tmp_path):
@@ -435,62 +503,112 @@ def gzip_lines(directory: Path, name: str, lines: list[str]) -> Path:
 
 
 def test_amazon_2014_reviews_and_python_literal_meta(tmp_path):
-    reviews = gzip_lines(tmp_path, "reviews_Beauty_5.json.gz", [
-        '{"reviewerID": "A1", "asin": "B1", "reviewerName": "x", "helpful": [0, 0], "overall": 5.0, '
-        '"unixReviewTime": 1391212800, "reviewTime": "02 1, 2014"}',
-        '{"reviewerID": "A1", "asin": "B2", "overall": 3.0, "unixReviewTime": 1391212801}',
-    ])
+    reviews = gzip_lines(
+        tmp_path,
+        "reviews_Beauty_5.json.gz",
+        [
+            '{"reviewerID": "A1", "asin": "B1", "reviewerName": "x", "helpful": [0, 0], "overall": 5.0, '
+            '"unixReviewTime": 1391212800, "reviewTime": "02 1, 2014"}',
+            '{"reviewerID": "A1", "asin": "B2", "overall": 3.0, "unixReviewTime": 1391212801}',
+        ],
+    )
     assert rows(read_interactions(reviews)) == [
         {"user_id": "A1", "item_id": "B1", "rating": 5.0, "timestamp": 1391212800, "row": 1},
         {"user_id": "A1", "item_id": "B2", "rating": 3.0, "timestamp": 1391212801, "row": 2},
     ]
-    meta = gzip_lines(tmp_path, "meta_Beauty.json.gz", [
-        "{'asin': 'B1', 'title': 'Rose &amp; Oud', 'description': 'A scent.', "
-        "'categories': [['Beauty', 'Fragrance'], ['Beauty', 'Women']], 'brand': 'Acme', 'price': 12.5}",
-        "{'asin': 'B2', 'categories': [['Beauty']], 'related': {'also_bought': ['B1']}}",
-    ])
+    meta = gzip_lines(
+        tmp_path,
+        "meta_Beauty.json.gz",
+        [
+            "{'asin': 'B1', 'title': 'Rose &amp; Oud', 'description': 'A scent.', "
+            "'categories': [['Beauty', 'Fragrance'], ['Beauty', 'Women']], 'brand': 'Acme', 'price': 12.5}",
+            "{'asin': 'B2', 'categories': [['Beauty']], 'related': {'also_bought': ['B1']}}",
+        ],
+    )
     assert rows(read_items(meta)) == [
-        {"item_id": "B1", "title": "Rose & Oud", "description": "A scent.", "categories": "Beauty, Fragrance, Women",
-         "brand": "Acme", "price": "12.5"},
+        {
+            "item_id": "B1",
+            "title": "Rose & Oud",
+            "description": "A scent.",
+            "categories": "Beauty, Fragrance, Women",
+            "brand": "Acme",
+            "price": "12.5",
+        },
         {"item_id": "B2", "title": None, "description": None, "categories": "Beauty", "brand": None, "price": None},
     ]
     # Literals only: an expression is a parse error naming the line, never evaluated.
     bad = gzip_lines(tmp_path, "meta_Bad.json.gz", ["{'asin': 'B1'}", "__import__('os').getcwd()"])
     raises_data_error("line 2", "neither JSON nor a Python literal", read=read_items, path=bad)
-    missing = gzip_lines(tmp_path, "reviews_Gap_5.json.gz", ['{"reviewerID": "A1", "asin": "B1", "overall": 5.0, '
-                                                             '"unixReviewTime": 1}', '{"asin": "B2", "overall": 4.0, '
-                                                             '"unixReviewTime": 2}'])
+    missing = gzip_lines(
+        tmp_path,
+        "reviews_Gap_5.json.gz",
+        [
+            '{"reviewerID": "A1", "asin": "B1", "overall": 5.0, "unixReviewTime": 1}',
+            '{"asin": "B2", "overall": 4.0, "unixReviewTime": 2}',
+        ],
+    )
     raises_data_error("record 2", "user id is empty", read=read_interactions, path=missing)
 
 
 def test_amazon_2018_meta_repeats_are_counted(tmp_path):
-    reviews = gzip_lines(tmp_path, "Industrial_and_Scientific_5.json.gz", [
-        '{"overall": 4.0, "verified": true, "reviewerID": "U1", "asin": "P1", "style": {"Size:": " 1"}, '
-        '"unixReviewTime": 1500000000, "vote": "2"}',
-    ])
-    assert rows(read_interactions(reviews))[0] == {"user_id": "U1", "item_id": "P1", "rating": 4.0,
-                                                   "timestamp": 1500000000, "row": 1}
-    meta = gzip_lines(tmp_path, "meta_Industrial_and_Scientific.json.gz", [
-        '{"asin": "P1", "title": "Gloves", "description": ["Nitrile.", "Box of 100."], "category": '
-        '["Industrial & Scientific", "Lab"], "brand": "Acme"}',
-        '{"asin": "P1", "title": "Gloves (again)"}',
-    ])
+    reviews = gzip_lines(
+        tmp_path,
+        "Industrial_and_Scientific_5.json.gz",
+        [
+            '{"overall": 4.0, "verified": true, "reviewerID": "U1", "asin": "P1", "style": {"Size:": " 1"}, '
+            '"unixReviewTime": 1500000000, "vote": "2"}',
+        ],
+    )
+    assert rows(read_interactions(reviews))[0] == {
+        "user_id": "U1",
+        "item_id": "P1",
+        "rating": 4.0,
+        "timestamp": 1500000000,
+        "row": 1,
+    }
+    meta = gzip_lines(
+        tmp_path,
+        "meta_Industrial_and_Scientific.json.gz",
+        [
+            '{"asin": "P1", "title": "Gloves", "description": ["Nitrile.", "Box of 100."], "category": '
+            '["Industrial & Scientific", "Lab"], "brand": "Acme"}',
+            '{"asin": "P1", "title": "Gloves (again)"}',
+        ],
+    )
     table = read_items(meta)
-    assert rows(table) == [{"item_id": "P1", "title": "Gloves", "description": "Nitrile. Box of 100.",
-                            "categories": "Industrial & Scientific, Lab", "brand": "Acme", "price": None}]
+    assert rows(table) == [
+        {
+            "item_id": "P1",
+            "title": "Gloves",
+            "description": "Nitrile. Box of 100.",
+            "categories": "Industrial & Scientific, Lab",
+            "brand": "Acme",
+            "price": None,
+        }
+    ]
     assert dropped_rows(table) == {"item listed again, first kept": 1}
 
 
 def test_amazon_2023_jsonl(tmp_path):
-    reviews = gzip_lines(tmp_path, "All_Beauty.jsonl.gz", [
-        '{"rating": 5.0, "title": "ok", "asin": "B01", "parent_asin": "P01", "user_id": "U1", '
-        '"timestamp": 1588687728923, "helpful_vote": 0, "verified_purchase": true}',
-    ])
+    reviews = gzip_lines(
+        tmp_path,
+        "All_Beauty.jsonl.gz",
+        [
+            '{"rating": 5.0, "title": "ok", "asin": "B01", "parent_asin": "P01", "user_id": "U1", '
+            '"timestamp": 1588687728923, "helpful_vote": 0, "verified_purchase": true}',
+        ],
+    )
     assert rows(read_interactions(reviews)) == [
-        {"user_id": "U1", "item_id": "P01", "rating": 5.0, "timestamp": 1588687728923, "row": 1}]
-    meta = gzip_lines(tmp_path, "meta_All_Beauty.jsonl.gz", [
-        '{"main_category": "All Beauty", "title": "Brush", "description": [], "categories": [], '
-        '"store": "Acme", "parent_asin": "P01", "price": null}',
-    ])
-    assert rows(read_items(meta)) == [{"item_id": "P01", "title": "Brush", "description": None, "categories": None,
-                                       "brand": "Acme", "price": None}]
+        {"user_id": "U1", "item_id": "P01", "rating": 5.0, "timestamp": 1588687728923, "row": 1}
+    ]
+    meta = gzip_lines(
+        tmp_path,
+        "meta_All_Beauty.jsonl.gz",
+        [
+            '{"main_category": "All Beauty", "title": "Brush", "description": [], "categories": [], '
+            '"store": "Acme", "parent_asin": "P01", "price": null}',
+        ],
+    )
+    assert rows(read_items(meta)) == [
+        {"item_id": "P01", "title": "Brush", "description": None, "categories": None, "brand": "Acme", "price": None}
+    ]

@@ -34,6 +34,7 @@ def one_line_error(capsys) -> str:
 
 # ---------- bad inputs: one clear line at config load ----------
 
+
 def test_select_metric_outside_eval_ks_fails_at_load(tmp_path, capsys):
     assert main(["train", "--model", "sasrec", "--run-dir", str(tmp_path), "--set", "train.select_metric=ndcg@50"]) == 1
     err = one_line_error(capsys)
@@ -41,21 +42,42 @@ def test_select_metric_outside_eval_ks_fails_at_load(tmp_path, capsys):
 
 
 def test_select_metric_typo_fails_at_load(tmp_path, capsys):
-    assert main(["train", "--method", "allmrec", "--run-dir", str(tmp_path),
-                 "--set", "stage2.train.select_metric=ndgc@5"]) == 1
+    assert (
+        main(["train", "--method", "allmrec", "--run-dir", str(tmp_path), "--set", "stage2.train.select_metric=ndgc@5"])
+        == 1
+    )
     assert "stage2.train.select_metric 'ndgc@5' is not a validation metric" in one_line_error(capsys)
 
 
 def test_pipeline_stage_select_metric_is_checked_against_the_jobs_eval_ks():
     with pytest.raises(RaylrecError, match=r"stage 'gru4rec' train\.select_metric 'hr@20' needs 20 in eval\.ks"):
-        load_config(PipelineConfig, "default", {"eval": {"ks": [1, 5, 10]},
-                                                "stages": [{"name": "gru4rec", "preset": "gru4rec",
-                                                            "train": {"select_metric": "hr@20"}}]})
+        load_config(
+            PipelineConfig,
+            "default",
+            {
+                "eval": {"ks": [1, 5, 10]},
+                "stages": [{"name": "gru4rec", "preset": "gru4rec", "train": {"select_metric": "hr@20"}}],
+            },
+        )
 
 
 def test_data_columns_typo_names_the_field(tmp_path, capsys):
-    assert main(["data", "prepare", "mine", "--run-dir", str(tmp_path), "--set", "interactions_path=x.csv",
-                 "--set", "columns={user: uid, itme: iid}"]) == 1
+    assert (
+        main(
+            [
+                "data",
+                "prepare",
+                "mine",
+                "--run-dir",
+                str(tmp_path),
+                "--set",
+                "interactions_path=x.csv",
+                "--set",
+                "columns={user: uid, itme: iid}",
+            ]
+        )
+        == 1
+    )
     err = one_line_error(capsys)
     assert "columns" in err and "'itme'" in err and "user, item, rating, timestamp" in err
 
@@ -66,12 +88,15 @@ def test_duplicate_stage_names_are_refused():
         load_config(PipelineConfig, "default", {"stages": stages})
 
 
-@pytest.mark.parametrize("pair, message", [
-    ("train.lr", "must look like key.sub=value"),
-    ("=3", "is not a dotted field name"),
-    ("train..lr=3", "is not a dotted field name"),
-    ("train.lr=[0.1, 0.2", "the value is not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "pair, message",
+    [
+        ("train.lr", "must look like key.sub=value"),
+        ("=3", "is not a dotted field name"),
+        ("train..lr=3", "is not a dotted field name"),
+        ("train.lr=[0.1, 0.2", "the value is not valid YAML"),
+    ],
+)
 def test_malformed_set_is_one_clear_line(tmp_path, capsys, pair, message):
     assert main(["train", "--model", "sasrec", "--run-dir", str(tmp_path), "--set", pair]) == 1
     assert message in one_line_error(capsys)
@@ -101,6 +126,7 @@ def test_unknown_preset_names_are_one_clear_line(tmp_path, capsys):
 
 # ---------- content keys ----------
 
+
 def test_sweep_refuses_a_changed_base_config_or_data(tmp_path):
     from raylrec.tune.space import SweepSpec
     from raylrec.tune.sweep import SweepPaths, check_spec_unchanged, spec_record
@@ -121,8 +147,7 @@ def test_prepared_data_is_keyed_on_the_raw_files_content(prepared_dir, synthetic
 
     log = tmp_path / "log.csv"
     shutil.copy(synthetic_log, log)
-    config = DataConfig(dataset="synthetic", interactions_path=str(log), format="csv", negatives=[5, 10],
-                        num_blocks=2)
+    config = DataConfig(dataset="synthetic", interactions_path=str(log), format="csv", negatives=[5, 10], num_blocks=2)
     data_dir = tmp_path / "run" / "data" / "synthetic"
     shutil.copytree(prepared_dir, data_dir)  # as if prepared from this file (its report rewritten to say so)
     report = json.loads((data_dir / "data_report.json").read_text())
@@ -149,15 +174,19 @@ def test_methods_share_the_pipelines_backbone_stage_key(prepared_dir, tmp_path):
     from raylrec.train.stage import StageJob, stage_key
 
     def key(stage) -> str:
-        return stage_key(StageJob(IDModelRecipe(stage), stage.train, stage.eval, prepared_dir, stage.run_dir,
-                                  stage.to_yaml())).digest()
+        return stage_key(
+            StageJob(IDModelRecipe(stage), stage.train, stage.eval, prepared_dir, stage.run_dir, stage.to_yaml())
+        ).digest()
 
     config = load_config(PipelineConfig, "default", {"run_dir": str(tmp_path / "run")})
     methods = {spec.name: method for spec, method in zip(config.methods, method_configs(config))}
     pipeline_stages = {spec.name: config.stage_config(spec) for spec in config.stages}
     idle = methods["idle"]
-    used = [pretrain_stage(methods["pad"]), backbone_stage(methods["allmrec"]),
-            resolve_stage(idle.id_model, idle.run_dir, idle.data, idle.eval)]
+    used = [
+        pretrain_stage(methods["pad"]),
+        backbone_stage(methods["allmrec"]),
+        resolve_stage(idle.id_model, idle.run_dir, idle.data, idle.eval),
+    ]
     for stage in used:
         assert stage.stage_name in pipeline_stages, stage.stage_name
         assert key(stage) == key(pipeline_stages[stage.stage_name]), stage.stage_name
@@ -165,15 +194,35 @@ def test_methods_share_the_pipelines_backbone_stage_key(prepared_dir, tmp_path):
 
 # ---------- a killed driver of `raylrec run`, rerun ----------
 
+
 def tiny_pipeline_file(root: Path, synthetic_log: Path, leaderboard: bool = True) -> Path:
-    config = {"run_dir": str(root / "run"),
-              "data": {"dataset": "synthetic", "interactions_path": str(synthetic_log), "format": "csv",
-                       "negatives": [5, 10], "num_blocks": 2},
-              "eval": {"num_negatives": [5], "length_edges": [5, 10]},
-              "stages": [{"name": "tiny-sas", "model": {"name": "sasrec", "hidden_size": 8, "max_len": 6,
-                                                        "num_layers": 1, "num_heads": 1, "inner_size": 8},
-                          "train": {"max_epochs": 6, "patience": 50, "batch_size": 16}}],
-              "side_by_side": False, "leaderboard": leaderboard}
+    config = {
+        "run_dir": str(root / "run"),
+        "data": {
+            "dataset": "synthetic",
+            "interactions_path": str(synthetic_log),
+            "format": "csv",
+            "negatives": [5, 10],
+            "num_blocks": 2,
+        },
+        "eval": {"num_negatives": [5], "length_edges": [5, 10]},
+        "stages": [
+            {
+                "name": "tiny-sas",
+                "model": {
+                    "name": "sasrec",
+                    "hidden_size": 8,
+                    "max_len": 6,
+                    "num_layers": 1,
+                    "num_heads": 1,
+                    "inner_size": 8,
+                },
+                "train": {"max_epochs": 6, "patience": 50, "batch_size": 16},
+            }
+        ],
+        "side_by_side": False,
+        "leaderboard": leaderboard,
+    }
     path = root / "pipeline.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -200,8 +249,7 @@ def kill_tree(driver: subprocess.Popen) -> int:
 
 
 @pytest.mark.timeout(900)
-def test_killed_run_driver_then_rerun_gives_the_same_leaderboard(ray_session, prepared_dir, synthetic_log,
-                                                                 tmp_path):
+def test_killed_run_driver_then_rerun_gives_the_same_leaderboard(ray_session, prepared_dir, synthetic_log, tmp_path):
     """`raylrec run` in a subprocess, SIGKILLed by PID once its stage has checkpointed two epochs; its processes
     (its own local Ray instance) are killed with it. The same command again resumes the stage from that checkpoint
     and ends with the leaderboard of an undisturbed run of the same config (run here in-process)."""
@@ -232,11 +280,13 @@ def test_killed_run_driver_then_rerun_gives_the_same_leaderboard(ray_session, pr
     rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "resuming tiny-sas from" in rerun.stderr + rerun.stdout
-    pd.testing.assert_frame_equal(board_numbers(killed / "run"), board_numbers(undisturbed / "run"),
-                                  check_exact=False, atol=1e-6)
+    pd.testing.assert_frame_equal(
+        board_numbers(killed / "run"), board_numbers(undisturbed / "run"), check_exact=False, atol=1e-6
+    )
 
 
 # ---------- a killed Ray Tune trial ----------
+
 
 @pytest.mark.timeout(900)
 def test_sweep_completes_after_a_trial_process_is_killed(ray_session, prepared_dir, synthetic_log, tmp_path):
@@ -251,23 +301,48 @@ def test_sweep_completes_after_a_trial_process_is_killed(ray_session, prepared_d
     run_dir = tmp_path / "run"
     shutil.copytree(prepared_dir, run_dir / "data" / "synthetic")
     base = tmp_path / "base.yaml"
-    base.write_text(yaml.safe_dump({
-        "data": {"dataset": "synthetic", "interactions_path": str(synthetic_log), "format": "csv",
-                 "negatives": [5, 10], "num_blocks": 2},
-        "eval": {"num_negatives": [5], "length_edges": [5, 10]},
-        "model": {"name": "sasrec", "hidden_size": 8, "max_len": 6, "num_layers": 1, "num_heads": 1,
-                  "inner_size": 8},
-        "train": {"max_epochs": 6, "patience": 50, "batch_size": 16}}))
-    spec = SweepSpec(method="sasrec", preset=str(base), seeds=0, max_concurrent_trials=1, scheduler={"type": "none"},
-                     space={"train.lr": {"grid": [0.01]}})
+    base.write_text(
+        yaml.safe_dump(
+            {
+                "data": {
+                    "dataset": "synthetic",
+                    "interactions_path": str(synthetic_log),
+                    "format": "csv",
+                    "negatives": [5, 10],
+                    "num_blocks": 2,
+                },
+                "eval": {"num_negatives": [5], "length_edges": [5, 10]},
+                "model": {
+                    "name": "sasrec",
+                    "hidden_size": 8,
+                    "max_len": 6,
+                    "num_layers": 1,
+                    "num_heads": 1,
+                    "inner_size": 8,
+                },
+                "train": {"max_epochs": 6, "patience": 50, "batch_size": 16},
+            }
+        )
+    )
+    spec = SweepSpec(
+        method="sasrec",
+        preset=str(base),
+        seeds=0,
+        max_concurrent_trials=1,
+        scheduler={"type": "none"},
+        space={"train.lr": {"grid": [0.01]}},
+    )
     killed: dict = {}
 
     def kill_first_trial() -> None:
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline and "pid" not in killed:
             if len(list(run_dir.glob("sweeps/kill/trials/*/models/sasrec/train/checkpoint_2*/stage_key.json"))) >= 2:
-                trials = [p for p in psutil.Process().children(recursive=True)
-                          if "ImplicitFunc" in " ".join(p.cmdline() or [p.name()])]
+                trials = [
+                    p
+                    for p in psutil.Process().children(recursive=True)
+                    if "ImplicitFunc" in " ".join(p.cmdline() or [p.name()])
+                ]
                 if trials:
                     killed["pid"] = trials[0].pid
                     trials[0].kill()
@@ -288,6 +363,7 @@ def test_sweep_completes_after_a_trial_process_is_killed(ray_session, prepared_d
 
 
 # ---------- Hugging Face downloads are pinned ----------
+
 
 def test_hub_models_download_the_pinned_revision_and_record_the_commit(tmp_path, monkeypatch, caplog):
     import huggingface_hub

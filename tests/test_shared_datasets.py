@@ -17,8 +17,10 @@ from raylrec.data.sources import DATASETS_DIR_VARIABLE
 from raylrec.data.verify import verify_dataset
 
 SHARED = Path(os.environ.get(DATASETS_DIR_VARIABLE) or Path(__file__).resolve().parents[2] / "shared" / "datasets")
-pytestmark = pytest.mark.skipif(not (SHARED / "amazon14-beauty").is_dir(),
-                                reason=f"no local dataset copies at {SHARED} (set ${DATASETS_DIR_VARIABLE})")
+pytestmark = pytest.mark.skipif(
+    not (SHARED / "amazon14-beauty").is_dir(),
+    reason=f"no local dataset copies at {SHARED} (set ${DATASETS_DIR_VARIABLE})",
+)
 
 
 @pytest.mark.parametrize("name", ["amazon14-beauty", "amazon18-scientific"])
@@ -34,6 +36,7 @@ def test_every_beauty_item_has_its_row_in_the_title_table(tmp_path):
 
 
 def test_verify_command(tmp_path, capsys):
-    assert main(["--cache-dir", str(tmp_path), "data", "verify", "amazon18-scientific", "--source-dir",
-                 str(SHARED)]) == 0
+    assert (
+        main(["--cache-dir", str(tmp_path), "data", "verify", "amazon18-scientific", "--source-dir", str(SHARED)]) == 0
+    )
     assert "| interactions | 59,427 | 59,427 | ok |" in capsys.readouterr().out

@@ -37,8 +37,7 @@ def test_unopenable_uri_is_a_clear_error():
         RunStore("nosuchfs://bucket/x")
 
 
-def test_push_uploads_artifacts_but_not_ray_storage_and_pull_brings_them_to_another_node(
-        bucket, tmp_path, monkeypatch):
+def test_push_uploads_artifacts_but_not_ray_storage_and_pull_brings_them_to_another_node(bucket, tmp_path, monkeypatch):
     store = RunStore(bucket.as_uri())
     assert store.mirrored and store.root == tmp_path / "node-a" / "run-mirrors" / "file" / str(bucket).lstrip("/")
     stage = store.root / "models" / "sasrec"
@@ -80,7 +79,8 @@ def test_path_outside_the_run_directory_is_refused(bucket, tmp_path):
 
 
 def test_pipeline_on_a_mirrored_run_dir_writes_to_the_uri_and_resumes_on_another_node(
-        ray_session, prepared_dir, synthetic_log, bucket, tmp_path, monkeypatch, caplog):
+    ray_session, prepared_dir, synthetic_log, bucket, tmp_path, monkeypatch, caplog
+):
     shutil.copytree(prepared_dir, bucket / "data" / "synthetic")  # already prepared at the URI
     config = PipelineConfig.model_validate(pipeline(bucket, synthetic_log, [GRU]))
     first = run_pipeline(config)
@@ -117,8 +117,14 @@ def test_sweep_on_a_mirrored_run_dir_keeps_its_results_at_the_uri(ray_session, p
     from tests.test_tune import tiny_base
 
     shutil.copytree(prepared_dir, bucket / "data" / "synthetic")
-    spec = SweepSpec(method="sasrec", preset=str(tiny_base(bucket.parent, synthetic_log)), seeds=2,
-                     max_concurrent_trials=1, scheduler={"type": "none"}, space={"train.lr": {"grid": [0.01]}})
+    spec = SweepSpec(
+        method="sasrec",
+        preset=str(tiny_base(bucket.parent, synthetic_log)),
+        seeds=2,
+        max_concurrent_trials=1,
+        scheduler={"type": "none"},
+        space={"train.lr": {"grid": [0.01]}},
+    )
     summary = run_sweep(spec, bucket.as_uri(), name="tiny")
 
     sweep = bucket / "sweeps" / "tiny"

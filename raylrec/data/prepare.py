@@ -80,8 +80,10 @@ class DataConfig(StrictModel):
         known = [f.name for f in dataclasses.fields(ColumnMapping)]
         unknown = sorted(set(columns or {}) - set(known))
         if unknown:
-            raise ValueError(f"unknown field(s) {', '.join(map(repr, unknown))}; data.columns maps "
-                             f"{', '.join(known)} to the file's column names")
+            raise ValueError(
+                f"unknown field(s) {', '.join(map(repr, unknown))}; data.columns maps "
+                f"{', '.join(known)} to the file's column names"
+            )
         return columns
 
     @model_serializer(mode="wrap")
@@ -151,22 +153,30 @@ def k_core(ds: ray.data.Dataset, config: DataConfig, report: DataReport) -> ray.
         ds = ds.map_batches(keep_members, fn_args=("item_id", pa.array(good_items)), batch_format="pyarrow")
         ds = ds.materialize()
         rows_out = ds.count()
-        report.record(f"k-core round {round_index}", rows_in, rows_out, {
-            f"user has fewer than {config.user_core} interactions": rows_in - after_users,
-            f"item has fewer than {config.item_core} interactions": after_users - rows_out,
-        })
+        report.record(
+            f"k-core round {round_index}",
+            rows_in,
+            rows_out,
+            {
+                f"user has fewer than {config.user_core} interactions": rows_in - after_users,
+                f"item has fewer than {config.item_core} interactions": after_users - rows_out,
+            },
+        )
     return ds
 
 
-def draw_negatives(sequences: list[np.ndarray], num_items: int, count: int, rng: np.random.Generator,
-                   user_ids: list[str]) -> np.ndarray:
+def draw_negatives(
+    sequences: list[np.ndarray], num_items: int, count: int, rng: np.random.Generator, user_ids: list[str]
+) -> np.ndarray:
     """`count` distinct items per user that the user never interacted with, by rejection sampling."""
     out = np.empty((len(sequences), count), dtype=np.int32)
     seen_mask = np.zeros(num_items + 1, dtype=bool)  # the current user's items; a lookup, not a search per draw
     for u, seen in enumerate(tqdm(sequences, desc=f"negatives ({count} per user)", unit="user", leave=False)):
         if num_items - len(seen) < count and num_items - len(np.unique(seen)) < count:
-            raise DataError(f"user {user_ids[u]!r} interacted with {len(seen)} of {num_items} items: "
-                            f"cannot draw {count} unseen negatives; lower `negatives`")
+            raise DataError(
+                f"user {user_ids[u]!r} interacted with {len(seen)} of {num_items} items: "
+                f"cannot draw {count} unseen negatives; lower `negatives`"
+            )
         seen_mask[seen] = True
         picked: dict[int, None] = {}  # insertion-ordered set: draws are kept in the order they came
         while len(picked) < count:
@@ -190,37 +200,59 @@ def prepare_dataset(config: DataConfig, out_dir: Path, cache_root: Path | None =
         threshold = config.min_rating
         ds = ds.map_batches(lambda b: b.filter(pc.greater_equal(b["rating"], threshold)), batch_format="pyarrow")
         ds = ds.materialize()
-        report.record("rating filter", rows_in, ds.count(), {
-            "rating missing": rows_in - has_rating,
-            f"rating below {threshold}": has_rating - ds.count(),
-        })
+        report.record(
+            "rating filter",
+            rows_in,
+            ds.count(),
+            {
+                "rating missing": rows_in - has_rating,
+                f"rating below {threshold}": has_rating - ds.count(),
+            },
+        )
 
     rows_in = ds.count()
     partitioned = ds.map_batches(add_partition, fn_args=(config.num_blocks,), batch_format="pyarrow")
-    ds = partitioned.groupby(PARTITION, num_partitions=config.num_blocks).map_groups(
-        order_users, fn_args=(by_timestamp, config.deduplicate), batch_format="pyarrow").materialize()
-    report.record("order by time" + (" and de-duplicate" if config.deduplicate else ""), rows_in, ds.count(),
-                  {"repeated (user, item) pair, first kept": rows_in - ds.count()})
+    ds = (
+        partitioned.groupby(PARTITION, num_partitions=config.num_blocks)
+        .map_groups(order_users, fn_args=(by_timestamp, config.deduplicate), batch_format="pyarrow")
+        .materialize()
+    )
+    report.record(
+        "order by time" + (" and de-duplicate" if config.deduplicate else ""),
+        rows_in,
+        ds.count(),
+        {"repeated (user, item) pair, first kept": rows_in - ds.count()},
+    )
 
     ds = k_core(ds, config, report)
     rows = finish_rows(pa.concat_tables(ray.get(ds.to_arrow_refs())), config, report)
     return write_prepared(rows, items, config, report, out_dir, files.all_paths)
 
 
-def read_inputs(config: DataConfig, cache_root: Path | None = None
-                ) -> tuple[RawDataset, pa.Table, pd.DataFrame | None, DataReport]:
+def read_inputs(
+    config: DataConfig, cache_root: Path | None = None
+) -> tuple[RawDataset, pa.Table, pd.DataFrame | None, DataReport]:
     """The raw files, the interactions read from them, the item table (checked to cover every item) and the report
     with the read steps recorded."""
     files = raw_files(config, cache_root)
-    table = read_interactions(files.interactions_path, format=files.format, columns=files.columns,
-                              delimiter=config.delimiter, fields=config.fields)
+    table = read_interactions(
+        files.interactions_path,
+        format=files.format,
+        columns=files.columns,
+        delimiter=config.delimiter,
+        fields=config.fields,
+    )
     interactions_path, items_path = files.interactions_path, files.items_path
     report = DataReport(config.dataset)
     items = None
     if items_path:
-        item_table = read_items(items_path, format=files.items_format, columns=files.item_columns,
-                                delimiter=config.delimiter if files.items_format == files.format else None,
-                                id_map=files.item_ids_path)
+        item_table = read_items(
+            items_path,
+            format=files.items_format,
+            columns=files.item_columns,
+            delimiter=config.delimiter if files.items_format == files.format else None,
+            id_map=files.item_ids_path,
+        )
         items = item_table.to_pandas()
         dropped = dropped_rows(item_table)
         report.record_items(f"read {items_path.name}", len(items) + sum(dropped.values()), len(items), dropped)
@@ -237,9 +269,11 @@ def raw_files(config: DataConfig, cache_root: Path | None = None) -> RawDataset:
         return fetch_dataset(config.dataset, cache_root, source_dir=config.source_dir)
     path = Path(config.interactions_path)
     return RawDataset(
-        name=config.dataset, interactions_path=path,
+        name=config.dataset,
+        interactions_path=path,
         items_path=Path(config.items_path) if config.items_path else None,
-        format=config.format, source="configured paths",
+        format=config.format,
+        source="configured paths",
         columns=ColumnMapping(**config.columns) if config.columns else None,
         items_format=config.items_format or config.format,
         item_columns=ItemColumnMapping(**config.item_columns) if config.item_columns else None,
@@ -267,15 +301,26 @@ def finish_rows(rows: pa.Table, config: DataConfig, report: DataReport) -> pa.Ta
     lengths, position = user_runs(codes, num_users)
     if config.max_history is not None:
         keep = position >= lengths[codes] - config.max_history
-        report.record(f"keep last {config.max_history} per user", len(codes), int(keep.sum()),
-                      {f"older than the user's last {config.max_history}": int((~keep).sum())})
+        report.record(
+            f"keep last {config.max_history} per user",
+            len(codes),
+            int(keep.sum()),
+            {f"older than the user's last {config.max_history}": int((~keep).sum())},
+        )
         rows, codes = rows.filter(pa.array(keep)), codes[keep]
         lengths, _ = user_runs(codes, num_users)
     short = lengths < LEAVE_ONE_OUT_MIN
     keep = ~short[codes]
-    report.record("leave-one-out minimum", len(codes), int(keep.sum()),
-                  {f"user has fewer than {LEAVE_ONE_OUT_MIN} interactions ({int((short & (lengths > 0)).sum())} "
-                   "users)": int((~keep).sum())})
+    report.record(
+        "leave-one-out minimum",
+        len(codes),
+        int(keep.sum()),
+        {
+            f"user has fewer than {LEAVE_ONE_OUT_MIN} interactions ({int((short & (lengths > 0)).sum())} users)": int(
+                (~keep).sum()
+            )
+        },
+    )
     return rows.filter(pa.array(keep))
 
 
@@ -286,8 +331,14 @@ def numbered(raw: pa.ChunkedArray) -> tuple[pd.Series, np.ndarray]:
     return distinct, place.to_numpy(zero_copy_only=False)
 
 
-def write_prepared(rows: pa.Table, items: pd.DataFrame | None, config: DataConfig, report: DataReport,
-                   out_dir: Path, raw_files: list[Path]) -> dict:
+def write_prepared(
+    rows: pa.Table,
+    items: pd.DataFrame | None,
+    config: DataConfig,
+    report: DataReport,
+    out_dir: Path,
+    raw_files: list[Path],
+) -> dict:
     """Number users and items in natural order and write the prepared files; `rows` hold each user's
     interactions together, in time order."""
     user_ids, user_of_row = numbered(rows["user_id"])
@@ -299,20 +350,31 @@ def write_prepared(rows: pa.Table, items: pd.DataFrame | None, config: DataConfi
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table({"user": np.arange(len(user_ids), dtype=np.int32),
-                             "items": pa.ListArray.from_arrays(offsets, items_of_rows)}),
-                   out_dir / "sequences.parquet")
-    interactions = pd.DataFrame({
-        "user": users,
-        "item": items_of_rows,
-        "timestamp": rows["timestamp"].take(order).cast(pa.int64()).to_pandas(
-            types_mapper={pa.int64(): pd.Int64Dtype()}.get),
-        "rating": rows["rating"].take(order).to_numpy(zero_copy_only=False),
-        "position": position.astype(np.int32),
-    })
+    pq.write_table(
+        pa.table(
+            {
+                "user": np.arange(len(user_ids), dtype=np.int32),
+                "items": pa.ListArray.from_arrays(offsets, items_of_rows),
+            }
+        ),
+        out_dir / "sequences.parquet",
+    )
+    interactions = pd.DataFrame(
+        {
+            "user": users,
+            "item": items_of_rows,
+            "timestamp": rows["timestamp"]
+            .take(order)
+            .cast(pa.int64())
+            .to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get),
+            "rating": rows["rating"].take(order).to_numpy(zero_copy_only=False),
+            "position": position.astype(np.int32),
+        }
+    )
     interactions.to_parquet(out_dir / "interactions.parquet", index=False)
     pd.DataFrame({"user": np.arange(len(user_ids), dtype=np.int32), "user_id": user_ids}).to_parquet(
-        out_dir / "users.parquet", index=False)
+        out_dir / "users.parquet", index=False
+    )
     item_table = build_item_table(item_ids, items, report)
     item_table.to_parquet(out_dir / "items.parquet", index=False)
 
@@ -322,25 +384,46 @@ def write_prepared(rows: pa.Table, items: pd.DataFrame | None, config: DataConfi
         for count in config.negatives:
             rng = np.random.default_rng([config.seed, split_index, count])
             drawn = draw_negatives(item_sequences, len(item_ids), count, rng, list(user_ids))
-            negatives.append(pd.DataFrame({"user": np.arange(len(user_ids), dtype=np.int32), "split": split,
-                                           "num_negatives": count, "items": list(drawn)}))
+            negatives.append(
+                pd.DataFrame(
+                    {
+                        "user": np.arange(len(user_ids), dtype=np.int32),
+                        "split": split,
+                        "num_negatives": count,
+                        "items": list(drawn),
+                    }
+                )
+            )
     pd.concat(negatives).to_parquet(out_dir / "negatives.parquet", index=False)
 
     fingerprint = data_fingerprint(config, raw_files)
-    counts = {"users": len(user_ids), "items": len(item_ids), "interactions": int(lengths.sum()),
-              "train_interactions": int((lengths - 2).sum()),
-              "sequence_length": {"min": int(lengths.min()), "median": float(np.median(lengths)),
-                                  "max": int(lengths.max())}}
-    return report.write(out_dir / "data_report.json", counts=counts, fingerprint=fingerprint,
-                        config=config.model_dump(mode="json"), raw_files=[str(p) for p in raw_files])
+    counts = {
+        "users": len(user_ids),
+        "items": len(item_ids),
+        "interactions": int(lengths.sum()),
+        "train_interactions": int((lengths - 2).sum()),
+        "sequence_length": {"min": int(lengths.min()), "median": float(np.median(lengths)), "max": int(lengths.max())},
+    }
+    return report.write(
+        out_dir / "data_report.json",
+        counts=counts,
+        fingerprint=fingerprint,
+        config=config.model_dump(mode="json"),
+        raw_files=[str(p) for p in raw_files],
+    )
 
 
 def data_fingerprint(config: DataConfig, raw_files: list[Path]) -> str:
     """What the prepared data is a function of: the raw files' contents and the preparation settings."""
-    return hashlib.sha256(json.dumps({
-        "files": {p.name: file_sha256(p) for p in raw_files},
-        "config": config.model_dump(mode="json"),
-    }, sort_keys=True).encode()).hexdigest()[:16]
+    return hashlib.sha256(
+        json.dumps(
+            {
+                "files": {p.name: file_sha256(p) for p in raw_files},
+                "config": config.model_dump(mode="json"),
+            },
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()[:16]
 
 
 def user_raw_files(config: DataConfig) -> list[Path]:
@@ -355,9 +438,11 @@ def check_items_agree(table: pa.Table, items: pd.DataFrame, interactions_path: P
     unknown = pc.invert(pc.is_in(table["item_id"], value_set=pa.array(items["item_id"])))
     missing = table.filter(unknown)
     if missing.num_rows:
-        raise DataError(f"{interactions_path.name} {row_unit(table)} {missing['row'][0].as_py()}: field 'item_id' "
-                        f"value {missing['item_id'][0].as_py()!r} is not in {items_path.name} "
-                        f"({missing.num_rows} interactions name unknown items); the two files disagree")
+        raise DataError(
+            f"{interactions_path.name} {row_unit(table)} {missing['row'][0].as_py()}: field 'item_id' "
+            f"value {missing['item_id'][0].as_py()!r} is not in {items_path.name} "
+            f"({missing.num_rows} interactions name unknown items); the two files disagree"
+        )
 
 
 def build_item_table(item_ids: pd.Series, items: pd.DataFrame | None, report: DataReport) -> pd.DataFrame:
@@ -381,17 +466,27 @@ def ensure_prepared(data: DataConfig, run_dir: str, cache_root: Path | None = No
         check_readable(report_file)  # a damaged report is an error naming it, not a silent re-preparation
         report = json.loads(report_file.read_text())
         saved, wanted = flatten(report["config"]), flatten(data.model_dump(mode="json"))
-        differing = [f"{k}: {saved.get(k)!r} there, {wanted.get(k)!r} here"
-                     for k in sorted(saved.keys() | wanted.keys()) if saved.get(k) != wanted.get(k)]
+        differing = [
+            f"{k}: {saved.get(k)!r} there, {wanted.get(k)!r} here"
+            for k in sorted(saved.keys() | wanted.keys())
+            if saved.get(k) != wanted.get(k)
+        ]
         if differing:
-            raise ArtifactError(f"{data_dir} was prepared with other data settings ({'; '.join(differing)}); "
-                                "use a new run directory or delete that folder")
+            raise ArtifactError(
+                f"{data_dir} was prepared with other data settings ({'; '.join(differing)}); "
+                "use a new run directory or delete that folder"
+            )
         raw_files = user_raw_files(data)
-        if raw_files and all(p.is_file() for p in raw_files) and data_fingerprint(data, raw_files) != \
-                report["fingerprint"]:
-            raise ArtifactError(f"{data_dir} was prepared from other contents of "
-                                f"{', '.join(map(str, raw_files))} (the files changed since; data fingerprint "
-                                f"{report['fingerprint']} there); use a new run directory or delete that folder")
+        if (
+            raw_files
+            and all(p.is_file() for p in raw_files)
+            and data_fingerprint(data, raw_files) != report["fingerprint"]
+        ):
+            raise ArtifactError(
+                f"{data_dir} was prepared from other contents of "
+                f"{', '.join(map(str, raw_files))} (the files changed since; data fingerprint "
+                f"{report['fingerprint']} there); use a new run directory or delete that folder"
+            )
         log.info("prepared data found at %s (same settings and raw files); skipping preparation", data_dir)
         return data_dir
     report = prepare_dataset(data, data_dir, cache_root)

@@ -26,8 +26,14 @@ import pyarrow.parquet as pq
 from raylrec.errors import ArtifactError
 
 Split = Literal["train", "valid", "test"]
-PREPARED_FILES = ("interactions.parquet", "items.parquet", "users.parquet", "sequences.parquet",
-                  "negatives.parquet", "data_report.json")
+PREPARED_FILES = (
+    "interactions.parquet",
+    "items.parquet",
+    "users.parquet",
+    "sequences.parquet",
+    "negatives.parquet",
+    "data_report.json",
+)
 
 
 @dataclass(frozen=True)
@@ -38,7 +44,7 @@ class CSR:
     indices: np.ndarray
 
     def row(self, u: int) -> np.ndarray:
-        return self.indices[self.indptr[u]:self.indptr[u + 1]]
+        return self.indices[self.indptr[u] : self.indptr[u + 1]]
 
     @property
     def lengths(self) -> np.ndarray:
@@ -51,7 +57,7 @@ def left_pad_tails(csr: CSR, rows: np.ndarray, width: int) -> np.ndarray:
     for i, u in enumerate(rows):
         tail = csr.row(u)[-width:]
         if len(tail):
-            out[i, width - len(tail):] = tail
+            out[i, width - len(tail) :] = tail
     return out
 
 
@@ -63,9 +69,11 @@ def check_readable(path: Path) -> None:
         else:
             json.loads(path.read_text())
     except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid and json's JSONDecodeError are ValueErrors
-        raise ArtifactError(f"artifact {path} is unreadable ({type(err).__name__}: {err}); it was damaged after "
-                            f"`raylrec data prepare` wrote it: prepare again into a new run directory, or delete "
-                            f"{path.parent} to have it re-prepared") from None
+        raise ArtifactError(
+            f"artifact {path} is unreadable ({type(err).__name__}: {err}); it was damaged after "
+            f"`raylrec data prepare` wrote it: prepare again into a new run directory, or delete "
+            f"{path.parent} to have it re-prepared"
+        ) from None
 
 
 class PreparedData:
@@ -75,15 +83,17 @@ class PreparedData:
         self.root = Path(root)
         missing = [name for name in PREPARED_FILES if not (self.root / name).exists()]
         if missing:
-            raise ArtifactError(f"prepared data at {self.root} is missing {', '.join(missing)}; "
-                                "run `raylrec data prepare` first")
+            raise ArtifactError(
+                f"prepared data at {self.root} is missing {', '.join(missing)}; run `raylrec data prepare` first"
+            )
         for name in PREPARED_FILES:
             check_readable(self.root / name)
         self.report = json.loads((self.root / "data_report.json").read_text())
         sequences = pq.read_table(self.root / "sequences.parquet").sort_by("user")
         items_column = sequences.column("items").combine_chunks()
-        self.sequences = CSR(items_column.offsets.to_numpy().astype(np.int64),
-                             items_column.flatten().to_numpy().astype(np.int64))
+        self.sequences = CSR(
+            items_column.offsets.to_numpy().astype(np.int64), items_column.flatten().to_numpy().astype(np.int64)
+        )
         self.num_users = sequences.num_rows
         self.num_items = int(self.report["counts"]["items"])
         if (self.sequences.lengths < 3).any():
@@ -128,14 +138,14 @@ class PreparedData:
             end = len(items)
             while end > 1:
                 start = max(0, end - max_len - 1)
-                chunk_targets = items[start + 1:end].copy()
+                chunk_targets = items[start + 1 : end].copy()
                 next_end = end - stride
                 if next_end > 1:  # targets before next_end belong to the next (earlier-ending) window
-                    chunk_targets[:max(0, next_end - start - 1)] = 0
+                    chunk_targets[: max(0, next_end - start - 1)] = 0
                 row_inputs = np.zeros(max_len, dtype=np.int64)
                 row_targets = np.zeros(max_len, dtype=np.int64)
-                row_inputs[max_len - (end - 1 - start):] = items[start:end - 1]
-                row_targets[max_len - len(chunk_targets):] = chunk_targets
+                row_inputs[max_len - (end - 1 - start) :] = items[start : end - 1]
+                row_targets[max_len - len(chunk_targets) :] = chunk_targets
                 inputs.append(row_inputs)
                 targets.append(row_targets)
                 end = next_end

@@ -39,8 +39,23 @@ import pyarrow.parquet as pq
 
 from raylrec.errors import DataError
 
-FORMATS = ("recbole", "movielens-100k", "movielens-1m", "csv", "tsv", "whitespace", "parquet", "sasrec", "p5",
-           "recbole-splits", "amazon-2014", "amazon-2018", "amazon-2023", "json", "jsonl")
+FORMATS = (
+    "recbole",
+    "movielens-100k",
+    "movielens-1m",
+    "csv",
+    "tsv",
+    "whitespace",
+    "parquet",
+    "sasrec",
+    "p5",
+    "recbole-splits",
+    "amazon-2014",
+    "amazon-2018",
+    "amazon-2023",
+    "json",
+    "jsonl",
+)
 SEQUENCE_FORMATS = ("p5", "recbole-splits")  # interactions only: their items come from a separate table
 ITEM_ONLY_FORMATS = ("json", "jsonl")
 DROPPED_KEY = b"dropped_rows"  # schema metadata: JSON {reason: rows}
@@ -96,8 +111,10 @@ def read_interactions(
     path = Path(path)
     fmt = _resolve_format(path, format)
     if fmt in ITEM_ONLY_FORMATS:
-        raise DataError(f"{path}: format {fmt!r} is for item tables; interactions need one of "
-                        f"{', '.join(f for f in FORMATS if f not in ITEM_ONLY_FORMATS)}")
+        raise DataError(
+            f"{path}: format {fmt!r} is for item tables; interactions need one of "
+            f"{', '.join(f for f in FORMATS if f not in ITEM_ONLY_FORMATS)}"
+        )
     mapping = columns or ColumnMapping()
     wanted = {"user": mapping.user, "item": mapping.item, "rating": mapping.rating, "timestamp": mapping.timestamp}
     if fmt in SEQUENCE_FORMATS or fmt.startswith("amazon-"):
@@ -105,8 +122,9 @@ def read_interactions(
             raise DataError(f"{path}: format {fmt!r} has fixed fields; columns=, fields= and delimiter= do not apply")
         records = _read_special_interactions(path, fmt)
     else:
-        records = _read_records(path, fmt, _INTERACTION_LAYOUTS, delimiter,
-                                expected=[n for n in wanted.values() if n], fields=fields)
+        records = _read_records(
+            path, fmt, _INTERACTION_LAYOUTS, delimiter, expected=[n for n in wanted.values() if n], fields=fields
+        )
     if fmt == "recbole":
         records = _without_recbole_types(records)
     picked = _pick_columns(records, wanted, optional=set() if columns else {"rating", "timestamp"})
@@ -144,8 +162,9 @@ def sibling_files(path: Path, format: str = "auto") -> list[Path]:
     if _resolve_format(path, format) != "recbole-splits":
         return []
     stem = split_stem(path)
-    names = [f"{stem.name}.{split}.inter" for split in SPLIT_NAMES] + [f"{stem.name}.{m}" for m in ("item2index",
-                                                                                                  "user2index")]
+    names = [f"{stem.name}.{split}.inter" for split in SPLIT_NAMES] + [
+        f"{stem.name}.{m}" for m in ("item2index", "user2index")
+    ]
     return [stem.with_name(name) for name in names if stem.with_name(name) != path and stem.with_name(name).is_file()]
 
 
@@ -164,8 +183,9 @@ def read_item_id_map(path: str | Path) -> pd.Series:
     by_table_id = pd.Series(list(mapping), index=[str(v) for v in mapping.values()], dtype=object)
     repeated = by_table_id.index.duplicated()
     if repeated.any():
-        raise DataError(f"{path}: item table id {by_table_id.index[repeated][0]!r} is the target of more than one "
-                        "raw item id")
+        raise DataError(
+            f"{path}: item table id {by_table_id.index[repeated][0]!r} is the target of more than one raw item id"
+        )
     return by_table_id
 
 
@@ -184,8 +204,10 @@ def read_items(
     path = Path(path)
     fmt = _resolve_format(path, format)
     if fmt in SEQUENCE_FORMATS or fmt == "sasrec":
-        raise DataError(f"{path}: format {fmt!r} holds interactions only; give the item table's own format "
-                        f"(e.g. csv, json, jsonl, recbole)")
+        raise DataError(
+            f"{path}: format {fmt!r} holds interactions only; give the item table's own format "
+            f"(e.g. csv, json, jsonl, recbole)"
+        )
     mapping = columns or ItemColumnMapping()
     wanted = {"item": mapping.item, "title": mapping.title}
     dropped: dict[str, int] = {}
@@ -229,16 +251,19 @@ def read_items(
     return table.replace_schema_metadata({DROPPED_KEY: json.dumps(dropped).encode()}) if dropped else table
 
 
-def _with_raw_ids(table: pa.Table, raw_by_table_id: pd.Series, map_path: Path, items_path: Path
-                  ) -> tuple[pa.Table, int]:
+def _with_raw_ids(
+    table: pa.Table, raw_by_table_id: pd.Series, map_path: Path, items_path: Path
+) -> tuple[pa.Table, int]:
     """Items re-keyed by the raw ids the map gives their table ids; items the map does not name are left out."""
     table_ids = pd.Series(table["item_id"].to_numpy(zero_copy_only=False))
     raw = table_ids.map(raw_by_table_id)
     named = raw.notna().to_numpy()
     absent = raw_by_table_id.index[~raw_by_table_id.index.isin(table_ids)]
     if len(absent):
-        raise DataError(f"{map_path}: maps raw item {raw_by_table_id[absent[0]]!r} to {absent[0]!r}, which "
-                        f"{items_path.name} does not list ({len(absent)} such ids)")
+        raise DataError(
+            f"{map_path}: maps raw item {raw_by_table_id[absent[0]]!r} to {absent[0]!r}, which "
+            f"{items_path.name} does not list ({len(absent)} such ids)"
+        )
     table = table.filter(pa.array(named))
     return table.set_column(0, "item_id", pa.array(raw[named].to_numpy(), pa.string())), int((~named).sum())
 
@@ -254,6 +279,7 @@ def _read_special_interactions(path: Path, fmt: str) -> _Records:
         found = sequence_files.read_p5(path, lines, numbers)
         return _Records(path, found.table, found.rows, "interaction")
     if fmt == "recbole-splits":
+
         def read_split(file: Path) -> tuple[pd.DataFrame, np.ndarray]:
             records = _without_recbole_types(_read_delimited(file, _TextLayout("\t"), ["user_id", "item_id"]))
             return records.table.to_pandas(), records.positions
@@ -285,8 +311,10 @@ def _read_json_items(path: Path, fmt: str, mapping: ItemColumnMapping) -> _Recor
         except ValueError as exc:
             raise DataError(f"{path}: not valid JSON: {exc}") from None
         if isinstance(value, dict):
-            objects = [{mapping.item: key, **(entry if isinstance(entry, dict) else {mapping.title or "title": entry})}
-                       for key, entry in value.items()]
+            objects = [
+                {mapping.item: key, **(entry if isinstance(entry, dict) else {mapping.title or "title": entry})}
+                for key, entry in value.items()
+            ]
         elif isinstance(value, list) and all(isinstance(entry, dict) for entry in value):
             objects = value
         else:
@@ -345,8 +373,25 @@ class _TextLayout:
 
 
 _ML100K_GENRES = (
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama", "Fantasy",
-    "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
 )
 _MOVIELENS_RATINGS = ("user_id", "item_id", "rating", "timestamp")
 
@@ -425,8 +470,10 @@ def _read_records(
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     if fields is not None and fmt not in _HEADER_FORMATS:
-        raise DataError(f"{path}: fields= names the fields of a headerless {', '.join(_HEADER_FORMATS)} file; "
-                        f"format {fmt!r} has its own layout")
+        raise DataError(
+            f"{path}: fields= names the fields of a headerless {', '.join(_HEADER_FORMATS)} file; "
+            f"format {fmt!r} has its own layout"
+        )
     if fields is not None:
         fields = tuple(_header(path, list(fields), line=None))
     if fmt == "parquet":
@@ -688,8 +735,10 @@ def _pick_columns(
     if missing:
         hint = "" if records.field_numbers else "; pass columns= to name the columns to use"
         if records.header_line is not None:
-            hint += (f", or fields= (e.g. ['user_id', 'item_id']) if line {records.header_line} is data: "
-                     "a file without a header line")
+            hint += (
+                f", or fields= (e.g. ['user_id', 'item_id']) if line {records.header_line} is data: "
+                "a file without a header line"
+            )
         records.fail(
             f"missing column {', '.join(missing)}: {records.column_source()} {', '.join(map(repr, present))}{hint}"
         )

@@ -30,8 +30,10 @@ class DataReport:
             raise AssertionError(f"step {step!r}: {rows_in - rows_out} rows lost but {dropped} accounted for")
         self.steps.append(StepRecord(step, rows_in, rows_out, dropped))
         if rows_out == 0:
-            raise DataError(f"dataset {self.dataset!r} is empty after step {step!r} "
-                            f"({rows_in} rows in, dropped: {dropped}); relax the preparation settings")
+            raise DataError(
+                f"dataset {self.dataset!r} is empty after step {step!r} "
+                f"({rows_in} rows in, dropped: {dropped}); relax the preparation settings"
+            )
 
     def record_items(self, step: str, rows_in: int, rows_out: int, dropped: dict[str, int] | None = None) -> None:
         dropped = {reason: n for reason, n in (dropped or {}).items() if n}

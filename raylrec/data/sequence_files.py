@@ -42,8 +42,10 @@ def read_p5(path: Path, lines: pa.Array, numbers: np.ndarray) -> SequenceRecords
     lonely = np.flatnonzero(counts < 2)
     if lonely.size:
         i = int(lonely[0])
-        raise DataError(f"{path}: line {numbers[i]}: user {fields[i][0].as_py()!r} has no items; expected "
-                        "`user item item ...` (P5 user_sequence.txt: one user per line, items in time order)")
+        raise DataError(
+            f"{path}: line {numbers[i]}: user {fields[i][0].as_py()!r} has no items; expected "
+            "`user item item ...` (P5 user_sequence.txt: one user per line, items in time order)"
+        )
     users = pc.list_element(fields, 0)
     items = pc.list_slice(fields, 1).flatten()
     owner = pc.list_parent_indices(pc.list_slice(fields, 1)).to_numpy()
@@ -73,18 +75,23 @@ def read_recbole_splits(path: Path, read_split) -> SequenceRecords:
     for split in SPLIT_NAMES:
         file = stem.with_name(f"{stem.name}.{split}.inter")
         if not file.is_file():
-            raise DataError(f"{file}: no such file; the RecBole split format needs {stem.name}.train.inter, "
-                            f"{stem.name}.valid.inter and {stem.name}.test.inter side by side")
+            raise DataError(
+                f"{file}: no such file; the RecBole split format needs {stem.name}.train.inter, "
+                f"{stem.name}.valid.inter and {stem.name}.test.inter side by side"
+            )
         frame, lines = read_split(file)
         missing = [c for c in ("user_id", "item_id_list", "item_id") if c not in frame.columns]
         if missing:
-            raise DataError(f"{file}: line 1: missing column {', '.join(missing)}; the header names "
-                            f"{', '.join(frame.columns)} (expected user_id, item_id_list, item_id)")
+            raise DataError(
+                f"{file}: line 1: missing column {', '.join(missing)}; the header names "
+                f"{', '.join(frame.columns)} (expected user_id, item_id_list, item_id)"
+            )
         frames.append((file, frame, lines))
     by_user: dict[str, list[list[tuple]]] = {}  # user → rows of each split: (history, target, file, line)
     for rank, (file, frame, lines) in enumerate(frames):
-        for user, history, target, line in zip(frame["user_id"], frame["item_id_list"].str.split(), frame["item_id"],
-                                               lines):
+        for user, history, target, line in zip(
+            frame["user_id"], frame["item_id_list"].str.split(), frame["item_id"], lines
+        ):
             by_user.setdefault(user, [[], [], []])[rank].append((history, target, file, int(line)))
 
     users, items = [], []
@@ -93,9 +100,11 @@ def read_recbole_splits(path: Path, read_split) -> SequenceRecords:
         sequence = list(rows[0][0]) + [target for _, target, _, _ in rows]
         first_target = len(sequence) - len(rows)
         for position, (history, _, file, line) in enumerate(rows, start=first_target):
-            if position < len(history) or sequence[position - len(history):position] != history:
-                raise DataError(f"{file}: line {line}: the history of user {user!r} does not continue the "
-                                "user's earlier rows; each user's rows must be the prefixes of one sequence")
+            if position < len(history) or sequence[position - len(history) : position] != history:
+                raise DataError(
+                    f"{file}: line {line}: the history of user {user!r} does not continue the "
+                    "user's earlier rows; each user's rows must be the prefixes of one sequence"
+                )
         users += [user] * len(sequence)
         items += sequence
     table = pa.table({"user_id": pa.array(users, pa.string()), "item_id": pa.array(items, pa.string())})
@@ -119,8 +128,9 @@ def _to_raw_ids(table: pa.Table, stem: Path, column: str, suffix: str) -> pa.Tab
     mapping_file = stem.with_name(f"{stem.name}.{suffix}")
     if not mapping_file.is_file():
         return table
-    mapping = pd.read_csv(mapping_file, sep="\t", header=None, names=["raw", "index"], dtype=str,
-                          keep_default_na=False, quoting=3)
+    mapping = pd.read_csv(
+        mapping_file, sep="\t", header=None, names=["raw", "index"], dtype=str, keep_default_na=False, quoting=3
+    )
     if mapping["index"].duplicated().any():
         index = mapping.loc[mapping["index"].duplicated(), "index"].iloc[0]
         raise DataError(f"{mapping_file}: index {index!r} is listed twice")

@@ -130,8 +130,11 @@ SOURCES: dict[str, tuple[Source, ...]] = {
         ),
         Source(
             name="grouplens",
-            archive=ZipUrl("https://files.grouplens.org/datasets/movielens/ml-100k.zip",
-                           sha256="50d2a982c66986937beb9ffb3aa76efe955bf3d5c6b761f4e3a7cd717c6a3229", size=4_924_029),
+            archive=ZipUrl(
+                "https://files.grouplens.org/datasets/movielens/ml-100k.zip",
+                sha256="50d2a982c66986937beb9ffb3aa76efe955bf3d5c6b761f4e3a7cd717c6a3229",
+                size=4_924_029,
+            ),
             interactions=KeptFile("ml-100k/u.data", sha256=None),
             items=KeptFile("ml-100k/u.item", sha256=None),
             format="movielens-100k",
@@ -140,8 +143,11 @@ SOURCES: dict[str, tuple[Source, ...]] = {
     "ml-1m": (
         Source(
             name="grouplens",
-            archive=ZipUrl("https://files.grouplens.org/datasets/movielens/ml-1m.zip",
-                           sha256="a6898adb50b9ca05aa231689da44c217cb524e7ebd39d264c56e2832f2c54e20", size=5_917_549),
+            archive=ZipUrl(
+                "https://files.grouplens.org/datasets/movielens/ml-1m.zip",
+                sha256="a6898adb50b9ca05aa231689da44c217cb524e7ebd39d264c56e2832f2c54e20",
+                size=5_917_549,
+            ),
             interactions=KeptFile("ml-1m/ratings.dat", sha256=None),
             items=KeptFile("ml-1m/movies.dat", sha256=None),
             format="movielens-1m",
@@ -151,12 +157,17 @@ SOURCES: dict[str, tuple[Source, ...]] = {
         Source(
             name="local",
             archive=LocalDir("amazon14-beauty"),
-            interactions=KeptFile("user_sequence.txt",
-                                  sha256="47197cbee7bdc1896926e10d96b807dce0aecb9a1f0c2ccc887c21090237c9b7"),
-            items=KeptFile("products_lookup.csv",
-                           sha256="65133eca0615999df67fc5b26a93a7da762e53e613a083fd6b9e37174896d128"),
-            extra=(KeptFile("item_id_to_int.json",
-                            sha256="3d1a1d362c7daeddf616057fae8fa24af9d70902fdaf4631852231a9953afa50"),),
+            interactions=KeptFile(
+                "user_sequence.txt", sha256="47197cbee7bdc1896926e10d96b807dce0aecb9a1f0c2ccc887c21090237c9b7"
+            ),
+            items=KeptFile(
+                "products_lookup.csv", sha256="65133eca0615999df67fc5b26a93a7da762e53e613a083fd6b9e37174896d128"
+            ),
+            extra=(
+                KeptFile(
+                    "item_id_to_int.json", sha256="3d1a1d362c7daeddf616057fae8fa24af9d70902fdaf4631852231a9953afa50"
+                ),
+            ),
             format="p5",
             items_format="csv",
             item_columns={"item": "global_product_id", "title": "name"},
@@ -174,19 +185,25 @@ SOURCES: dict[str, tuple[Source, ...]] = {
         Source(
             name="local",
             archive=LocalDir("amazon18-scientific"),
-            interactions=KeptFile("Scientific.train.inter",
-                                  sha256="7284f6489d956fa20c9b64ffc84569264320edba5c3bc2fcb22db2ea083a1163"),
-            items=KeptFile("Scientific.text",
-                           sha256="95887e6bda76e54f59b71b566320520d5da74e21d3b6ff8f20bfb6e8e84aa831"),
+            interactions=KeptFile(
+                "Scientific.train.inter", sha256="7284f6489d956fa20c9b64ffc84569264320edba5c3bc2fcb22db2ea083a1163"
+            ),
+            items=KeptFile(
+                "Scientific.text", sha256="95887e6bda76e54f59b71b566320520d5da74e21d3b6ff8f20bfb6e8e84aa831"
+            ),
             extra=(
-                KeptFile("Scientific.valid.inter",
-                         sha256="5f37c84d3b54617cdc46638c89dfe8741c7efc4987acd5eb64de2cbd4311f46c"),
-                KeptFile("Scientific.test.inter",
-                         sha256="546da7e5f44002b4518d7fd58066684bc09613f76c240914e16976d57cfe7083"),
-                KeptFile("Scientific.item2index",
-                         sha256="896ab1017508cf20834d3d0537da9f8f624324223a835af272a98ba16f8c087a"),
-                KeptFile("Scientific.user2index",
-                         sha256="f0162b1a3a0c6b7e816f86208e7b36f65d6787923126f9558fbc6d368e4c4974"),
+                KeptFile(
+                    "Scientific.valid.inter", sha256="5f37c84d3b54617cdc46638c89dfe8741c7efc4987acd5eb64de2cbd4311f46c"
+                ),
+                KeptFile(
+                    "Scientific.test.inter", sha256="546da7e5f44002b4518d7fd58066684bc09613f76c240914e16976d57cfe7083"
+                ),
+                KeptFile(
+                    "Scientific.item2index", sha256="896ab1017508cf20834d3d0537da9f8f624324223a835af272a98ba16f8c087a"
+                ),
+                KeptFile(
+                    "Scientific.user2index", sha256="f0162b1a3a0c6b7e816f86208e7b36f65d6787923126f9558fbc6d368e4c4974"
+                ),
             ),
             format="recbole-splits",
             items_format="recbole",
@@ -206,8 +223,10 @@ SOURCES: dict[str, tuple[Source, ...]] = {
 PUBLISHED: dict[str, PublishedCounts] = {
     "ml-100k": PublishedCounts(943, 1_682, 100_000, "GroupLens ml-100k README"),
     "ml-1m": PublishedCounts(6_040, 3_706, 1_000_209, "GroupLens ml-1m README (3,706 of its 3,952 movies are rated)"),
-    "amazon14-beauty": PublishedCounts(22_363, 12_101, 198_502,
-                                       "S3-Rec / P5 / LLM-ESR papers (Amazon 2014 Beauty, 5-core)"),
-    "amazon18-scientific": PublishedCounts(8_442, 4_385, 59_427,
-                                           "UniSRec paper (Amazon 2018 Industrial_and_Scientific, its processing)"),
+    "amazon14-beauty": PublishedCounts(
+        22_363, 12_101, 198_502, "S3-Rec / P5 / LLM-ESR papers (Amazon 2014 Beauty, 5-core)"
+    ),
+    "amazon18-scientific": PublishedCounts(
+        8_442, 4_385, 59_427, "UniSRec paper (Amazon 2018 Industrial_and_Scientific, its processing)"
+    ),
 }

@@ -25,8 +25,12 @@ class CountCheck:
         return self.published == self.found
 
 
-def verify_dataset(name: str, cache_root: str | os.PathLike | None = None, source_dir: str | os.PathLike | None = None,
-                   allow_unverified: bool = False) -> tuple[str, list[CountCheck]]:
+def verify_dataset(
+    name: str,
+    cache_root: str | os.PathLike | None = None,
+    source_dir: str | os.PathLike | None = None,
+    allow_unverified: bool = False,
+) -> tuple[str, list[CountCheck]]:
     """Fetch `name`, read its interactions as they are (no preparation) and compare the distinct users, distinct
     items and interactions with the published statistics; returns (where they were published, the checks)."""
     if name not in PUBLISHED:

@@ -16,7 +16,7 @@ def warm_cold_labels(item_counts: np.ndarray, fraction: float) -> np.ndarray:
     cut = int(round(fraction * num_items))
     labels = np.full(num_items + 1, "median", dtype=object)
     labels[order[:cut]] = "warm"
-    labels[order[num_items - cut:]] = "cold"
+    labels[order[num_items - cut :]] = "cold"
     labels[0] = "padding"
     return labels
 

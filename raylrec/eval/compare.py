@@ -45,8 +45,9 @@ class Difference:
         return f"{self.mean:+.4f} [{self.low:+.4f}, {self.high:+.4f}]"
 
 
-def paired_bootstrap(a: np.ndarray, b: np.ndarray, confidence: float = 0.95, resamples: int = 2000,
-                     seed: int = 0) -> Difference:
+def paired_bootstrap(
+    a: np.ndarray, b: np.ndarray, confidence: float = 0.95, resamples: int = 2000, seed: int = 0
+) -> Difference:
     """Bootstrap interval of mean(a − b), resampling the users (the pairs) with replacement."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape:
@@ -57,10 +58,18 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, confidence: float = 0.95, res
     if len(a) == 1 or np.all(difference == difference[0]):  # no spread: the interval is the point
         value = float(difference.mean())
         return Difference(value, value, value, len(a))
-    result = stats.bootstrap((difference,), np.mean, n_resamples=resamples, confidence_level=confidence,
-                             method="percentile", vectorized=True, rng=np.random.default_rng(seed))
-    return Difference(float(difference.mean()), float(result.confidence_interval.low),
-                      float(result.confidence_interval.high), len(a))
+    result = stats.bootstrap(
+        (difference,),
+        np.mean,
+        n_resamples=resamples,
+        confidence_level=confidence,
+        method="percentile",
+        vectorized=True,
+        rng=np.random.default_rng(seed),
+    )
+    return Difference(
+        float(difference.mean()), float(result.confidence_interval.low), float(result.confidence_interval.high), len(a)
+    )
 
 
 @dataclass(frozen=True)
@@ -73,19 +82,26 @@ class Comparison:
     rarest: Difference
 
     def as_dict(self) -> dict:
-        return {"metric": self.metric, "overall": self.overall.as_dict(), "rarest": self.rarest.as_dict(),
-                "buckets": {str(b): d.as_dict() for b, d in self.buckets.items()}}
+        return {
+            "metric": self.metric,
+            "overall": self.overall.as_dict(),
+            "rarest": self.rarest.as_dict(),
+            "buckets": {str(b): d.as_dict() for b, d in self.buckets.items()},
+        }
 
 
-def compare_values(a: np.ndarray, b: np.ndarray, buckets: np.ndarray, metric: str, num_buckets: int,
-                   seed: int = 0) -> Comparison:
+def compare_values(
+    a: np.ndarray, b: np.ndarray, buckets: np.ndarray, metric: str, num_buckets: int, seed: int = 0
+) -> Comparison:
     """Paired per-user values of two models and each user's target-frequency bucket → their Comparison."""
     buckets = np.asarray(buckets)
-    per_bucket = {bucket: paired_bootstrap(a[buckets == bucket], b[buckets == bucket], seed=seed)
-                  for bucket in range(num_buckets)}
+    per_bucket = {
+        bucket: paired_bootstrap(a[buckets == bucket], b[buckets == bucket], seed=seed) for bucket in range(num_buckets)
+    }
     rare = buckets < RAREST
-    return Comparison(metric, paired_bootstrap(a, b, seed=seed), per_bucket,
-                      paired_bootstrap(a[rare], b[rare], seed=seed))
+    return Comparison(
+        metric, paired_bootstrap(a, b, seed=seed), per_bucket, paired_bootstrap(a[rare], b[rare], seed=seed)
+    )
 
 
 def metric_values(ranks: np.ndarray, metric: str) -> np.ndarray:
@@ -104,31 +120,61 @@ def user_values(ranks: pd.DataFrame, metric: str = "ndcg@10", protocol: str = "f
     return values.groupby(["user", "target", "frequency_bucket"], as_index=False)["value"].mean()
 
 
-def compare_user_values(a: pd.DataFrame, b: pd.DataFrame, metric: str = "ndcg@10", num_buckets: int = 10,
-                        seed: int = 0) -> Comparison:
+def compare_user_values(
+    a: pd.DataFrame, b: pd.DataFrame, metric: str = "ndcg@10", num_buckets: int = 10, seed: int = 0
+) -> Comparison:
     """Per-user values of two models (`user_values`) on the same split → A − B. The users and targets must match:
     values from different splits or datasets are never compared."""
     merged = a.merge(b, on=["user", "target", "frequency_bucket"], suffixes=("_a", "_b"), validate="one_to_one")
     if len(merged) != len(a) or len(merged) != len(b):
-        raise RaylrecError(f"the two rank tables do not hold the same users and targets ({len(a)} and {len(b)} "
-                           f"users, {len(merged)} in common): compare models of the same split only")
-    return compare_values(merged["value_a"].to_numpy(), merged["value_b"].to_numpy(),
-                          merged["frequency_bucket"].to_numpy(), metric, num_buckets, seed)
+        raise RaylrecError(
+            f"the two rank tables do not hold the same users and targets ({len(a)} and {len(b)} "
+            f"users, {len(merged)} in common): compare models of the same split only"
+        )
+    return compare_values(
+        merged["value_a"].to_numpy(),
+        merged["value_b"].to_numpy(),
+        merged["frequency_bucket"].to_numpy(),
+        metric,
+        num_buckets,
+        seed,
+    )
 
 
-def compare_frames(a: pd.DataFrame, b: pd.DataFrame, metric: str = "ndcg@10", protocol: str = "full",
-                   num_buckets: int = 10, seed: int = 0) -> Comparison:
+def compare_frames(
+    a: pd.DataFrame,
+    b: pd.DataFrame,
+    metric: str = "ndcg@10",
+    protocol: str = "full",
+    num_buckets: int = 10,
+    seed: int = 0,
+) -> Comparison:
     """Two stored per-user rank tables of the same split (`read_ranks`) → A − B on `metric` of `protocol`."""
-    return compare_user_values(user_values(a, metric, protocol), user_values(b, metric, protocol), metric,
-                               num_buckets, seed)
+    return compare_user_values(
+        user_values(a, metric, protocol), user_values(b, metric, protocol), metric, num_buckets, seed
+    )
 
 
-def compare_ranks(data: PreparedData, split: str, ranks_a: dict[str, np.ndarray], ranks_b: dict[str, np.ndarray],
-                  metric: str = "ndcg@10", num_buckets: int = 10, protocol: str = "full",
-                  users: np.ndarray | None = None, seed: int = 0) -> Comparison:
+def compare_ranks(
+    data: PreparedData,
+    split: str,
+    ranks_a: dict[str, np.ndarray],
+    ranks_b: dict[str, np.ndarray],
+    metric: str = "ndcg@10",
+    num_buckets: int = 10,
+    protocol: str = "full",
+    users: np.ndarray | None = None,
+    seed: int = 0,
+) -> Comparison:
     """In-memory ranks of two models (`Evaluator.ranks` of the same users of `split`) → A − B, with the frequency
     buckets of each user's target computed from `data`'s training split."""
     users = np.arange(data.num_users) if users is None else np.asarray(users)
     buckets = frequency_buckets(data.item_train_counts(), num_buckets)[data.targets(split)[users]]
-    return compare_values(metric_values(ranks_a[protocol], metric), metric_values(ranks_b[protocol], metric),
-                          buckets, metric, num_buckets, seed)
+    return compare_values(
+        metric_values(ranks_a[protocol], metric),
+        metric_values(ranks_b[protocol], metric),
+        buckets,
+        metric,
+        num_buckets,
+        seed,
+    )

@@ -66,7 +66,7 @@ class Evaluator:
         users = np.arange(self.data.num_users) if users is None else np.asarray(users)
         out: dict[str, list[np.ndarray]] = {"full": [], **{f"sampled_{n}": [] for n in self.negatives}}
         for start in range(0, len(users), self.config.batch_size):
-            batch = users[start:start + self.config.batch_size]
+            batch = users[start : start + self.config.batch_size]
             scores = score_fn(batch).detach().float().cpu().clone()
             targets = torch.from_numpy(self.targets[batch])
             for n, negatives in self.negatives.items():
@@ -90,10 +90,14 @@ class Evaluator:
         target_items = self.targets[users]
         groupings = {  # name → (label of each user, labels in display order)
             "warm_cold": (warm_cold_labels(counts, self.config.warm_cold_fraction)[target_items], WARM_COLD_ORDER),
-            "frequency": (frequency_buckets(counts, self.config.frequency_buckets)[target_items],
-                          range(self.config.frequency_buckets)),
-            "history_length": (length_labels(self.history.lengths[users], self.config.length_edges),
-                               length_bucket_names(self.config.length_edges)),
+            "frequency": (
+                frequency_buckets(counts, self.config.frequency_buckets)[target_items],
+                range(self.config.frequency_buckets),
+            ),
+            "history_length": (
+                length_labels(self.history.lengths[users], self.config.length_edges),
+                length_bucket_names(self.config.length_edges),
+            ),
         }
         summary["buckets"] = {
             name: {str(label): mean_metrics(ranks["full"][labels == label], ks) for label in order}
@@ -112,8 +116,9 @@ class Evaluator:
         write_ranks(path, users, targets, buckets, ranks)
 
 
-def write_metrics(path: Path, *, model: str, split: str, metrics: dict, config: dict, data: PreparedData,
-                  extra: dict | None = None) -> None:
+def write_metrics(
+    path: Path, *, model: str, split: str, metrics: dict, config: dict, data: PreparedData, extra: dict | None = None
+) -> None:
     """One metrics JSON per model and split, with the config and data fingerprint that produced it."""
     record = {
         "model": model,

@@ -44,11 +44,18 @@ def mean_metrics(ranks: np.ndarray, ks: list[int]) -> dict[str, float]:
     return summary
 
 
-def mean_interval(values: np.ndarray, confidence: float = 0.95, resamples: int = 2000,
-                  seed: int = 0) -> tuple[float, float]:
+def mean_interval(
+    values: np.ndarray, confidence: float = 0.95, resamples: int = 2000, seed: int = 0
+) -> tuple[float, float]:
     """Percentile bootstrap interval of a per-user metric's mean: how far the mean could move if another
     sample of users of the same size were evaluated."""
-    result = stats.bootstrap((np.asarray(values, dtype=np.float64),), np.mean, n_resamples=resamples,
-                             confidence_level=confidence, method="percentile", vectorized=True,
-                             rng=np.random.default_rng(seed))
+    result = stats.bootstrap(
+        (np.asarray(values, dtype=np.float64),),
+        np.mean,
+        n_resamples=resamples,
+        confidence_level=confidence,
+        method="percentile",
+        vectorized=True,
+        rng=np.random.default_rng(seed),
+    )
     return float(result.confidence_interval.low), float(result.confidence_interval.high)

@@ -22,11 +22,17 @@ def ranks_file(stage_dir: Path, split: str) -> Path:
     return Path(stage_dir) / f"ranks_{split}.parquet"
 
 
-def write_ranks(path: Path, users: np.ndarray, targets: np.ndarray, buckets: np.ndarray,
-                ranks: dict[str, np.ndarray]) -> None:
-    frame = pd.DataFrame({"user": np.asarray(users, dtype=np.int64), "target": np.asarray(targets, dtype=np.int64),
-                          "frequency_bucket": np.asarray(buckets, dtype=np.int64),
-                          **{name: np.asarray(r, dtype=np.int64) for name, r in ranks.items()}})
+def write_ranks(
+    path: Path, users: np.ndarray, targets: np.ndarray, buckets: np.ndarray, ranks: dict[str, np.ndarray]
+) -> None:
+    frame = pd.DataFrame(
+        {
+            "user": np.asarray(users, dtype=np.int64),
+            "target": np.asarray(targets, dtype=np.int64),
+            "frequency_bucket": np.asarray(buckets, dtype=np.int64),
+            **{name: np.asarray(r, dtype=np.int64) for name, r in ranks.items()},
+        }
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(path, index=False)
 

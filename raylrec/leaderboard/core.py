@@ -44,11 +44,23 @@ FULL_METRICS = ["hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20"]
 CANDIDATE_METRICS = ["cand_hit@1", "cand_ndcg@5"]
 BUCKET_METRICS = [f"{b}_{m}" for m in ("ndcg@10", "hr@10") for b in ("warm", "median", "cold")]
 METRICS = FULL_METRICS + CANDIDATE_METRICS + BUCKET_METRICS
-HEADERS = {**{m: m.upper().replace("NDCG", "NDCG").replace("HR", "HR") for m in FULL_METRICS},
-           "cand_hit@1": "Hit@1 (cand)", "cand_ndcg@5": "NDCG@5 (cand)",
-           **{f"{b}_{m}": f"{m.upper()} {b}" for m in ("ndcg@10", "hr@10") for b in ("warm", "median", "cold")}}
-CANDIDATE_TABLE = ["gen_hit@1", "cand_hit@1", "cand_hr@5", "cand_ndcg@5", "cand_ndcg@10",
-                   "warm_gen_hit@1", "cold_gen_hit@1", "warm_cand_ndcg@5", "cold_cand_ndcg@5"]
+HEADERS = {
+    **{m: m.upper().replace("NDCG", "NDCG").replace("HR", "HR") for m in FULL_METRICS},
+    "cand_hit@1": "Hit@1 (cand)",
+    "cand_ndcg@5": "NDCG@5 (cand)",
+    **{f"{b}_{m}": f"{m.upper()} {b}" for m in ("ndcg@10", "hr@10") for b in ("warm", "median", "cold")},
+}
+CANDIDATE_TABLE = [
+    "gen_hit@1",
+    "cand_hit@1",
+    "cand_hr@5",
+    "cand_ndcg@5",
+    "cand_ndcg@10",
+    "warm_gen_hit@1",
+    "cold_gen_hit@1",
+    "warm_cand_ndcg@5",
+    "cold_cand_ndcg@5",
+]
 METRICS += [m for m in CANDIDATE_TABLE if m not in METRICS]
 VARIANTS = {"e": "", "q": " (SBERT)", "q_cold": " (SBERT for cold items)"}
 BASELINE_PREFERENCE = ("SASRec", "SASRec (tuned)", "SASRec (BCE)")
@@ -83,8 +95,7 @@ class Record:
     @property
     def config_key(self) -> str:
         """The config that produced the run, up to seeds, placement and paths: runs averaged into one row share it."""
-        return hashlib.sha256(json.dumps(comparable(self.config), sort_keys=True, default=str).encode()) \
-            .hexdigest()[:6]
+        return hashlib.sha256(json.dumps(comparable(self.config), sort_keys=True, default=str).encode()).hexdigest()[:6]
 
 
 def comparable(value):
@@ -110,10 +121,17 @@ def metric_files(root: Path) -> list[Path]:
             subdirs[:] = []
             continue
         parts = Path(directory).relative_to(root).parts
-        subdirs[:] = [d for d in subdirs if d not in ("train", "tune", "seeds-tune", "data", "embeddings")
-                      and not (d == "trials" and "sweeps" in parts)]
-        found += [Path(directory) / f for f in files
-                  if f == "metrics_test.json" or (f.startswith("metrics_test_") and f.endswith(".json"))]
+        subdirs[:] = [
+            d
+            for d in subdirs
+            if d not in ("train", "tune", "seeds-tune", "data", "embeddings")
+            and not (d == "trials" and "sweeps" in parts)
+        ]
+        found += [
+            Path(directory) / f
+            for f in files
+            if f == "metrics_test.json" or (f.startswith("metrics_test_") and f.endswith(".json"))
+        ]
     return sorted(found)
 
 
@@ -170,7 +188,7 @@ def sweep_of(path: Path) -> tuple[str, Path] | None:
     parts = path.parts
     for i in range(len(parts) - 2):
         if parts[i] == "sweeps" and i + 2 < len(parts) and parts[i + 2] == "seeds":
-            return parts[i + 1], Path(*parts[:i + 2])
+            return parts[i + 1], Path(*parts[: i + 2])
     return None
 
 
@@ -199,8 +217,11 @@ def read_record(path: Path) -> Record:
     if sweep:
         name, sweep_dir = sweep
         method = model.partition("[")[0]
-        label = (f"{label} (tuned)" if name in (method, stage_dir.name) or stage_dir.name.startswith(f"{name}-")
-                 else f"{label} (tuned: {name})")
+        label = (
+            f"{label} (tuned)"
+            if name in (method, stage_dir.name) or stage_dir.name.startswith(f"{name}-")
+            else f"{label} (tuned: {name})"
+        )
         best = sweep_dir / "best.json"
         if best.exists():
             tuned = json.loads(best.read_text()).get("best_params", {})
@@ -211,11 +232,23 @@ def read_record(path: Path) -> Record:
             wall = json.loads(done.read_text()).get("fit_wall_s")
         except json.JSONDecodeError:
             wall = None
-    return Record(label=label, model=model, dataset=str(record.get("dataset") or "?"),
-                  fingerprint=str(record.get("data_fingerprint") or "?"), stage_dir=stage_dir, values=values,
-                  candidates=count, config=record.get("config") or {}, params=record.get("trainable_params"),
-                  wall_s=wall, tuned_params=tuned, protocol=protocol, users=users,
-                  role=str(record.get("role") or "method"), backbone=record.get("backbone"))
+    return Record(
+        label=label,
+        model=model,
+        dataset=str(record.get("dataset") or "?"),
+        fingerprint=str(record.get("data_fingerprint") or "?"),
+        stage_dir=stage_dir,
+        values=values,
+        candidates=count,
+        config=record.get("config") or {},
+        params=record.get("trainable_params"),
+        wall_s=wall,
+        tuned_params=tuned,
+        protocol=protocol,
+        users=users,
+        role=str(record.get("role") or "method"),
+        backbone=record.get("backbone"),
+    )
 
 
 def collect_records(run_dirs: list[str | Path]) -> list[Record]:
@@ -226,8 +259,10 @@ def collect_records(run_dirs: list[str | Path]) -> list[Record]:
             raise RaylrecError(f"{root} is not a directory")
         records += [read_record(path) for path in metric_files(root)]
     if not records:
-        raise RaylrecError(f"no metrics_test.json under {', '.join(map(str, run_dirs))}: run `raylrec run`, "
-                           "`raylrec train` or `raylrec tune` first")
+        raise RaylrecError(
+            f"no metrics_test.json under {', '.join(map(str, run_dirs))}: run `raylrec run`, "
+            "`raylrec train` or `raylrec tune` first"
+        )
     return records
 
 
@@ -241,7 +276,7 @@ def choose_baseline(labels: list[str], baseline: str | None) -> str | None:
 def frequency_metrics(group: list[Record]) -> list[str]:
     """NDCG@10 per equal-mass target-frequency bucket (0 = rarest), in bucket order."""
     names = {m for r in group for m in r.values if m.startswith("freq")}
-    return sorted(names, key=lambda m: int(m[len("freq"):].partition("_")[0]))
+    return sorted(names, key=lambda m: int(m[len("freq") :].partition("_")[0]))
 
 
 def leaderboard_frame(records: list[Record], baseline: str | None = None, num_buckets: int = 10) -> pd.DataFrame:
@@ -250,18 +285,28 @@ def leaderboard_frame(records: list[Record], baseline: str | None = None, num_bu
     rows, run_lists = [], []
     groups: dict[tuple, list[Record]] = {}
     for record in records:
-        groups.setdefault((record.fingerprint, record.protocol, record.users, record.label, record.config_key),
-                          []).append(record)
+        groups.setdefault(
+            (record.fingerprint, record.protocol, record.users, record.label, record.config_key), []
+        ).append(record)
     configs_per_label: dict[tuple, int] = {}
     for fingerprint, protocol, users, label, _ in groups:
-        configs_per_label[(fingerprint, protocol, users, label)] = \
+        configs_per_label[(fingerprint, protocol, users, label)] = (
             configs_per_label.get((fingerprint, protocol, users, label), 0) + 1
+        )
     for (fingerprint, protocol, users, label, config_key), group in groups.items():
         if configs_per_label[(fingerprint, protocol, users, label)] > 1:  # never average different configs
             label = f"{label} [config {config_key}]"
-        row: dict = {"dataset": group[0].dataset, "data_fingerprint": fingerprint, "protocol": protocol,
-                     "users": users, "table": f"{fingerprint}|{protocol}|{users}", "method": label,
-                     "model": group[0].model, "n": len(group), "candidates": group[0].candidates}
+        row: dict = {
+            "dataset": group[0].dataset,
+            "data_fingerprint": fingerprint,
+            "protocol": protocol,
+            "users": users,
+            "table": f"{fingerprint}|{protocol}|{users}",
+            "method": label,
+            "model": group[0].model,
+            "n": len(group),
+            "candidates": group[0].candidates,
+        }
         for metric in METRICS + frequency_metrics(group):
             values = [r.values[metric] for r in group if metric in r.values]
             row[metric] = float(np.mean(values)) if values else math.nan
@@ -289,16 +334,21 @@ def leaderboard_frame(records: list[Record], baseline: str | None = None, num_bu
                 entry[f"improv_{metric}"] = (row[metric] - base) / base * 100 if base and base > 0 else math.nan
             improv.append(entry)
     frame = frame.join(pd.DataFrame(improv).set_index("index"))
-    values = {index: row_values(runs) if protocol == "full" else None
-              for index, (runs, protocol) in enumerate(zip(run_lists, frame["protocol"]))}
+    values = {
+        index: row_values(runs) if protocol == "full" else None
+        for index, (runs, protocol) in enumerate(zip(run_lists, frame["protocol"]))
+    }
     significance = significance_columns(frame, values, num_buckets)
     if len(significance):
         frame = frame.join(significance)
     order = {label: i for i, label in enumerate(["SASRec", "GRU4Rec", "SASRec (BCE)"])}
     frame["_order"] = frame["method"].map(lambda m: (order.get(m.split(" (tuned")[0], 9), m))
     frame["_protocol"] = frame["protocol"] != "full"
-    return frame.sort_values(["dataset", "_protocol", "_order"]).drop(columns=["_order", "_protocol"]) \
+    return (
+        frame.sort_values(["dataset", "_protocol", "_order"])
+        .drop(columns=["_order", "_protocol"])
         .reset_index(drop=True)
+    )
 
 
 def fmt(mean: float, std: float) -> str:
@@ -330,19 +380,34 @@ def candidate_table(part: pd.DataFrame) -> str:
     cand = f"{int(part['candidates'].dropna().iloc[0])} cand." if part["candidates"].notna().any() else "cand."
     users = part["users"].dropna()
     reference = part["baseline"].iloc[0] or "—"
-    heads = {"gen_hit@1": "Hit@1 (generated)", "cand_hit@1": f"Hit@1 ({cand})", "cand_hr@5": f"HR@5 ({cand})",
-             "cand_ndcg@5": f"NDCG@5 ({cand})", "cand_ndcg@10": f"NDCG@10 ({cand})",
-             "warm_gen_hit@1": "Hit@1 gen. warm", "cold_gen_hit@1": "Hit@1 gen. cold",
-             "warm_cand_ndcg@5": "NDCG@5 warm", "cold_cand_ndcg@5": "NDCG@5 cold"}
+    heads = {
+        "gen_hit@1": "Hit@1 (generated)",
+        "cand_hit@1": f"Hit@1 ({cand})",
+        "cand_hr@5": f"HR@5 ({cand})",
+        "cand_ndcg@5": f"NDCG@5 ({cand})",
+        "cand_ndcg@10": f"NDCG@10 ({cand})",
+        "warm_gen_hit@1": "Hit@1 gen. warm",
+        "cold_gen_hit@1": "Hit@1 gen. cold",
+        "warm_cand_ndcg@5": "NDCG@5 warm",
+        "cold_cand_ndcg@5": "NDCG@5 cold",
+    }
     columns = ["Method", "n", *heads.values(), f"Improv. NDCG@5 vs {reference}", "params", "config"]
-    title = (f"### {part['dataset'].iloc[0]} (test split, candidate protocol: "
-             f"{int(users.iloc[0]) if len(users) else '?'} users)")
+    title = (
+        f"### {part['dataset'].iloc[0]} (test split, candidate protocol: "
+        f"{int(users.iloc[0]) if len(users) else '?'} users)"
+    )
     lines = [title, "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for _, row in part.iterrows():
-        cells = [row["method"], str(row["n"]), *[fmt(row[m], row[f"{m}_std"]) for m in heads],
-                 improv_cell(row, "cand_ndcg@5"),
-                 "–" if row["trainable_params"] is None or pd.isna(row["trainable_params"])
-                 else f"{int(row['trainable_params']):,}", config_cell(row)]
+        cells = [
+            row["method"],
+            str(row["n"]),
+            *[fmt(row[m], row[f"{m}_std"]) for m in heads],
+            improv_cell(row, "cand_ndcg@5"),
+            "–"
+            if row["trainable_params"] is None or pd.isna(row["trainable_params"])
+            else f"{int(row['trainable_params']):,}",
+            config_cell(row),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -358,32 +423,47 @@ def markdown_table(frame: pd.DataFrame) -> str:
         candidates = part["candidates"].dropna()
         cand = f"{int(candidates.iloc[0])} cand." if len(candidates) else "cand."
         reference = part["baseline"].iloc[0] or "—"
-        columns = ["Method", "n", *[HEADERS[m] for m in FULL_METRICS], f"Hit@1 ({cand})", f"NDCG@5 ({cand})",
-                   "NDCG@10 warm", "NDCG@10 median", "NDCG@10 cold", f"Improv. NDCG@10 vs {reference}",
-                   "fit wall s", "params", "config"]
-        lines = [f"### {dataset} (test split)", "", "| " + " | ".join(columns) + " |",
-                 "|" + "---|" * len(columns)]
+        columns = [
+            "Method",
+            "n",
+            *[HEADERS[m] for m in FULL_METRICS],
+            f"Hit@1 ({cand})",
+            f"NDCG@5 ({cand})",
+            "NDCG@10 warm",
+            "NDCG@10 median",
+            "NDCG@10 cold",
+            f"Improv. NDCG@10 vs {reference}",
+            "fit wall s",
+            "params",
+            "config",
+        ]
+        lines = [f"### {dataset} (test split)", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
         for _, row in part.iterrows():
             metrics = FULL_METRICS + CANDIDATE_METRICS + ["warm_ndcg@10", "median_ndcg@10", "cold_ndcg@10"]
             cells = [row["method"], str(row["n"]), *[fmt(row[m], row[f"{m}_std"]) for m in metrics]]
             cells.append(improv_cell(row, IMPROV_METRIC))
             cells.append("–" if math.isnan(row["wall_s"]) else f"{row['wall_s']:.0f}")
-            cells.append("–" if row["trainable_params"] is None or pd.isna(row["trainable_params"])
-                         else f"{int(row['trainable_params']):,}")
+            cells.append(
+                "–"
+                if row["trainable_params"] is None or pd.isna(row["trainable_params"])
+                else f"{int(row['trainable_params']):,}"
+            )
             cells.append(config_cell(row))
             lines.append("| " + " | ".join(cells) + " |")
         out.append("\n".join(lines))
         paired = significance_table(part)
         if paired:
             out.append(paired)
-    notes = ("mean ± sample std over n runs (seeds); full ranking over all items unless marked (cand) = "
-             "the stored 1 positive + negatives; warm/median/cold = target item popularity groups; "
-             "Improv. = relative change of NDCG@10 over the SASRec row; fit wall s = Ray Train fit time of "
-             "the stage; config = the stage folder (stage_config.yaml, metrics JSONs) or the tuned parameters. "
-             "Paired differences: mean over test users of the row's NDCG@10 minus the reference's, with a 95 % "
-             "paired bootstrap interval (users resampled); ↑/↓ = the interval excludes 0; rarest buckets = users "
-             f"whose target is among the least frequent items holding {100 * RAREST // 10} % of the training "
-             f"interactions (the rarest {RAREST} of 10 equal-mass buckets).")
+    notes = (
+        "mean ± sample std over n runs (seeds); full ranking over all items unless marked (cand) = "
+        "the stored 1 positive + negatives; warm/median/cold = target item popularity groups; "
+        "Improv. = relative change of NDCG@10 over the SASRec row; fit wall s = Ray Train fit time of "
+        "the stage; config = the stage folder (stage_config.yaml, metrics JSONs) or the tuned parameters. "
+        "Paired differences: mean over test users of the row's NDCG@10 minus the reference's, with a 95 % "
+        "paired bootstrap interval (users resampled); ↑/↓ = the interval excludes 0; rarest buckets = users "
+        f"whose target is among the least frequent items holding {100 * RAREST // 10} % of the training "
+        f"interactions (the rarest {RAREST} of 10 equal-mass buckets)."
+    )
     return "\n\n".join(out) + "\n\n" + notes + "\n"
 
 
@@ -396,8 +476,9 @@ def sweep_dirs(run_dirs: list[str | Path]) -> list[Path]:
     return sorted(set(found))
 
 
-def build_leaderboard(run_dirs: list[str | Path], out_dir: str | Path | None = None, baseline: str | None = None,
-                      plots: bool = True) -> dict:
+def build_leaderboard(
+    run_dirs: list[str | Path], out_dir: str | Path | None = None, baseline: str | None = None, plots: bool = True
+) -> dict:
     """Write leaderboard.md, leaderboard.csv and the PNG plots; returns their paths and the Markdown.
     Run directories may be URIs (read through their mirrors); by default the tables go to the first one's
     `leaderboard/` folder."""
@@ -412,8 +493,13 @@ def build_leaderboard(run_dirs: list[str | Path], out_dir: str | Path | None = N
     markdown = markdown_table(frame)
     (out / "leaderboard.md").write_text("# Leaderboard\n\n" + markdown)
     frame.to_csv(out / "leaderboard.csv", index=False)
-    result = {"markdown": markdown, "md": out / "leaderboard.md", "csv": out / "leaderboard.csv", "plots": [],
-              "frame": frame}
+    result = {
+        "markdown": markdown,
+        "md": out / "leaderboard.md",
+        "csv": out / "leaderboard.csv",
+        "plots": [],
+        "frame": frame,
+    }
     if plots:
         from raylrec.leaderboard.plots import plot_metric_bars, plot_sweep, plot_warm_cold
 

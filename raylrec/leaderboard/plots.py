@@ -63,8 +63,14 @@ def plot_warm_cold(frame: pd.DataFrame, path: Path, metric: str = "ndcg@10") -> 
     for i, (_, row) in enumerate(frame.iterrows()):
         means = [row.get(f"{b}_{metric}", math.nan) for b in buckets]
         errors = [0.0 if pd.isna(row.get(f"{b}_{metric}_std")) else row[f"{b}_{metric}_std"] for b in buckets]
-        ax.bar(x + (i - (len(frame) - 1) / 2) * width, np.nan_to_num(means), width, yerr=errors, capsize=2,
-               label=row["method"])
+        ax.bar(
+            x + (i - (len(frame) - 1) / 2) * width,
+            np.nan_to_num(means),
+            width,
+            yerr=errors,
+            capsize=2,
+            label=row["method"],
+        )
     ax.set_xticks(x, buckets)
     ax.set_ylabel(f"{metric.upper()} (test)")
     ax.set_title("Warm / median / cold target items")
@@ -128,6 +134,5 @@ def plot_sweep(sweep_dir: Path, path: Path) -> Path | None:
         ax.set_xlabel(PARAM_LABELS.get(param, param))
         ax.set_ylabel(f"{metric} (best)")
         ax.grid(alpha=0.3)
-    fig.suptitle(f"Sweep {sweep_dir.name}: {metric} vs each parameter (others at the best trial's values)",
-                 fontsize=9)
+    fig.suptitle(f"Sweep {sweep_dir.name}: {metric} vs each parameter (others at the best trial's values)", fontsize=9)
     return _save(fig, path)

@@ -30,8 +30,9 @@ def row_values(stage_dirs: list) -> pd.DataFrame | None:
     return user_values(pd.concat(frames, ignore_index=True), METRIC) if frames else None
 
 
-def significance_columns(frame: pd.DataFrame, values_by_row: dict[int, pd.DataFrame | None],
-                         num_buckets: int) -> pd.DataFrame:
+def significance_columns(
+    frame: pd.DataFrame, values_by_row: dict[int, pd.DataFrame | None], num_buckets: int
+) -> pd.DataFrame:
     """Columns `best_id` (the label of the table's strongest ID model), `delta_<metric>_vs_<ref>` (+ `_low`,
     `_high`) and the same prefixed `rare_` for the rarest buckets, for ref `best_id` and `backbone` (the row's own
     backbone stage), and `rare_users`; indexed like `frame`."""
@@ -77,18 +78,37 @@ def interval_cell(row, prefix: str, ref: str) -> str:
 
 def significance_table(part: pd.DataFrame) -> str | None:
     """Markdown: each row's NDCG@10 difference to the strongest ID model and to its own backbone, with intervals."""
-    if f"delta_{METRIC}_vs_best_id" not in part or part[[c for c in part.columns if c.startswith("delta_")]] \
-            .isna().all().all():
+    if (
+        f"delta_{METRIC}_vs_best_id" not in part
+        or part[[c for c in part.columns if c.startswith("delta_")]].isna().all().all()
+    ):
         return None
     rare_users = part["rare_users"].dropna()
     rare = f"rarest {RAREST} buckets" + (f" ({int(rare_users.iloc[0])} users)" if len(rare_users) else "")
-    columns = ["Method", "vs strongest ID model", "Δ NDCG@10 [95 % CI]", f"Δ NDCG@10, {rare}",
-               "vs own backbone", "Δ NDCG@10 [95 % CI]", f"Δ NDCG@10, {rare}"]
-    lines = [f"### {part['dataset'].iloc[0]} (test split): paired differences", "",
-             "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    columns = [
+        "Method",
+        "vs strongest ID model",
+        "Δ NDCG@10 [95 % CI]",
+        f"Δ NDCG@10, {rare}",
+        "vs own backbone",
+        "Δ NDCG@10 [95 % CI]",
+        f"Δ NDCG@10, {rare}",
+    ]
+    lines = [
+        f"### {part['dataset'].iloc[0]} (test split): paired differences",
+        "",
+        "| " + " | ".join(columns) + " |",
+        "|" + "---|" * len(columns),
+    ]
     for _, row in part.iterrows():
-        cells = [row["method"], row["best_id"] or "–", interval_cell(row, "", "best_id"),
-                 interval_cell(row, "rare_", "best_id"), row["backbone_label"] or "–",
-                 interval_cell(row, "", "backbone"), interval_cell(row, "rare_", "backbone")]
+        cells = [
+            row["method"],
+            row["best_id"] or "–",
+            interval_cell(row, "", "best_id"),
+            interval_cell(row, "rare_", "best_id"),
+            row["backbone_label"] or "–",
+            interval_cell(row, "", "backbone"),
+            interval_cell(row, "rare_", "backbone"),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

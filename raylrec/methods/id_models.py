@@ -16,10 +16,17 @@ def stage_seed(config: Any) -> int:
 
 
 for model, label in (("sasrec", "SASRec"), ("gru4rec", "GRU4Rec")):
-    register_method(MethodSpec(
-        name=model, kind="id_model", config_class="raylrec.train.config:StageConfig", default_preset=model,
-        runner="raylrec.train.stage:run_id_stage", description=f"{label} (ID backbone)",
-        presets=(model, "sasrec-bce") if model == "sasrec" else (model,),
-        final_stage="raylrec.methods.id_models:stage_name", seed_of_trial="raylrec.methods.id_models:stage_seed",
-        display_names={model: label, "sasrec-bce": "SASRec (BCE)"} if model == "sasrec" else {model: label},
-    ))
+    register_method(
+        MethodSpec(
+            name=model,
+            kind="id_model",
+            config_class="raylrec.train.config:StageConfig",
+            default_preset=model,
+            runner="raylrec.train.stage:run_id_stage",
+            description=f"{label} (ID backbone)",
+            presets=(model, "sasrec-bce") if model == "sasrec" else (model,),
+            final_stage="raylrec.methods.id_models:stage_name",
+            seed_of_trial="raylrec.methods.id_models:stage_seed",
+            display_names={model: label, "sasrec-bce": "SASRec (BCE)"} if model == "sasrec" else {model: label},
+        )
+    )

@@ -97,8 +97,10 @@ class MethodSpec:
     def check_space(self, keys: list[str]) -> None:
         frozen = [k for k in keys if any(k == p.rstrip(".") or k.startswith(p) for p in self.tune_frozen_prefixes)]
         if frozen:
-            raise RaylrecError(f"a {self.name} sweep cannot vary {frozen}: those configure artifacts every trial "
-                               f"shares ({', '.join(self.tune_frozen_prefixes)})")
+            raise RaylrecError(
+                f"a {self.name} sweep cannot vary {frozen}: those configure artifacts every trial "
+                f"shares ({', '.join(self.tune_frozen_prefixes)})"
+            )
 
 
 _REGISTRY: dict[str, MethodSpec] = {}
@@ -125,9 +127,11 @@ def registered(kind: Literal["method", "id_model"] | None = None) -> dict[str, M
 def get_method(name: str, kind: Literal["method", "id_model"] | None = None) -> MethodSpec:
     found = registered(kind)
     if name not in found:
-        raise RaylrecError(f"unknown {'method' if kind != 'id_model' else 'model'} {name!r} "
-                           f"(registered: {', '.join(found)}); a method registers itself in its package's "
-                           "__init__.py (docs/extending.md)")
+        raise RaylrecError(
+            f"unknown {'method' if kind != 'id_model' else 'model'} {name!r} "
+            f"(registered: {', '.join(found)}); a method registers itself in its package's "
+            "__init__.py (docs/extending.md)"
+        )
     return found[name]
 
 

@@ -29,8 +29,9 @@ class SASRec(SequentialRecommender):
             # torch's layer applies `dropout` between linear1 and linear2
             layer.dropout = nn.Dropout(config.ffn_dropout)
         final_norm = nn.LayerNorm(d) if config.norm_first else None
-        self.blocks = nn.TransformerEncoder(layer, num_layers=config.num_layers, norm=final_norm,
-                                            enable_nested_tensor=False)
+        self.blocks = nn.TransformerEncoder(
+            layer, num_layers=config.num_layers, norm=final_norm, enable_nested_tensor=False
+        )
         causal = torch.triu(torch.ones(config.max_len, config.max_len, dtype=torch.bool), diagonal=1)
         self.register_buffer("causal_mask", causal, persistent=False)
         self.apply(self._init_weights)

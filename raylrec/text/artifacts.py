@@ -54,12 +54,28 @@ class ItemEmbeddings:
     path: Path
 
 
-def embeddings_key(*, model: str, model_source: str, pooling: str, normalize: bool, max_length: int,
-                   template: str, text_hash: str, dataset_fingerprint: str) -> str:
+def embeddings_key(
+    *,
+    model: str,
+    model_source: str,
+    pooling: str,
+    normalize: bool,
+    max_length: int,
+    template: str,
+    text_hash: str,
+    dataset_fingerprint: str,
+) -> str:
     """Short hash of the settings; the fingerprint is in it so one run dir can hold several datasets' vectors."""
-    settings = dict(model=model, model_source=model_source, pooling=pooling, normalize=normalize,
-                    max_length=max_length, template=template, text_hash=text_hash,
-                    dataset_fingerprint=dataset_fingerprint)
+    settings = dict(
+        model=model,
+        model_source=model_source,
+        pooling=pooling,
+        normalize=normalize,
+        max_length=max_length,
+        template=template,
+        text_hash=text_hash,
+        dataset_fingerprint=dataset_fingerprint,
+    )
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -73,8 +89,9 @@ def read_meta(directory: Path) -> EmbeddingMeta | None:
 def write_embeddings(directory: Path, vectors: np.ndarray, meta: EmbeddingMeta) -> Path:
     """Write into a staging folder and rename, so a half-written artifact is never taken for a cache hit."""
     if vectors.shape != (meta.num_items + 1, meta.dim):
-        raise ArtifactError(f"embeddings of shape {vectors.shape} do not match "
-                            f"{meta.num_items} items + padding × {meta.dim}")
+        raise ArtifactError(
+            f"embeddings of shape {vectors.shape} do not match {meta.num_items} items + padding × {meta.dim}"
+        )
     staging = directory.with_name(f"{directory.name}.tmp-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -89,30 +106,40 @@ def write_embeddings(directory: Path, vectors: np.ndarray, meta: EmbeddingMeta) 
     return directory
 
 
-def load_item_embeddings(path_or_dir: str | os.PathLike, expected_dim: int | None = None,
-                         data: PreparedData | None = None) -> ItemEmbeddings:
+def load_item_embeddings(
+    path_or_dir: str | os.PathLike, expected_dim: int | None = None, data: PreparedData | None = None
+) -> ItemEmbeddings:
     """Load an artifact (its folder, or either file in it), checking dimension and dataset if given."""
     path = Path(path_or_dir)
     directory = path.parent if path.is_file() else path
     meta = read_meta(directory)
     if meta is None:
-        raise ArtifactError(f"no item embeddings at {directory} (expected {EMBEDDINGS_FILE} and {META_FILE}); "
-                            "run `raylrec encode` first")
+        raise ArtifactError(
+            f"no item embeddings at {directory} (expected {EMBEDDINGS_FILE} and {META_FILE}); "
+            "run `raylrec encode` first"
+        )
     vectors = load_file(str(directory / EMBEDDINGS_FILE)).get(TENSOR_NAME)
     if vectors is None or tuple(vectors.shape) != (meta.num_items + 1, meta.dim):
         found = None if vectors is None else tuple(vectors.shape)
-        raise ArtifactError(f"{directory / EMBEDDINGS_FILE}: tensor {TENSOR_NAME!r} has shape {found}, but "
-                            f"{META_FILE} says {meta.num_items} items + padding × {meta.dim}")
+        raise ArtifactError(
+            f"{directory / EMBEDDINGS_FILE}: tensor {TENSOR_NAME!r} has shape {found}, but "
+            f"{META_FILE} says {meta.num_items} items + padding × {meta.dim}"
+        )
     if expected_dim is not None and meta.dim != expected_dim:
-        raise ArtifactError(f"item embeddings at {directory} are {meta.dim}-d ({meta.model}, {meta.pooling} pooling), "
-                            f"but this stage expects {expected_dim}-d; encode with a matching model or change "
-                            "the stage's text dimension")
+        raise ArtifactError(
+            f"item embeddings at {directory} are {meta.dim}-d ({meta.model}, {meta.pooling} pooling), "
+            f"but this stage expects {expected_dim}-d; encode with a matching model or change "
+            "the stage's text dimension"
+        )
     if data is not None:
         if data.fingerprint != meta.dataset_fingerprint:
-            raise ArtifactError(f"item embeddings at {directory} were made from dataset {meta.dataset} with "
-                                f"fingerprint {meta.dataset_fingerprint}, not from this one ({data.fingerprint}); "
-                                "re-run `raylrec encode` on this dataset")
+            raise ArtifactError(
+                f"item embeddings at {directory} were made from dataset {meta.dataset} with "
+                f"fingerprint {meta.dataset_fingerprint}, not from this one ({data.fingerprint}); "
+                "re-run `raylrec encode` on this dataset"
+            )
         if data.num_items != meta.num_items:
-            raise ArtifactError(f"item embeddings at {directory} cover {meta.num_items} items; "
-                                f"the dataset has {data.num_items}")
+            raise ArtifactError(
+                f"item embeddings at {directory} cover {meta.num_items} items; the dataset has {data.num_items}"
+            )
     return ItemEmbeddings(vectors, meta, directory)

@@ -68,18 +68,22 @@ class EncodeResult:
 class ItemEncoder:
     """Ray Data callable class: loads the model once per actor, then encodes `text` batches."""
 
-    def __init__(self, text: TextModelConfig, expected_source: str, cache_root: str | None, torch_threads: int,
-                 use_gpu: bool):
+    def __init__(
+        self, text: TextModelConfig, expected_source: str, cache_root: str | None, torch_threads: int, use_gpu: bool
+    ):
         import torch
 
         torch.set_num_threads(torch_threads)
         device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
         resolved = resolve_model(text.model, cache_root)  # on this actor's node: converts once if needed
         if resolved.source != expected_source:
-            raise RaylrecError(f"this node has {resolved.source} for {text.model!r}, the driver {expected_source}; "
-                               "install the same version on every node")
-        self.encoder = TextEncoder(load_text_model(resolved, device=device), text.pooling, text.normalize,
-                                   text.max_length)
+            raise RaylrecError(
+                f"this node has {resolved.source} for {text.model!r}, the driver {expected_source}; "
+                "install the same version on every node"
+            )
+        self.encoder = TextEncoder(
+            load_text_model(resolved, device=device), text.pooling, text.normalize, text.max_length
+        )
         self.model_name = str(text.model)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -94,13 +98,17 @@ def actor_cpus(requested: float | None, pool_max: int, cluster_cpus: float) -> f
     if requested is None:
         share = math.floor((cluster_cpus - FREE_CPUS_FOR_OTHER_TASKS) / pool_max * 100) / 100
         if share <= 0:
-            raise RaylrecError(f"{pool_max} encoder actors do not fit on {cluster_cpus:g} CPUs with "
-                               f"{FREE_CPUS_FOR_OTHER_TASKS} CPU left for other tasks; use fewer actors")
+            raise RaylrecError(
+                f"{pool_max} encoder actors do not fit on {cluster_cpus:g} CPUs with "
+                f"{FREE_CPUS_FOR_OTHER_TASKS} CPU left for other tasks; use fewer actors"
+            )
         return min(1.0, share)
     if requested * pool_max > cluster_cpus - FREE_CPUS_FOR_OTHER_TASKS:
-        raise RaylrecError(f"{pool_max} actors × {requested:g} CPUs leave less than {FREE_CPUS_FOR_OTHER_TASKS} of "
-                           f"the cluster's {cluster_cpus:g} CPUs for Ray Data's other tasks, and the job would hang; "
-                           "lower cpus_per_actor or the number of actors")
+        raise RaylrecError(
+            f"{pool_max} actors × {requested:g} CPUs leave less than {FREE_CPUS_FOR_OTHER_TASKS} of "
+            f"the cluster's {cluster_cpus:g} CPUs for Ray Data's other tasks, and the job would hang; "
+            "lower cpus_per_actor or the number of actors"
+        )
     return requested
 
 
@@ -120,24 +128,38 @@ def length_sorted(rendered: RenderedTexts) -> pd.DataFrame:
     return frame.iloc[order].reset_index(drop=True)
 
 
-def embedding_dataset(rendered: RenderedTexts, resolved: ResolvedModel, config: EncodeConfig,
-                      cache_root: str | Path | None = None, encoder_class: type = ItemEncoder) -> ray.data.Dataset:
+def embedding_dataset(
+    rendered: RenderedTexts,
+    resolved: ResolvedModel,
+    config: EncodeConfig,
+    cache_root: str | Path | None = None,
+    encoder_class: type = ItemEncoder,
+) -> ray.data.Dataset:
     """The lazy Ray Data job: rows `item`, `embedding`. `encoder_class` lets the benchmark time the actors."""
     frame = length_sorted(rendered)
     # One block per batch, so the pool's actors share the work evenly.
-    blocks = [frame.iloc[start:start + config.batch_size] for start in range(0, len(frame), config.batch_size)]
+    blocks = [frame.iloc[start : start + config.batch_size] for start in range(0, len(frame), config.batch_size)]
     gpus = config.gpus_per_actor if config.gpus_per_actor is not None else float(cluster_has_gpus())
-    pool = (ray.data.ActorPoolStrategy(min_size=config.num_actors, max_size=config.max_actors)
-            if config.pool_max > config.num_actors else ray.data.ActorPoolStrategy(size=config.num_actors))
+    pool = (
+        ray.data.ActorPoolStrategy(min_size=config.num_actors, max_size=config.max_actors)
+        if config.pool_max > config.num_actors
+        else ray.data.ActorPoolStrategy(size=config.num_actors)
+    )
     dataset = ray.data.from_pandas(blocks).map_batches(
         encoder_class,
-        fn_constructor_kwargs=dict(text=config.text.model_copy(update={"model": resolved.spec}),
-                                   expected_source=resolved.source,
-                                   cache_root=str(cache_root) if cache_root else None,
-                                   torch_threads=config.torch_threads, use_gpu=gpus > 0),
-        batch_size=config.batch_size, batch_format="numpy", compute=pool,
+        fn_constructor_kwargs=dict(
+            text=config.text.model_copy(update={"model": resolved.spec}),
+            expected_source=resolved.source,
+            cache_root=str(cache_root) if cache_root else None,
+            torch_threads=config.torch_threads,
+            use_gpu=gpus > 0,
+        ),
+        batch_size=config.batch_size,
+        batch_format="numpy",
+        compute=pool,
         num_cpus=actor_cpus(config.cpus_per_actor, config.pool_max, ray.cluster_resources().get("CPU", 0)),
-        num_gpus=gpus)
+        num_gpus=gpus,
+    )
     # Batches go out once the pool's first actors all have their model, so they share the work from the start;
     # a pool the cluster cannot place fails after this long, saying so, instead of waiting forever.
     dataset.context.wait_for_min_actors_s = config.actor_start_timeout_s
@@ -158,21 +180,32 @@ def collect_vectors(dataset: ray.data.Dataset, num_items: int) -> np.ndarray:
     return vectors
 
 
-def encode_items(config: EncodeConfig, data_dir: str | Path, run_dir: str | Path,
-                 cache_root: str | Path | None = None) -> EncodeResult:
+def encode_items(
+    config: EncodeConfig, data_dir: str | Path, run_dir: str | Path, cache_root: str | Path | None = None
+) -> EncodeResult:
     """Encode every item of a prepared dataset, or reuse the artifact already made with the same settings."""
     data = PreparedData(data_dir)
     dataset_name = data.report["dataset"]
     template = config.text.template or default_template(dataset_name)
     rendered = render_texts(data.items_table(), template)
     if any(rendered.missing.values()):
-        log.warning("text fields missing (null or blank) per item count: %s; %d items have no text at all",
-                    rendered.missing, rendered.empty_texts)
+        log.warning(
+            "text fields missing (null or blank) per item count: %s; %d items have no text at all",
+            rendered.missing,
+            rendered.empty_texts,
+        )
     resolved = resolve_model(config.text.model, cache_root)
     pooling = resolve_pooling(config.text.pooling, resolved.family)
-    key = embeddings_key(model=config.text.model, model_source=resolved.source, pooling=pooling,
-                         normalize=config.text.normalize, max_length=config.text.max_length, template=template,
-                         text_hash=rendered.text_hash, dataset_fingerprint=data.fingerprint)
+    key = embeddings_key(
+        model=config.text.model,
+        model_source=resolved.source,
+        pooling=pooling,
+        normalize=config.text.normalize,
+        max_length=config.text.max_length,
+        template=template,
+        text_hash=rendered.text_hash,
+        dataset_fingerprint=data.fingerprint,
+    )
     layout = RunLayout(run_dir)
     out_dir = layout.embeddings_dir(key)
     layout.store.pull(out_dir)
@@ -182,16 +215,36 @@ def encode_items(config: EncodeConfig, data_dir: str | Path, run_dir: str | Path
         return EncodeResult(out_dir, cached, cache_hit=True)
 
     ensure_ray()
-    log.info("encoding %d items of %s with %s (%s), %s pooling, template %r", data.num_items, dataset_name,
-             config.text.model, resolved.source, pooling, template)
+    log.info(
+        "encoding %d items of %s with %s (%s), %s pooling, template %r",
+        data.num_items,
+        dataset_name,
+        config.text.model,
+        resolved.source,
+        pooling,
+        template,
+    )
     started = time.perf_counter()
     vectors = collect_vectors(embedding_dataset(rendered, resolved, config, cache_root), data.num_items)
-    meta = EmbeddingMeta(key=key, model=config.text.model, model_source=resolved.source, model_family=resolved.family,
-                         pooling=pooling, normalize=config.text.normalize, max_length=config.text.max_length,
-                         template=template, text_hash=rendered.text_hash, dim=vectors.shape[1],
-                         dtype=str(vectors.dtype), dataset=dataset_name, dataset_fingerprint=data.fingerprint,
-                         num_items=data.num_items, missing_fields=rendered.missing, empty_texts=rendered.empty_texts,
-                         encode_seconds=round(time.perf_counter() - started, 2))
+    meta = EmbeddingMeta(
+        key=key,
+        model=config.text.model,
+        model_source=resolved.source,
+        model_family=resolved.family,
+        pooling=pooling,
+        normalize=config.text.normalize,
+        max_length=config.text.max_length,
+        template=template,
+        text_hash=rendered.text_hash,
+        dim=vectors.shape[1],
+        dtype=str(vectors.dtype),
+        dataset=dataset_name,
+        dataset_fingerprint=data.fingerprint,
+        num_items=data.num_items,
+        missing_fields=rendered.missing,
+        empty_texts=rendered.empty_texts,
+        encode_seconds=round(time.perf_counter() - started, 2),
+    )
     write_embeddings(out_dir, vectors, meta)
     layout.store.push(out_dir)
     log.info("wrote %s (%d × %d)", out_dir, *vectors.shape)

@@ -24,8 +24,9 @@ class TextModelConfig(StrictModel):
 
 
 class TextEncoder:
-    def __init__(self, loaded: LoadedTextModel, pooling: Pooling = "auto", normalize: bool = False,
-                 max_length: int = 128):
+    def __init__(
+        self, loaded: LoadedTextModel, pooling: Pooling = "auto", normalize: bool = False, max_length: int = 128
+    ):
         self.loaded = loaded
         self.pooling = resolve_pooling(pooling, loaded.resolved.family)
         self.normalize = normalize
@@ -41,11 +42,15 @@ class TextEncoder:
             features = self.loaded.model.preprocess(texts)
             features = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
             output = self.loaded.model(features)
-            vectors = (output["sentence_embedding"] if self.pooling == "sentence"
-                       else pool_tokens(self.pooling, output["token_embeddings"], features["attention_mask"]))
+            vectors = (
+                output["sentence_embedding"]
+                if self.pooling == "sentence"
+                else pool_tokens(self.pooling, output["token_embeddings"], features["attention_mask"])
+            )
         else:
-            batch = self.loaded.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
-                                          return_tensors="pt").to(self.device)
+            batch = self.loaded.tokenizer(
+                texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+            ).to(self.device)
             # input ids and mask only: encoders default token types to 0, and decoders take none.
             mask = batch["attention_mask"]
             hidden = self.loaded.model(input_ids=batch["input_ids"], attention_mask=mask).last_hidden_state

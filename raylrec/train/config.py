@@ -56,8 +56,10 @@ class TrainConfig(StrictModel):
     @model_validator(mode="after")
     def ema_without_deepspeed(self) -> TrainConfig:
         if self.ema_decay is not None and self.deepspeed is not None:
-            raise ValueError("train.ema_decay keeps a whole copy of the module, which DeepSpeed's partitioned "
-                             "parameters do not allow; set only one of ema_decay and deepspeed")
+            raise ValueError(
+                "train.ema_decay keeps a whole copy of the module, which DeepSpeed's partitioned "
+                "parameters do not allow; set only one of ema_decay and deepspeed"
+            )
         return self
 
     @model_validator(mode="after")

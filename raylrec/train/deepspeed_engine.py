@@ -59,14 +59,16 @@ def resolve_deepspeed_config(spec: str | dict, micro_batch_size: int, world_size
     config = load_deepspeed_config(spec)
     options = config.pop("raylrec", {}) or {}
     if "optimizer" in config:
-        raise RaylrecError("the DeepSpeed config must not define an optimizer: the loop builds it from train.lr/"
-                           "train.optimizer (remove the `optimizer` section)")
+        raise RaylrecError(
+            "the DeepSpeed config must not define an optimizer: the loop builds it from train.lr/"
+            "train.optimizer (remove the `optimizer` section)"
+        )
     accumulation = int(config.get("gradient_accumulation_steps", 1))
     config["train_micro_batch_size_per_gpu"] = micro_batch_size
     config["gradient_accumulation_steps"] = accumulation
     config["train_batch_size"] = micro_batch_size * accumulation * world_size
     config.setdefault("zero_allow_untested_optimizer", True)
-    config.setdefault("steps_per_print", 10 ** 9)
+    config.setdefault("steps_per_print", 10**9)
     return config, options
 
 
@@ -85,8 +87,9 @@ def prepare_environment(options: dict) -> None:
         deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
 
 
-def initialize(core: torch.nn.Module, optimizer: torch.optim.Optimizer, spec: str | dict, micro_batch_size: int,
-               world_size: int):
+def initialize(
+    core: torch.nn.Module, optimizer: torch.optim.Optimizer, spec: str | dict, micro_batch_size: int, world_size: int
+):
     """(engine, DeepSpeed's optimizer wrapper, resolved config) for `core` on this worker."""
     config, options = resolve_deepspeed_config(spec, micro_batch_size, world_size)
     prepare_environment(options)

@@ -55,7 +55,8 @@ class IDModelRecipe(Recipe):
 
     def export(self, core: SequentialRecommender, data: PreparedData, out: Path) -> dict:
         (out / "model_config.json").write_text(
-            json.dumps({"num_items": data.num_items, **self.config.model.model_dump(mode="json")}, indent=2))
+            json.dumps({"num_items": data.num_items, **self.config.model.model_dump(mode="json")}, indent=2)
+        )
         save_file({"item_embeddings": core.item_table().detach().contiguous()}, out / "item_embeddings.safetensors")
         save_file(user_representations(core, data), out / "user_representations.safetensors")
         return {"model": self.config.model.name}

@@ -87,7 +87,7 @@ def epoch_sample_indices(num_samples: int, per_epoch: int, epoch: int, seed: int
     cycles = range(start // num_samples, (stop - 1) // num_samples + 1)
     order = np.concatenate([np.random.default_rng([seed, c]).permutation(num_samples) for c in cycles])
     offset = cycles[0] * num_samples
-    return order[start - offset:stop - offset]
+    return order[start - offset : stop - offset]
 
 
 def epoch_loader(dataset: TensorDataset, train: TrainConfig, epoch: int) -> DataLoader:
@@ -98,9 +98,17 @@ def epoch_loader(dataset: TensorDataset, train: TrainConfig, epoch: int) -> Data
     return ray.train.torch.prepare_data_loader(DataLoader(dataset, batch_size=train.batch_size, shuffle=True))
 
 
-def train_one_epoch(recipe: Recipe, model, core, loader, optimizer, generator: torch.Generator,
-                    engine=None, averaged: AveragedModel | None = None,
-                    lr_factors: list[float] | None = None) -> float:
+def train_one_epoch(
+    recipe: Recipe,
+    model,
+    core,
+    loader,
+    optimizer,
+    generator: torch.Generator,
+    engine=None,
+    averaged: AveragedModel | None = None,
+    lr_factors: list[float] | None = None,
+) -> float:
     """One pass over the loader; `engine` (a DeepSpeed engine, also passed as `model`) steps instead of `optimizer`;
     `averaged` follows the weights after every step; `lr_factors`, when given, scales each parameter group's own
     initial lr at each step."""
@@ -155,10 +163,12 @@ def rng_state(generator: torch.Generator) -> dict:
     """Every random stream one worker draws from (dropout, shuffling, sampled negatives), as tensors and plain
     Python values only, so checkpoints load with `torch.load(weights_only=True)` (no pickled numpy objects)."""
     name, keys, position, has_gauss, cached = np.random.get_state()
-    return {"torch": torch.get_rng_state(), "generator": generator.get_state(),
-            "numpy": (str(name), torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss),
-                      float(cached)),
-            "python": random.getstate()}
+    return {
+        "torch": torch.get_rng_state(),
+        "generator": generator.get_state(),
+        "numpy": (str(name), torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(cached)),
+        "python": random.getstate(),
+    }
 
 
 def gather_rng_states(generator: torch.Generator) -> list[dict]:
@@ -201,8 +211,9 @@ def load_model_state(core, state: dict) -> None:
     frozen = deepspeed_engine.frozen_names(core)
     missing = [k for k in missing if k not in frozen]
     if missing or unexpected:
-        raise ArtifactError(f"saved model state does not fit the module: missing {missing[:5]}, "
-                            f"unexpected {unexpected[:5]}")
+        raise ArtifactError(
+            f"saved model state does not fit the module: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
 
 
 def validation_users(num_users: int, train: TrainConfig) -> np.ndarray:
@@ -249,8 +260,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
     saved = None
     engine, ds_config = None, None
     if train.deepspeed is not None:  # the engine replaces DDP and steps the optimizer; see deepspeed_engine.py
-        engine, optimizer, ds_config = deepspeed_engine.initialize(core, optimizer, train.deepspeed,
-                                                                   train.batch_size, world)
+        engine, optimizer, ds_config = deepspeed_engine.initialize(
+            core, optimizer, train.deepspeed, train.batch_size, world
+        )
     best_model = model_state(recipe, core, ds_config)
     if checkpoint:
         state, best_model, saved = load_training_state(checkpoint, core, optimizer if engine is None else None)
@@ -301,8 +313,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         if train.lr_schedule != "constant":
             lr_factors = [lr_factor(epoch * steps_per_epoch + b, total_steps, train) for b in range(len(loader))]
         started = time.perf_counter()
-        train_loss = train_one_epoch(recipe, model, core, loader, optimizer, generator, engine, averaged,
-                                     lr_factors)
+        train_loss = train_one_epoch(recipe, model, core, loader, optimizer, generator, engine, averaged, lr_factors)
         train_seconds = time.perf_counter() - started
         valid = validate()
         # A non-finite loss means the weights are gone: this epoch is never the best, and training stops here.
@@ -316,19 +327,26 @@ def train_loop_per_worker(loop_config: dict) -> None:
             state["diverged_epoch"] = epoch
         state["epoch"] = epoch + 1
         stop = diverged or state["bad_epochs"] >= train.patience or state["epoch"] >= train.max_epochs
-        metrics = {"epoch": epoch, "train_loss": train_loss, "epoch_train_s": train_seconds,
-                   **(last_lrs(optimizer) if lr_factors else {}),
-                   "elapsed_s": time.perf_counter() - loop_started,
-                   **{f"valid_{k}": v for k, v in valid.items() if k != "n"},
-                   f"best_valid_{metric}": state["best"], "best_epoch": state["best_epoch"], "stopped": stop,
-                   "diverged": diverged}
+        metrics = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "epoch_train_s": train_seconds,
+            **(last_lrs(optimizer) if lr_factors else {}),
+            "elapsed_s": time.perf_counter() - loop_started,
+            **{f"valid_{k}": v for k, v in valid.items() if k != "n"},
+            f"best_valid_{metric}": state["best"],
+            "best_epoch": state["best_epoch"],
+            "stopped": stop,
+            "diverged": diverged,
+        }
         state["history"].append(metrics)
         if rank == 0:
             record_epoch(recipe.name, epoch, train.max_epochs, train_loss, valid, metric)
-            progress(f"[{recipe.name}] epoch {epoch}: loss {train_loss:.4f}, valid {metric} {valid[metric]:.4f} "
-                     f"(best {state['best']:.4f} @ {state['best_epoch']}), {train_seconds:.1f} s"
-                     + (" — training diverged (non-finite loss): stopped; this epoch is never selected"
-                        if diverged else ""))
+            progress(
+                f"[{recipe.name}] epoch {epoch}: loss {train_loss:.4f}, valid {metric} {valid[metric]:.4f} "
+                f"(best {state['best']:.4f} @ {state['best_epoch']}), {train_seconds:.1f} s"
+                + (" — training diverged (non-finite loss): stopped; this epoch is never selected" if diverged else "")
+            )
         rng_by_rank = gather_rng_states(generator)
         with tempfile.TemporaryDirectory() as directory:
             reported = None
@@ -339,8 +357,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 if engine is None:
                     loop_state.update(model=model_state(recipe, core), optimizer=optimizer.state_dict())
                 if averaged is not None:
-                    loop_state["averaged_model"] = {"model": model_state(recipe, averaged.module),
-                                                    "n_averaged": averaged.n_averaged.clone()}
+                    loop_state["averaged_model"] = {
+                        "model": model_state(recipe, averaged.module),
+                        "n_averaged": averaged.n_averaged.clone(),
+                    }
                 torch.save(loop_state, Path(directory) / STATE_FILE)
                 torch.save(best_model, Path(directory) / BEST_MODEL_FILE)
                 if loop_config.get("stage_key") is not None:

@@ -8,8 +8,9 @@ import torch.nn.functional as F
 from raylrec.models.base import SequentialRecommender
 
 
-def cross_entropy_loss(model: SequentialRecommender, hidden: torch.Tensor, targets: torch.Tensor,
-                       label_smoothing: float = 0.0) -> torch.Tensor:
+def cross_entropy_loss(
+    model: SequentialRecommender, hidden: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0
+) -> torch.Tensor:
     """Softmax over all items at each non-padding position; `label_smoothing` spreads that share of the target
     over the real items (never the padding column)."""
     real = targets > 0
@@ -20,8 +21,9 @@ def cross_entropy_loss(model: SequentialRecommender, hidden: torch.Tensor, targe
     return F.cross_entropy(logits, targets[real])
 
 
-def sample_negatives(targets: torch.Tensor, seen: torch.Tensor, num_items: int, generator: torch.Generator | None,
-                     retries: int = 3) -> torch.Tensor:
+def sample_negatives(
+    targets: torch.Tensor, seen: torch.Tensor, num_items: int, generator: torch.Generator | None, retries: int = 3
+) -> torch.Tensor:
     """One uniform negative per target position, re-drawn (a few times) when it is among the `seen` items."""
     negatives = torch.randint(1, num_items + 1, targets.shape, generator=generator, device=targets.device)
     for _ in range(retries):
@@ -33,8 +35,9 @@ def sample_negatives(targets: torch.Tensor, seen: torch.Tensor, num_items: int, 
     return negatives
 
 
-def bce_loss(model: SequentialRecommender, hidden: torch.Tensor, targets: torch.Tensor,
-             negatives: torch.Tensor) -> torch.Tensor:
+def bce_loss(
+    model: SequentialRecommender, hidden: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor
+) -> torch.Tensor:
     """Binary cross-entropy of the positive against one sampled negative at each non-padding position."""
     real = targets > 0
     table = model.item_table()

@@ -19,7 +19,7 @@ def squared_distances(z: torch.Tensor) -> torch.Tensor:
 def bandwidths(distances: torch.Tensor, exponents: list[float]) -> torch.Tensor:
     """σ_u² = 2^k_u · mean of the distance matrix (diagonal included, as tllib); no gradient through it."""
     base = distances.detach().mean()
-    return base * torch.tensor([2.0 ** k for k in exponents], dtype=distances.dtype, device=distances.device)
+    return base * torch.tensor([2.0**k for k in exponents], dtype=distances.dtype, device=distances.device)
 
 
 def median_bandwidth(distances: torch.Tensor) -> torch.Tensor:
@@ -56,8 +56,14 @@ def mmd_from_kernel(k: torch.Tensor, n: int, estimator: str) -> torch.Tensor:
     raise ValueError(f"unknown estimator {estimator!r}")
 
 
-def mk_mmd(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None = None, kernel: str = "gaussian",
-           exponents: list[float] = (-3.0, -2.0, -1.0, 0.0, 1.0), estimator: str = "unbiased") -> torch.Tensor:
+def mk_mmd(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    kernel: str = "gaussian",
+    exponents: list[float] = (-3.0, -2.0, -1.0, 0.0, 1.0),
+    estimator: str = "unbiased",
+) -> torch.Tensor:
     """Squared MK-MMD between the rows of x and y (n, d each); `mask` (n,) keeps only the real rows
     (padding items must not count as samples of either distribution)."""
     if mask is not None:

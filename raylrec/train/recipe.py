@@ -36,8 +36,9 @@ class Recipe:
         """Training samples as equally long tensors; the loop batches and shards them over workers."""
         raise NotImplementedError
 
-    def loss(self, model: nn.Module, core: nn.Module, batch: tuple[torch.Tensor, ...],
-             generator: torch.Generator) -> torch.Tensor:
+    def loss(
+        self, model: nn.Module, core: nn.Module, batch: tuple[torch.Tensor, ...], generator: torch.Generator
+    ) -> torch.Tensor:
         """Loss of one batch. `model` is the DDP-wrapped module (call it for the forward pass), `core` the bare one."""
         raise NotImplementedError
 
@@ -63,7 +64,7 @@ class Recipe:
 
 
 def batched(function, tensor: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    return torch.cat([function(tensor[s:s + batch_size]) for s in range(0, len(tensor), batch_size)])
+    return torch.cat([function(tensor[s : s + batch_size]) for s in range(0, len(tensor), batch_size)])
 
 
 def all_users(data: PreparedData) -> np.ndarray:

@@ -43,9 +43,15 @@ def resolve_stage(spec: StageSpec, run_dir: str, data: DataConfig, eval_config: 
     """The stage's preset with the run directory, data and evaluation protocol of the job it belongs to."""
     base = load_config(StageConfig, spec.preset) if spec.preset else StageConfig()
     try:
-        return StageConfig(run_dir=run_dir, name=spec.name, data=data, eval=eval_config,
-                           model=ModelConfig(**{**base.model.model_dump(), **spec.model}),
-                           train=TrainConfig(**{**base.train.model_dump(), **spec.train}))
+        return StageConfig(
+            run_dir=run_dir,
+            name=spec.name,
+            data=data,
+            eval=eval_config,
+            model=ModelConfig(**{**base.model.model_dump(), **spec.model}),
+            train=TrainConfig(**{**base.train.model_dump(), **spec.train}),
+        )
     except ValidationError as err:
-        raise RaylrecError(f"stage {spec.name!r} (preset {spec.preset}, with its model/train settings): "
-                           f"{validation_problems(err)}") from err
+        raise RaylrecError(
+            f"stage {spec.name!r} (preset {spec.preset}, with its model/train settings): {validation_problems(err)}"
+        ) from err

@@ -65,6 +65,8 @@ STOPPING_FIELDS = ("train.max_epochs", "train.patience")
 
 def is_stopping_rule(dotted: str) -> bool:
     return dotted.endswith(STOPPING_FIELDS)
+
+
 # Top-level keys of a recipe's config dump that the key covers otherwise: the folder (name, run_dir), the data.
 COVERED_ELSEWHERE = ("run_dir", "name", "data")
 
@@ -86,19 +88,28 @@ class StageJob:
         return RunLayout(self.run_dir).model_dir(self.recipe.name)
 
 
-def latest_checkpoint(train_location: str, required: tuple[str, ...] = (BEST_MODEL_FILE, STATE_FILE, KEY_FILE)
-                      ) -> Checkpoint | None:
+def latest_checkpoint(
+    train_location: str, required: tuple[str, ...] = (BEST_MODEL_FILE, STATE_FILE, KEY_FILE)
+) -> Checkpoint | None:
     """The newest complete checkpoint (holding every `required` file) a previous run of this stage left (Ray names
     them by timestamp), wherever Ray Train's storage is (a local folder or an object store)."""
     import pyarrow.fs
 
     filesystem, path = filesystem_of(train_location)
     listing = filesystem.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
-    folders = sorted(info.path for info in listing
-                     if info.type == pyarrow.fs.FileType.Directory and info.base_name.startswith("checkpoint_"))
-    complete = [folder for folder in folders
-                if all(info.type == pyarrow.fs.FileType.File
-                       for info in filesystem.get_file_info([f"{folder}/{name}" for name in required]))]
+    folders = sorted(
+        info.path
+        for info in listing
+        if info.type == pyarrow.fs.FileType.Directory and info.base_name.startswith("checkpoint_")
+    )
+    complete = [
+        folder
+        for folder in folders
+        if all(
+            info.type == pyarrow.fs.FileType.File
+            for info in filesystem.get_file_info([f"{folder}/{name}" for name in required])
+        )
+    ]
     return Checkpoint(path=complete[-1], filesystem=filesystem) if complete else None
 
 
@@ -117,16 +128,26 @@ class StageKey:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def record(self) -> dict:
-        return {"fingerprint": self.digest(), "resume_fingerprint": self.digest(resumable=True),
-                "settings": self.settings, "inputs": self.inputs, "data": self.data}
+        return {
+            "fingerprint": self.digest(),
+            "resume_fingerprint": self.digest(resumable=True),
+            "settings": self.settings,
+            "inputs": self.inputs,
+            "data": self.data,
+        }
 
     def differences(self, saved: dict) -> list[str]:
         """What differs between this key and a saved record, in words."""
-        found = [f"{k}: {saved['settings'].get(k)!r} there, {self.settings.get(k)!r} here"
-                 for k in sorted(saved.get("settings", {}).keys() | self.settings.keys())
-                 if saved.get("settings", {}).get(k) != self.settings.get(k)]
-        found += [f"{name} {'changed since' if name in saved.get('inputs', {}) else 'not read'} then"
-                  for name, digest in sorted(self.inputs.items()) if saved.get("inputs", {}).get(name) != digest]
+        found = [
+            f"{k}: {saved['settings'].get(k)!r} there, {self.settings.get(k)!r} here"
+            for k in sorted(saved.get("settings", {}).keys() | self.settings.keys())
+            if saved.get("settings", {}).get(k) != self.settings.get(k)
+        ]
+        found += [
+            f"{name} {'changed since' if name in saved.get('inputs', {}) else 'not read'} then"
+            for name, digest in sorted(self.inputs.items())
+            if saved.get("inputs", {}).get(name) != digest
+        ]
         found += [f"{name} read then, not now" for name in sorted(saved.get("inputs", {}).keys() - self.inputs.keys())]
         if saved.get("data") != self.data:
             found.append(f"prepared data fingerprint: {saved.get('data')} there, {self.data} here")
@@ -141,7 +162,7 @@ def portable(value: Any, root: Path) -> Any:
     if isinstance(value, (list, tuple)):
         return [portable(v, root) for v in value]
     if isinstance(value, (str, Path)) and str(value).startswith(f"{root}/"):
-        return "<run>/" + str(value)[len(str(root)) + 1:]
+        return "<run>/" + str(value)[len(str(root)) + 1 :]
     return value.as_posix() if isinstance(value, Path) else value
 
 
@@ -163,8 +184,11 @@ def upstream_inputs(folders: list[str | Path], root: Path) -> dict[str, str]:
 def content_key(settings: dict, upstream: list[str | Path], data_dir: str | Path, run_dir: str | Path) -> StageKey:
     """The key of a step that computes `settings` from the prepared data and `upstream` artifact folders."""
     root = RunStore(str(run_dir)).root
-    return StageKey(settings=flatten(portable(settings, root)), inputs=upstream_inputs(upstream, root),
-                    data=PreparedData(data_dir).fingerprint)
+    return StageKey(
+        settings=flatten(portable(settings, root)),
+        inputs=upstream_inputs(upstream, root),
+        data=PreparedData(data_dir).fingerprint,
+    )
 
 
 def stage_key(job: StageJob) -> StageKey:
@@ -175,8 +199,17 @@ def stage_key(job: StageJob) -> StageKey:
     if isinstance(method.get("train"), dict):  # a recipe config that nests its own training settings
         method["train"] = {k: v for k, v in method["train"].items() if k not in PLACEMENT_FIELDS}
     upstream = [v for v in vars(job.recipe).values() if isinstance(v, (str, Path))]
-    return content_key({"recipe": type(job.recipe).__name__, "method": method, "train": train,
-                        "eval": job.eval.model_dump(mode="json")}, upstream, job.data_dir, job.run_dir)
+    return content_key(
+        {
+            "recipe": type(job.recipe).__name__,
+            "method": method,
+            "train": train,
+            "eval": job.eval.model_dump(mode="json"),
+        },
+        upstream,
+        job.data_dir,
+        job.run_dir,
+    )
 
 
 def move_aside(out: Path, store: RunStore) -> Path | None:
@@ -190,8 +223,7 @@ def move_aside(out: Path, store: RunStore) -> Path | None:
         filesystem, source = filesystem_of(store.locate(out))
         _, destination = filesystem_of(store.locate(aside))
         if filesystem.get_file_info(source).type == pyarrow.fs.FileType.Directory:
-            pyarrow.fs.copy_files(source, destination, source_filesystem=filesystem,
-                                  destination_filesystem=filesystem)
+            pyarrow.fs.copy_files(source, destination, source_filesystem=filesystem, destination_filesystem=filesystem)
             filesystem.delete_dir(source)
             moved = True
     if out.exists() or out.is_symlink():
@@ -200,8 +232,9 @@ def move_aside(out: Path, store: RunStore) -> Path | None:
     return aside if moved else None
 
 
-def finished_stage(name: str, out: Path, key: StageKey, force: bool, store: RunStore,
-                   config_yaml: str | None = None) -> dict | None:
+def finished_stage(
+    name: str, out: Path, key: StageKey, force: bool, store: RunStore, config_yaml: str | None = None
+) -> dict | None:
     """The summary of `out` when it is finished with this key (reuse it); None when the step is to run — with
     `force`, after moving any earlier folder aside. A finished folder from other settings or inputs is an error."""
     done = out / DONE_FILE
@@ -223,7 +256,8 @@ def finished_stage(name: str, out: Path, key: StageKey, force: bool, store: RunS
         raise ArtifactError(
             f"stage {name}: the finished stage at {out} was made from other settings or inputs than this run "
             f"asks for ({'; '.join(differing)}). Rerun with --force to retrain it from scratch (the old folder is "
-            f"moved to {out.name}.old-<time>), or use a new run directory or another stage name")
+            f"moved to {out.name}.old-<time>), or use a new run directory or another stage name"
+        )
     log.info("stage %s already done with the same settings and inputs (%s); skipping", name, done)
     return summary
 
@@ -234,8 +268,11 @@ def legacy_differences(out: Path, config_yaml: str | None) -> list[str]:
         return []
     saved, wanted = (flatten(yaml.safe_load(text) or {}) for text in (saved_file.read_text(), config_yaml))
     # run_dir: the stage was found in it, whichever way the path is spelt (relative, absolute, file://)
-    return [f"{k}: {saved.get(k)!r} there, {wanted.get(k)!r} here"
-            for k in sorted(saved.keys() | wanted.keys()) if saved.get(k) != wanted.get(k) and k != "run_dir"]
+    return [
+        f"{k}: {saved.get(k)!r} there, {wanted.get(k)!r} here"
+        for k in sorted(saved.keys() | wanted.keys())
+        if saved.get(k) != wanted.get(k) and k != "run_dir"
+    ]
 
 
 def checked_resume(name: str, train_location: str, key: StageKey) -> Checkpoint | None:
@@ -245,21 +282,27 @@ def checked_resume(name: str, train_location: str, key: StageKey) -> Checkpoint 
     if checkpoint is None:
         unkeyed = latest_checkpoint(train_location, required=(BEST_MODEL_FILE, STATE_FILE))
         if unkeyed is not None:
-            raise ArtifactError(f"stage {name}: the checkpoint {unkeyed.path} has no {KEY_FILE} (written by an "
-                                "older raylrec), so it cannot be matched to these settings; rerun with --force to "
-                                "train from scratch (the old folder is moved aside)")
+            raise ArtifactError(
+                f"stage {name}: the checkpoint {unkeyed.path} has no {KEY_FILE} (written by an "
+                "older raylrec), so it cannot be matched to these settings; rerun with --force to "
+                "train from scratch (the old folder is moved aside)"
+            )
         return None
     try:
         with checkpoint.filesystem.open_input_stream(f"{checkpoint.path}/{KEY_FILE}") as stream:
             saved = json.loads(stream.read())
     except (OSError, ValueError):
-        raise ArtifactError(f"stage {name}: {checkpoint.path}/{KEY_FILE} is unreadable, so the checkpoint cannot "
-                            "be matched to these settings; rerun with --force to train from scratch") from None
+        raise ArtifactError(
+            f"stage {name}: {checkpoint.path}/{KEY_FILE} is unreadable, so the checkpoint cannot "
+            "be matched to these settings; rerun with --force to train from scratch"
+        ) from None
     if saved.get("resume_fingerprint") != key.digest(resumable=True):
         differing = [d for d in key.differences(saved) if not is_stopping_rule(d.split(":")[0])]
-        raise ArtifactError(f"stage {name}: the unfinished run at {train_location} was started with other settings "
-                            f"or inputs ({'; '.join(differing)}); resuming it would mix the two. Rerun with --force "
-                            "to train from scratch (the old folder is moved aside), or use a new run directory")
+        raise ArtifactError(
+            f"stage {name}: the unfinished run at {train_location} was started with other settings "
+            f"or inputs ({'; '.join(differing)}); resuming it would mix the two. Rerun with --force "
+            "to train from scratch (the old folder is moved aside), or use a new run directory"
+        )
     return checkpoint
 
 
@@ -285,11 +328,18 @@ def run_stage(job: StageJob, force: bool = False) -> dict:
     use_gpu = cluster_has_gpus() if job.train.use_gpu == "auto" else job.train.use_gpu
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"recipe": job.recipe, "train": job.train, "eval": job.eval,
-                           "data_dir": str(job.data_dir), "run_dir": job.run_dir, "resume_from": resume_from,
-                           "stage_key": key.record()},
-        scaling_config=ScalingConfig(num_workers=job.train.num_workers, use_gpu=use_gpu,
-                                     resources_per_worker={"CPU": job.train.cpus_per_worker}),
+        train_loop_config={
+            "recipe": job.recipe,
+            "train": job.train,
+            "eval": job.eval,
+            "data_dir": str(job.data_dir),
+            "run_dir": job.run_dir,
+            "resume_from": resume_from,
+            "stage_key": key.record(),
+        },
+        scaling_config=ScalingConfig(
+            num_workers=job.train.num_workers, use_gpu=use_gpu, resources_per_worker={"CPU": job.train.cpus_per_worker}
+        ),
         run_config=RunConfig(
             name=TRAIN_RUN_NAME,
             storage_path=storage,
@@ -313,9 +363,11 @@ def run_stage(job: StageJob, force: bool = False) -> dict:
     summary = export_stage(job, PreparedData(job.data_dir), best_state)
     if diverged is not None:
         summary["diverged_at_epoch"] = diverged
-    summary.update(fit_wall_s=round(wall, 1), final_metrics={k: v for k, v in result.metrics.items()
-                                                               if isinstance(v, (int, float))},
-                   stage_key=key.record())
+    summary.update(
+        fit_wall_s=round(wall, 1),
+        final_metrics={k: v for k, v in result.metrics.items() if isinstance(v, (int, float))},
+        stage_key=key.record(),
+    )
     done.write_text(json.dumps(summary, indent=2))
     store.push(out)
     return summary
@@ -329,11 +381,19 @@ def check_divergence(name: str, loop_state: dict, storage: str) -> int | None:
         return None
     loss = loop_state["history"][-1]["train_loss"] if loop_state["history"] else float("nan")
     if loop_state["best_epoch"] < 0:
-        raise RaylrecError(f"stage {name} diverged at epoch {epoch} (training loss {loss}) before any epoch "
-                           f"validated: no model to keep. Lower train.lr (or check the inputs), then rerun with "
-                           f"--force (its checkpoints: {storage}/{TRAIN_RUN_NAME})")
-    log.warning("stage %s diverged at epoch %d (training loss %s): stopped there, keeping epoch %d (recorded as "
-                "diverged_at_epoch in DONE.json)", name, epoch, loss, loop_state["best_epoch"])
+        raise RaylrecError(
+            f"stage {name} diverged at epoch {epoch} (training loss {loss}) before any epoch "
+            f"validated: no model to keep. Lower train.lr (or check the inputs), then rerun with "
+            f"--force (its checkpoints: {storage}/{TRAIN_RUN_NAME})"
+        )
+    log.warning(
+        "stage %s diverged at epoch %d (training loss %s): stopped there, keeping epoch %d (recorded as "
+        "diverged_at_epoch in DONE.json)",
+        name,
+        epoch,
+        loss,
+        loop_state["best_epoch"],
+    )
     return epoch
 
 
@@ -344,19 +404,31 @@ def export_stage(job: StageJob, data: PreparedData, state: dict) -> dict:
     load_model_state(core, state)  # a trainable-only state when the recipe does not save frozen parts
     core.eval()
     save_file({k: v.contiguous() for k, v in state.items()}, job.out / "model.safetensors")
-    summary = {"stage": job.recipe.name,
-               "trainable_params": sum(p.numel() for p in core.parameters() if p.requires_grad),
-               **job.recipe.export(core, data, job.out)}
-    config = {"method": job.recipe.config_dump(), "train": job.train.model_dump(mode="json"),
-              "eval": job.eval.model_dump(mode="json")}
+    summary = {
+        "stage": job.recipe.name,
+        "trainable_params": sum(p.numel() for p in core.parameters() if p.requires_grad),
+        **job.recipe.export(core, data, job.out),
+    }
+    config = {
+        "method": job.recipe.config_dump(),
+        "train": job.train.model_dump(mode="json"),
+        "eval": job.eval.model_dump(mode="json"),
+    }
     lineage = {"role": "id_model" if job.recipe.is_id_model else "method", "backbone": job.recipe.backbone_stage()}
     for split in job.recipe.export_splits:
         evaluator = Evaluator(data, split, job.eval)
         ranks = evaluator.ranks(job.recipe.scorer(core, data, split, torch.device("cpu")))
         evaluator.write_ranks(ranks_file(job.out, split), ranks)
         metrics = evaluator.summarize(ranks)
-        write_metrics(job.out / f"metrics_{split}.json", model=job.recipe.name, split=split, metrics=metrics,
-                      config=config, data=data, extra={"trainable_params": summary["trainable_params"], **lineage})
+        write_metrics(
+            job.out / f"metrics_{split}.json",
+            model=job.recipe.name,
+            split=split,
+            metrics=metrics,
+            config=config,
+            data=data,
+            extra={"trainable_params": summary["trainable_params"], **lineage},
+        )
         summary[split] = {k: v for k, v in metrics["full"].items() if k != "n"}
     return summary
 
@@ -367,8 +439,14 @@ def stage_dir(config: StageConfig) -> Path:
 
 def run_training_stage(config: StageConfig, data_dir: Path, force: bool = False) -> dict:
     """Train one ID backbone (SASRec, GRU4Rec, …) as configured."""
-    job = StageJob(recipe=IDModelRecipe(config), train=config.train, eval=config.eval, data_dir=Path(data_dir),
-                   run_dir=config.run_dir, config_yaml=config.to_yaml())
+    job = StageJob(
+        recipe=IDModelRecipe(config),
+        train=config.train,
+        eval=config.eval,
+        data_dir=Path(data_dir),
+        run_dir=config.run_dir,
+        config_yaml=config.to_yaml(),
+    )
     return run_stage(job, force=force)
 
 

@@ -125,8 +125,13 @@ def tune_domain(domain: dict[str, Any], search: SearchKind):
         return tune.grid_search(list(args)) if search == "grid" else tune.choice(list(args))
     if kind == "choice":
         return tune.choice(list(args))
-    return {"uniform": tune.uniform, "loguniform": tune.loguniform, "quniform": tune.quniform,
-            "randint": tune.randint, "qrandint": tune.qrandint}[kind](*args)
+    return {
+        "uniform": tune.uniform,
+        "loguniform": tune.loguniform,
+        "quniform": tune.quniform,
+        "randint": tune.randint,
+        "qrandint": tune.qrandint,
+    }[kind](*args)
 
 
 def param_space(spec: SweepSpec, search: SearchKind | None = None) -> dict:

@@ -146,15 +146,20 @@ def run_trial(config: dict, setup: TrialSetup) -> None:
     if seed is not None:
         updates["seed"] = int(seed)
     cache_root = Path(setup.cache_root) if setup.cache_root else None
-    with stage_context(StageContext(callbacks=[TuneReportCallback()], report_stages={stage},
-                                    train_updates=updates)):
+    with stage_context(StageContext(callbacks=[TuneReportCallback()], report_stages={stage}, train_updates=updates)):
         target.run(method_config, cache_root)
     valid = read_split_metrics(trial_dir / "models" / stage, "valid")
     done = json.loads((trial_dir / "models" / stage / "DONE.json").read_text())
     # The selected stage's best model on validation (also what a trial whose stage was already done reports);
     # a stage that diverged is flagged, and selection never picks it.
-    tune.report({setup.metric: valid[setup.metric_key], FINAL_FLAG: True, "trial_dir": str(trial_dir),
-                 DIVERGED_FLAG: "diverged_at_epoch" in done})
+    tune.report(
+        {
+            setup.metric: valid[setup.metric_key],
+            FINAL_FLAG: True,
+            "trial_dir": str(trial_dir),
+            DIVERGED_FLAG: "diverged_at_epoch" in done,
+        }
+    )
 
 
 def default_concurrency(config: Any, trial_cpus: float) -> int:
@@ -188,34 +193,60 @@ def searcher(spec: SweepSpec, search: str, concurrency: int):
 
             algorithm = HyperOptSearch(random_state_seed=spec.seed_base)
     except (ImportError, AssertionError) as err:
-        raise RaylrecError(f"search {search!r} needs the {search} package (pip install {search}); "
-                           "grid and random need nothing extra") from err
+        raise RaylrecError(
+            f"search {search!r} needs the {search} package (pip install {search}); grid and random need nothing extra"
+        ) from err
     return algorithm, concurrency
 
 
-def run_tuner(storage: str, name: str, trainable, space: dict, spec: SweepSpec, search: str, num_samples: int,
-              concurrency: int, scheduler: bool, retry_failed: bool, trial_failures: int = 1):
+def run_tuner(
+    storage: str,
+    name: str,
+    trainable,
+    space: dict,
+    spec: SweepSpec,
+    search: str,
+    num_samples: int,
+    concurrency: int,
+    scheduler: bool,
+    retry_failed: bool,
+    trial_failures: int = 1,
+):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
     path = f"{storage.rstrip('/')}/{name}"
     if tune.Tuner.can_restore(str(path)):
         log.info("resuming the interrupted sweep at %s", path)
-        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True,
-                                   restart_errored=retry_failed)
+        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, restart_errored=retry_failed)
     else:
         algorithm, limit = searcher(spec, search, concurrency)
         asha = None
         if scheduler and spec.scheduler.type == "asha":
-            asha = ASHAScheduler(time_attr="training_iteration", max_t=spec.scheduler.max_t,
-                                 grace_period=spec.scheduler.grace_period,
-                                 reduction_factor=spec.scheduler.reduction_factor)
+            asha = ASHAScheduler(
+                time_attr="training_iteration",
+                max_t=spec.scheduler.max_t,
+                grace_period=spec.scheduler.grace_period,
+                reduction_factor=spec.scheduler.reduction_factor,
+            )
         tuner = tune.Tuner(
-            trainable, param_space=space,
-            tune_config=tune.TuneConfig(metric=spec.metric, mode=spec.mode, search_alg=algorithm, scheduler=asha,
-                                        num_samples=num_samples, max_concurrent_trials=limit),
-            run_config=tune.RunConfig(name=name, storage_path=storage, verbose=1,
-                                      failure_config=tune.FailureConfig(max_failures=trial_failures)))
+            trainable,
+            param_space=space,
+            tune_config=tune.TuneConfig(
+                metric=spec.metric,
+                mode=spec.mode,
+                search_alg=algorithm,
+                scheduler=asha,
+                num_samples=num_samples,
+                max_concurrent_trials=limit,
+            ),
+            run_config=tune.RunConfig(
+                name=name,
+                storage_path=storage,
+                verbose=1,
+                failure_config=tune.FailureConfig(max_failures=trial_failures),
+            ),
+        )
     return tuner.fit()
 
 
@@ -271,17 +302,31 @@ def trial_rows(grid, spec: SweepSpec) -> pd.DataFrame:
         trial_id = trial_id_of(result)
         tune_status = statuses.get(trial_id, "TERMINATED")
         frame = result.metrics_dataframe
-        diverged = bool(result.metrics.get(DIVERGED_FLAG)) or "diverged" in short_error(result.error) or (
-            frame is not None and DIVERGED_FLAG in frame and frame[DIVERGED_FLAG].fillna(False).astype(bool).any())
-        status = ("DIVERGED" if diverged else
-                  "ERROR" if result.error is not None or tune_status == "ERROR" else
-                  "INTERRUPTED" if tune_status != "TERMINATED" else
-                  "COMPLETED" if result.metrics.get(FINAL_FLAG) else
-                  "EARLY_STOPPED" if result.metrics else "INTERRUPTED")
-        row = {"trial_id": trial_id, "status": status,
-               spec.metric: best_of(result.metrics_dataframe, spec.metric, spec.mode),
-               "reports": int(result.metrics.get("training_iteration", 0) or 0),
-               "error": short_error(result.error)}
+        diverged = (
+            bool(result.metrics.get(DIVERGED_FLAG))
+            or "diverged" in short_error(result.error)
+            or (frame is not None and DIVERGED_FLAG in frame and frame[DIVERGED_FLAG].fillna(False).astype(bool).any())
+        )
+        status = (
+            "DIVERGED"
+            if diverged
+            else "ERROR"
+            if result.error is not None or tune_status == "ERROR"
+            else "INTERRUPTED"
+            if tune_status != "TERMINATED"
+            else "COMPLETED"
+            if result.metrics.get(FINAL_FLAG)
+            else "EARLY_STOPPED"
+            if result.metrics
+            else "INTERRUPTED"
+        )
+        row = {
+            "trial_id": trial_id,
+            "status": status,
+            spec.metric: best_of(result.metrics_dataframe, spec.metric, spec.mode),
+            "reports": int(result.metrics.get("training_iteration", 0) or 0),
+            "error": short_error(result.error),
+        }
         row.update({f"param:{k}": json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in params.items()})
         rows.append(row)
     return pd.DataFrame(rows)
@@ -340,9 +385,11 @@ def check_spec_unchanged(paths: SweepPaths, spec: SweepSpec, dataset: str | None
     differing = [key for key in (*SEARCH_FIELDS, "dataset") if saved.get(key) != current.get(key)]
     differing += [key for key in keys if key in saved and saved[key] != keys[key]]
     if differing:
-        raise RaylrecError(f"{paths.root} holds a sweep with another search space, base config or data "
-                           f"({', '.join(differing)} differ; {paths.spec_file}); give another --name or --run-dir, "
-                           "or delete that folder")
+        raise RaylrecError(
+            f"{paths.root} holds a sweep with another search space, base config or data "
+            f"({', '.join(differing)} differ; {paths.spec_file}); give another --name or --run-dir, "
+            "or delete that folder"
+        )
 
 
 def validate_space(target: MethodSpec, spec: SweepSpec, base: dict) -> None:
@@ -355,10 +402,20 @@ def validate_space(target: MethodSpec, spec: SweepSpec, base: dict) -> None:
     target.load(spec.preset, deep_merge(base, point))
 
 
-def run_sweep(spec: SweepSpec, run_dir: str = "runs/default", *, name: str | None = None, dataset: str | None = None,
-              cache_root: Path | None = None, num_samples: int | None = None, seeds: int | None = None,
-              search: str | None = None, max_concurrent: int | None = None, retry_failed: bool = False,
-              trial_failures: int = 1) -> dict:
+def run_sweep(
+    spec: SweepSpec,
+    run_dir: str = "runs/default",
+    *,
+    name: str | None = None,
+    dataset: str | None = None,
+    cache_root: Path | None = None,
+    num_samples: int | None = None,
+    seeds: int | None = None,
+    search: str | None = None,
+    max_concurrent: int | None = None,
+    retry_failed: bool = False,
+    trial_failures: int = 1,
+) -> dict:
     """Run (or resume) the sweep, pick the best trial on validation, re-run it with seeds, evaluate on test.
     `trial_failures`: times Tune restarts a trial whose process died or that raised (its stages then resume from
     their checkpoints); a trial failing more often is recorded as ERROR and the others go on."""
@@ -366,8 +423,13 @@ def run_sweep(spec: SweepSpec, run_dir: str = "runs/default", *, name: str | Non
 
     target = get_target(spec.method)
     search = search or spec.search
-    spec = spec.model_copy(update={"search": search, "num_samples": num_samples or spec.num_samples,
-                                   "seeds": spec.seeds if seeds is None else seeds})
+    spec = spec.model_copy(
+        update={
+            "search": search,
+            "num_samples": num_samples or spec.num_samples,
+            "seeds": spec.seeds if seeds is None else seeds,
+        }
+    )
     store = RunStore(run_dir)
     run_root = store.root
     base = nested(spec.fixed)
@@ -391,41 +453,71 @@ def run_sweep(spec: SweepSpec, run_dir: str = "runs/default", *, name: str | Non
     paths.spec_file.write_text(spec_record(spec, dataset, keys))
     store.push(paths.spec_file)
     concurrency = max_concurrent or spec.max_concurrent_trials or default_concurrency(shared_config, spec.trial_cpus)
-    setup = TrialSetup(method=spec.method, preset=spec.preset, base_overrides=base,
-                       shared_location=store.locate(run_root), shared_paths=shared,
-                       trials_location=store.locate(paths.trials), metric=spec.metric,
-                       metric_key=spec.metric_key, cpus_per_worker=spec.trial_cpus,
-                       cache_root=str(cache_root) if cache_root else None)
+    setup = TrialSetup(
+        method=spec.method,
+        preset=spec.preset,
+        base_overrides=base,
+        shared_location=store.locate(run_root),
+        shared_paths=shared,
+        trials_location=store.locate(paths.trials),
+        metric=spec.metric,
+        metric_key=spec.metric_key,
+        cpus_per_worker=spec.trial_cpus,
+        cache_root=str(cache_root) if cache_root else None,
+    )
     trainable = tune.with_resources(tune.with_parameters(run_trial, setup=setup), {"cpu": TRIAL_FN_CPUS})
     scheduler = f"ASHA on {spec.metric}" if spec.scheduler.type == "asha" else "no early stopping"
-    print(f"[sweep {paths.root.name}] {spec.search} search over {', '.join(spec.space)}; "
-          f"{concurrency} trial(s) at a time; {scheduler}", flush=True)
-    grid = run_tuner(store.locate(paths.root), "tune", trainable, {"params": param_space(spec)}, spec, spec.search,
-                     spec.num_samples, concurrency, scheduler=True, retry_failed=retry_failed,
-                     trial_failures=trial_failures)
+    print(
+        f"[sweep {paths.root.name}] {spec.search} search over {', '.join(spec.space)}; "
+        f"{concurrency} trial(s) at a time; {scheduler}",
+        flush=True,
+    )
+    grid = run_tuner(
+        store.locate(paths.root),
+        "tune",
+        trainable,
+        {"params": param_space(spec)},
+        spec,
+        spec.search,
+        spec.num_samples,
+        concurrency,
+        scheduler=True,
+        retry_failed=retry_failed,
+        trial_failures=trial_failures,
+    )
     rows = trial_rows(grid, spec)
     rows.to_csv(paths.results_csv, index=False)
     store.push(paths.results_csv)
     # Trials are generated lazily (as concurrency allows), so an interrupted sweep may also lack some.
     unfinished = int((rows["status"] == "INTERRUPTED").sum()) + max(0, expected_trials(spec, spec.search) - len(rows))
     if unfinished:
-        raise SweepInterrupted(f"sweep {paths.root} interrupted with {unfinished} unfinished trial(s); "
-                               "rerun the same command to resume it")
+        raise SweepInterrupted(
+            f"sweep {paths.root} interrupted with {unfinished} unfinished trial(s); rerun the same command to resume it"
+        )
     failed = rows[rows["status"] == "ERROR"]
     for _, row in failed.iterrows():
         log.warning("trial %s failed: %s", row["trial_id"], row["error"])
     best = pick_best(rows, spec)
     best_params = params_of(best)
-    summary: dict = {"method": spec.method, "sweep": paths.root.name, "metric": spec.metric, "mode": spec.mode,
-                     "search": spec.search, "trials": len(rows), "failed": len(failed),
-                     "diverged": int((rows["status"] == "DIVERGED").sum()),
-                     "early_stopped": int((rows["status"] == "EARLY_STOPPED").sum()),
-                     "best_trial": best["trial_id"], "best_valid": float(best[spec.metric]),
-                     "best_params": best_params, "results_csv": str(paths.results_csv), "seeds": []}
+    summary: dict = {
+        "method": spec.method,
+        "sweep": paths.root.name,
+        "metric": spec.metric,
+        "mode": spec.mode,
+        "search": spec.search,
+        "trials": len(rows),
+        "failed": len(failed),
+        "diverged": int((rows["status"] == "DIVERGED").sum()),
+        "early_stopped": int((rows["status"] == "EARLY_STOPPED").sum()),
+        "best_trial": best["trial_id"],
+        "best_valid": float(best[spec.metric]),
+        "best_params": best_params,
+        "results_csv": str(paths.results_csv),
+        "seeds": [],
+    }
     if spec.seeds:
         best_config = target.load(spec.preset, deep_merge({**base, "run_dir": str(run_dir)}, nested(best_params)))
-        summary.update(run_seed_reruns(spec, target, best, best_config, setup, store, paths, concurrency,
-                                       retry_failed))
+        summary.update(run_seed_reruns(spec, target, best, best_config, setup, store, paths, concurrency, retry_failed))
     paths.best_json.write_text(json.dumps(summary, indent=2, default=str))
     store.push(paths.best_json)
     return summary
@@ -442,6 +534,7 @@ def reusable_trial_seed(target: MethodSpec, best: pd.Series, best_config: Any) -
 def copy_run(source: Path, destination: Path) -> None:
     """A trial's run directory as a seed re-run: hard links where the filesystem allows (no second copy of its
     checkpoints), symlinks to shared artifacts kept as symlinks."""
+
     def link_or_copy(src: str, dst: str) -> None:
         try:
             os.link(src, dst)
@@ -454,8 +547,17 @@ def copy_run(source: Path, destination: Path) -> None:
     partial.rename(destination)
 
 
-def run_seed_reruns(spec: SweepSpec, target: MethodSpec, best: pd.Series, best_config: Any, setup: TrialSetup,
-                    store: RunStore, paths: SweepPaths, concurrency: int, retry_failed: bool) -> dict:
+def run_seed_reruns(
+    spec: SweepSpec,
+    target: MethodSpec,
+    best: pd.Series,
+    best_config: Any,
+    setup: TrialSetup,
+    store: RunStore,
+    paths: SweepPaths,
+    concurrency: int,
+    retry_failed: bool,
+) -> dict:
     """The best configuration at `spec.seeds` seeds, evaluated on test: per-seed metrics and test mean ± std.
     The best trial itself stands for the seed it ran at (when it qualifies): copied to that seed's folder, not
     trained twice."""
@@ -471,15 +573,26 @@ def run_seed_reruns(spec: SweepSpec, target: MethodSpec, best: pd.Series, best_c
             store.pull(paths.trials / best["trial_id"])  # written wherever the trial ran
             copy_run(paths.trials / best["trial_id"], seed_dir)
             store.push(seed_dir)
-        log.info("seed %s: the best trial %s ran at this seed; %s holds its run", reused_seed, best["trial_id"],
-                 seed_dir)
+        log.info(
+            "seed %s: the best trial %s ran at this seed; %s holds its run", reused_seed, best["trial_id"], seed_dir
+        )
     rerun = [seed for seed in seed_values if seed != reused_seed]
     if rerun:
         seed_setup = TrialSetup(**{**setup.__dict__, "trials_location": store.locate(paths.seeds)})
         seed_trainable = tune.with_resources(tune.with_parameters(run_trial, setup=seed_setup), {"cpu": TRIAL_FN_CPUS})
         seed_space = {"params": nested(params_of(best)), "seed": tune.grid_search(rerun)}
-        seed_grid = run_tuner(store.locate(paths.root), "seeds-tune", seed_trainable, seed_space, spec, "grid", 1,
-                              concurrency, scheduler=False, retry_failed=retry_failed)
+        seed_grid = run_tuner(
+            store.locate(paths.root),
+            "seeds-tune",
+            seed_trainable,
+            seed_space,
+            spec,
+            "grid",
+            1,
+            concurrency,
+            scheduler=False,
+            retry_failed=retry_failed,
+        )
         store.pull(paths.seeds)  # the seed runs' metrics, written wherever their trials ran
         seed_rows = trial_rows(seed_grid, spec)
         if (seed_rows["status"] == "INTERRUPTED").any() or len(seed_rows) < len(rerun):
@@ -496,23 +609,34 @@ def run_seed_reruns(spec: SweepSpec, target: MethodSpec, best: pd.Series, best_c
             continue
         valids.append(valid)
         tests.append(test)
-        seeds.append({"seed": seed, "dir": str(stage_dir), "valid": valid, "test": test,
-                      **({"reused_trial": best["trial_id"]} if seed == reused_seed else {})})
+        seeds.append(
+            {
+                "seed": seed,
+                "dir": str(stage_dir),
+                "valid": valid,
+                "test": test,
+                **({"reused_trial": best["trial_id"]} if seed == reused_seed else {}),
+            }
+        )
     test_mean, test_std = mean_std(tests)
     return {"seeds": seeds, "test_mean": test_mean, "test_std": test_std, "valid_mean": mean_std(valids)[0]}
 
 
 def format_summary(summary: dict, rows: pd.DataFrame | None = None) -> str:
-    lines = [f"sweep {summary['sweep']} ({summary['method']}, {summary['search']}): {summary['trials']} trials, "
-             f"{summary['failed']} failed, {summary.get('diverged', 0)} diverged (never selected), "
-             f"{summary['early_stopped']} stopped early by ASHA",
-             f"best on validation: trial {summary['best_trial']} {summary['metric']} = {summary['best_valid']:.4f}",
-             "  " + ", ".join(f"{k}={v}" for k, v in summary["best_params"].items())]
+    lines = [
+        f"sweep {summary['sweep']} ({summary['method']}, {summary['search']}): {summary['trials']} trials, "
+        f"{summary['failed']} failed, {summary.get('diverged', 0)} diverged (never selected), "
+        f"{summary['early_stopped']} stopped early by ASHA",
+        f"best on validation: trial {summary['best_trial']} {summary['metric']} = {summary['best_valid']:.4f}",
+        "  " + ", ".join(f"{k}={v}" for k, v in summary["best_params"].items()),
+    ]
     if summary.get("test_mean"):
         n = sum(1 for s in summary["seeds"] if "test" in s)
         reused = next((s["seed"] for s in summary["seeds"] if "reused_trial" in s), None)
-        lines.append(f"best config at {n} seed(s){f' (seed {reused}: the best trial itself)' if reused else ''}, "
-                     "test (full ranking), mean ± std:")
+        lines.append(
+            f"best config at {n} seed(s){f' (seed {reused}: the best trial itself)' if reused else ''}, "
+            "test (full ranking), mean ± std:"
+        )
         for key in ("hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20"):
             if key in summary["test_mean"]:
                 lines.append(f"  {key:8s} {summary['test_mean'][key]:.4f} ± {summary['test_std'][key]:.4f}")

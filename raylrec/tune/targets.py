@@ -22,6 +22,8 @@ def targets() -> dict[str, MethodSpec]:
 def get_target(method: str) -> MethodSpec:
     found = targets()
     if method not in found:
-        raise RaylrecError(f"no sweep target for method {method!r} (registered: {', '.join(found)}); a method "
-                           "registers itself in its package's __init__.py (docs/extending.md)")
+        raise RaylrecError(
+            f"no sweep target for method {method!r} (registered: {', '.join(found)}); a method "
+            "registers itself in its package's __init__.py (docs/extending.md)"
+        )
     return found[method]

@@ -55,7 +55,8 @@ class CollapseCheck(StrictModel):
     # The tables `action` applies to; a collapse of any other table is always only a carried warning (e.g. q when
     # only the `e` variant is evaluated). text_encoder = SBERT's outputs Q; e→q retrieval counts as "q".
     checked: list[Literal["text_encoder", "e", "q", "projected_e", "projected_q"]] = Field(
-        default_factory=lambda: ["text_encoder", "e", "q", "projected_e", "projected_q"])
+        default_factory=lambda: ["text_encoder", "e", "q", "projected_e", "projected_q"]
+    )
 
 
 def stage1_train() -> TrainConfig:
@@ -86,9 +87,11 @@ class Stage1Config(StrictModel):
 class PromptConfig(StrictModel):
     """The stage-2 prompt (Figure 3), with the domain's nouns and verbs filled in."""
 
-    template: str = ("{user_sentence}This user has {verb_past} {history} in the previous. Recommend one next {noun} "
-                     "for this user to {verb} next from the following {noun} title set, {candidates}. "
-                     "The recommendation is")
+    template: str = (
+        "{user_sentence}This user has {verb_past} {history} in the previous. Recommend one next {noun} "
+        "for this user to {verb} next from the following {noun} title set, {candidates}. "
+        "The recommendation is"
+    )
     user_sentence: str = f"{USER_SLOT} is a user representation. "
     item_format: str = f'"{{title}}"{ITEM_SLOT}'  # one history or candidate item: its title, then its embedding
     item_format_no_embedding: str = '"{title}"'  # the "w/o joint embedding" ablation
@@ -128,8 +131,9 @@ class PromptConfig(StrictModel):
 
 def stage2_train() -> TrainConfig:
     # Paper: batch 4, 5 epochs, lr 1e-4; DeepSpeed ZeRO-2 over the workers; validation on a user sample.
-    return TrainConfig(lr=1e-4, batch_size=4, max_epochs=5, patience=5, deepspeed="zero2", valid_users=64,
-                       select_metric="ndcg@5")
+    return TrainConfig(
+        lr=1e-4, batch_size=4, max_epochs=5, patience=5, deepspeed="zero2", valid_users=64, select_metric="ndcg@5"
+    )
 
 
 class Stage2Config(StrictModel):
@@ -194,14 +198,17 @@ class ALLMRecConfig(StrictModel):
     stage2: Stage2Config = Stage2Config()
     inference: InferenceConfig = InferenceConfig()
     stages: list[Literal["stage1", "stage2", "inference"]] = Field(
-        default_factory=lambda: ["stage1", "stage2", "inference"])  # what `raylrec train --method allmrec` runs
+        default_factory=lambda: ["stage1", "stage2", "inference"]
+    )  # what `raylrec train --method allmrec` runs
 
     @model_validator(mode="after")
     def _candidates_are_stored(self) -> ALLMRecConfig:
         n = self.stage2.prompt.num_negatives
         if n not in self.data.negatives or n not in self.eval.num_negatives:
-            raise ValueError(f"stage2.prompt.num_negatives={n} must be among data.negatives {self.data.negatives} "
-                             f"and eval.num_negatives {self.eval.num_negatives} (the stored candidates)")
+            raise ValueError(
+                f"stage2.prompt.num_negatives={n} must be among data.negatives {self.data.negatives} "
+                f"and eval.num_negatives {self.eval.num_negatives} (the stored candidates)"
+            )
         return self
 
     @property

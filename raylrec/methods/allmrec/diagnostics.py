@@ -34,15 +34,20 @@ def retrieval_at_1(queries: torch.Tensor, keys: torch.Tensor, chunk: int = 1024)
     keys = F.normalize(keys.float(), dim=1)
     hits = 0
     for start in range(0, queries.shape[0], chunk):
-        block = F.normalize(queries[start:start + chunk].float(), dim=1) @ keys.T
+        block = F.normalize(queries[start : start + chunk].float(), dim=1) @ keys.T
         hits += int((block.argmax(1) == torch.arange(start, start + block.shape[0])).sum())
     return hits / max(queries.shape[0], 1)
 
 
 def stage1_diagnostics(text: torch.Tensor, e: torch.Tensor, q: torch.Tensor) -> dict:
     """Stats of SBERT's outputs Q, of e and of q (rows = items, no padding row), and e→q retrieval@1."""
-    return {"text_encoder": table_stats(text), "e": table_stats(e), "q": table_stats(q),
-            "e_to_q_retrieval@1": retrieval_at_1(e, q), "chance_retrieval@1": 1.0 / max(e.shape[0], 1)}
+    return {
+        "text_encoder": table_stats(text),
+        "e": table_stats(e),
+        "q": table_stats(q),
+        "e_to_q_retrieval@1": retrieval_at_1(e, q),
+        "chance_retrieval@1": 1.0 / max(e.shape[0], 1),
+    }
 
 
 def collapse_problems(diagnostics: dict, check: CollapseCheck) -> tuple[list[str], list[str]]:
@@ -52,13 +57,23 @@ def collapse_problems(diagnostics: dict, check: CollapseCheck) -> tuple[list[str
     for name in ("text_encoder", "e", "q", "projected_e", "projected_q"):
         stats = diagnostics.get(name)
         if stats and stats["mean_cosine"] > check.max_mean_cosine:
-            found.append((name, (f"{name} rows have mean pairwise cosine {stats['mean_cosine']:.3f} > "
-                                 f"{check.max_mean_cosine} (per-dimension std {stats['std_per_dim']:.4g})")))
+            found.append(
+                (
+                    name,
+                    (
+                        f"{name} rows have mean pairwise cosine {stats['mean_cosine']:.3f} > "
+                        f"{check.max_mean_cosine} (per-dimension std {stats['std_per_dim']:.4g})"
+                    ),
+                )
+            )
     retrieval = diagnostics.get("e_to_q_retrieval@1")
     if retrieval is not None:
         floor = check.min_retrieval_over_chance * diagnostics["chance_retrieval@1"]
         if retrieval < floor:
-            found.append(("q", (f"e→q retrieval@1 is {retrieval:.4f} < {check.min_retrieval_over_chance}× "
-                                f"chance ({floor:.4f})")))
-    return ([text for name, text in found if name in check.checked],
-            [text for name, text in found if name not in check.checked])
+            found.append(
+                ("q", (f"e→q retrieval@1 is {retrieval:.4f} < {check.min_retrieval_over_chance}× chance ({floor:.4f})"))
+            )
+    return (
+        [text for name, text in found if name in check.checked],
+        [text for name, text in found if name not in check.checked],
+    )

@@ -72,8 +72,15 @@ def matched_candidate(generated: str, titles: list[str], strict_punctuation: boo
 
 
 @torch.no_grad()
-def greedy_decode(core: Stage2Model, cache, last_logits: torch.Tensor, prompt_length: int, eos_id: int,
-                  max_new_tokens: int, repetition_penalty: float = 1.0) -> list[int]:
+def greedy_decode(
+    core: Stage2Model,
+    cache,
+    last_logits: torch.Tensor,
+    prompt_length: int,
+    eos_id: int,
+    max_new_tokens: int,
+    repetition_penalty: float = 1.0,
+) -> list[int]:
     """Greedy continuation of the cached prompt until EOS; extends the cache in place."""
     device = last_logits.device
     generated: list[int] = []
@@ -90,15 +97,26 @@ def greedy_decode(core: Stage2Model, cache, last_logits: torch.Tensor, prompt_le
             break
         generated.append(token)
         length = prompt_length + step + 1
-        out = core.llm(inputs_embeds=embedding(torch.tensor([[token]], device=device)),
-                       attention_mask=torch.ones((1, length), dtype=torch.long, device=device),
-                       position_ids=torch.tensor([[length - 1]], device=device), cache=cache, use_cache=True)
+        out = core.llm(
+            inputs_embeds=embedding(torch.tensor([[token]], device=device)),
+            attention_mask=torch.ones((1, length), dtype=torch.long, device=device),
+            position_ids=torch.tensor([[length - 1]], device=device),
+            cache=cache,
+            use_cache=True,
+        )
         logits = out.logits[0, -1].float()
     return generated
 
 
-def evaluate_users(recipe: Stage2Recipe, data_dir: str, stage2_dir: str, split: str, variant: str,
-                   users: np.ndarray, config: InferenceConfig) -> dict:
+def evaluate_users(
+    recipe: Stage2Recipe,
+    data_dir: str,
+    stage2_dir: str,
+    split: str,
+    variant: str,
+    users: np.ndarray,
+    config: InferenceConfig,
+) -> dict:
     """One shard: per user the generated text, whether it hits, and the candidates' log-likelihoods."""
     torch.set_num_threads(config.threads_per_worker)
     data = PreparedData(data_dir)
@@ -116,15 +134,16 @@ def evaluate_users(recipe: Stage2Recipe, data_dir: str, stage2_dir: str, split: 
         row = {"user": user, "target": target, "candidates": example.candidates}
         if config.rank:  # on a copy: scoring expands the cache to the candidates, generation extends it
             answers = [builder.answer_tokens(c) for c in example.candidates]
-            total, count = answers_loglik(core, copy.deepcopy(cache) if config.generate else cache, last_logits,
-                                          length, answers)
+            total, count = answers_loglik(
+                core, copy.deepcopy(cache) if config.generate else cache, last_logits, length, answers
+            )
             row.update(loglik=total.tolist(), loglik_mean=(total / count).tolist())
         if config.generate:
-            tokens = greedy_decode(core, cache, last_logits, length, builder.eos_id, config.max_new_tokens,
-                                   config.repetition_penalty)
+            tokens = greedy_decode(
+                core, cache, last_logits, length, builder.eos_id, config.max_new_tokens, config.repetition_penalty
+            )
             text = builder.tokenizer.decode(tokens, skip_special_tokens=True)
-            match = matched_candidate(text, [builder.titles[c] for c in example.candidates],
-                                      config.strict_punctuation)
+            match = matched_candidate(text, [builder.titles[c] for c in example.candidates], config.strict_punctuation)
             named = None if match is None else example.candidates[match]
             row.update(generated=text, named=named, valid=named is not None, hit=named == target)
         rows.append(row)
@@ -138,8 +157,9 @@ def _evaluate_shard(recipe, data_dir, stage2_dir, split, variant, users, config,
     return evaluate_users(recipe, data_dir, stage2_dir, split, variant, users, config)
 
 
-def evaluation_users(data: PreparedData, split: str, config: InferenceConfig, eval_config: EvalConfig,
-                     seed: int) -> tuple[np.ndarray, np.ndarray]:
+def evaluation_users(
+    data: PreparedData, split: str, config: InferenceConfig, eval_config: EvalConfig, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(users for the overall metrics, all evaluated users): a fixed random sample (or everyone), plus every user
     whose target is cold when `all_cold_users` (they feed the cold bucket only)."""
     everyone = np.arange(data.num_users)
@@ -154,8 +174,9 @@ def evaluation_users(data: PreparedData, split: str, config: InferenceConfig, ev
     return sample, evaluated
 
 
-def candidate_summary(evaluator: Evaluator, ranks: np.ndarray, users: np.ndarray, overall_users: np.ndarray,
-                      num_negatives: int) -> dict:
+def candidate_summary(
+    evaluator: Evaluator, ranks: np.ndarray, users: np.ndarray, overall_users: np.ndarray, num_negatives: int
+) -> dict:
     """Metrics over the 1 + n candidates: overall on `overall_users`, buckets on every evaluated user."""
     position = {int(u): i for i, u in enumerate(users)}
     overall_index = np.array([position[int(u)] for u in overall_users])
@@ -171,9 +192,14 @@ def generation_summary(rows: list[dict], labels: np.ndarray, overall_users: set[
         if row["user"] in overall_users:
             groups["all"].append(row)
         groups[labels[row["target"]]].append(row)
-    return {name: {"hit@1": float(np.mean([r["hit"] for r in v])) if v else None,
-                   "valid_rate": float(np.mean([r["valid"] for r in v])) if v else None, "n": len(v)}
-            for name, v in groups.items()}
+    return {
+        name: {
+            "hit@1": float(np.mean([r["hit"] for r in v])) if v else None,
+            "valid_rate": float(np.mean([r["valid"] for r in v])) if v else None,
+            "n": len(v),
+        }
+        for name, v in groups.items()
+    }
 
 
 def score_table(rows: list[dict], num_items: int, key: str = "loglik") -> dict[int, torch.Tensor]:
@@ -201,18 +227,34 @@ def upstream_warnings(*stage_dirs: Path) -> list[str]:
     return found
 
 
-def run_inference(recipe: Stage2Recipe, data_dir: Path, stage2_dir: Path, backbone_dir: Path, out: Path,
-                  config: InferenceConfig, eval_config: EvalConfig, seed: int, force: bool = False,
-                  run_dir: str | None = None) -> dict:
+def run_inference(
+    recipe: Stage2Recipe,
+    data_dir: Path,
+    stage2_dir: Path,
+    backbone_dir: Path,
+    out: Path,
+    config: InferenceConfig,
+    eval_config: EvalConfig,
+    seed: int,
+    force: bool = False,
+    run_dir: str | None = None,
+) -> dict:
     """Evaluate every configured split and variant; metrics JSONs, predictions CSVs and DONE.json under `out`
     (`run_dir`: the run directory's location, for a URI one synced through its mirror)."""
     done = out / "DONE.json"
     # Keyed on content like a training stage: a finished evaluation is reused only for the same settings, stage-2
     # artifact and ID models; after stage 2 (or a backbone) changed it is an error until rerun with --force.
-    key = content_key({"stage2": recipe.config_dump(), "inference": config.model_dump(mode="json"),
-                       "eval": eval_config.model_dump(mode="json"), "seed": seed},
-                      [stage2_dir, backbone_dir, *(backbone_dir.parent / n for n in config.compare_id_models)],
-                      data_dir, run_dir or out.parents[1])
+    key = content_key(
+        {
+            "stage2": recipe.config_dump(),
+            "inference": config.model_dump(mode="json"),
+            "eval": eval_config.model_dump(mode="json"),
+            "seed": seed,
+        },
+        [stage2_dir, backbone_dir, *(backbone_dir.parent / n for n in config.compare_id_models)],
+        data_dir,
+        run_dir or out.parents[1],
+    )
     finished = finished_stage(out.name, out, key, force, RunStore(run_dir or out.parents[1]))
     if finished is not None:
         return finished
@@ -228,8 +270,9 @@ def run_inference(recipe: Stage2Recipe, data_dir: Path, stage2_dir: Path, backbo
             id_models[name] = stage
         elif stage != backbone_dir:
             log.warning("A-LLMRec inference: ID model stage %s is not finished; not compared", stage)
-    summary["id_models_missing"] = [n for n in config.compare_id_models
-                                    if n not in id_models and backbone_dir.parent / n != backbone_dir]
+    summary["id_models_missing"] = [
+        n for n in config.compare_id_models if n not in id_models and backbone_dir.parent / n != backbone_dir
+    ]
     warnings = upstream_warnings(Path(recipe.stage1_dir), stage2_dir)
     for warning in warnings:
         log.warning("A-LLMRec inference: %s", warning)
@@ -244,24 +287,41 @@ def run_inference(recipe: Stage2Recipe, data_dir: Path, stage2_dir: Path, backbo
             metrics = candidate_summary(evaluator, ranks[f"sampled_{num_negatives}"], users, sample, num_negatives)
             suffix = "backbone" if label == "backbone" else f"id_{label}"
             # named by stage (sasrec-bce, gru4rec, …), not model class: two SASRec stages stay two leaderboard rows
-            write_metrics(out / f"metrics_{split}_{suffix}.json", model=stage.name, split=split,
-                          metrics=metrics, config={"stage": str(stage)}, data=data,
-                          extra={"users": sample.tolist(), "evaluated_users": users.tolist()})
+            write_metrics(
+                out / f"metrics_{split}_{suffix}.json",
+                model=stage.name,
+                split=split,
+                metrics=metrics,
+                config={"stage": str(stage)},
+                data=data,
+                extra={"users": sample.tolist(), "evaluated_users": users.tolist()},
+            )
             evaluator.write_ranks(out / f"ranks_{split}_{suffix}.parquet", ranks, users)
             split_summary[suffix] = flat_metrics(metrics, num_negatives)
         ranks = evaluator.ranks(popularity_scorer(data), users)
         evaluator.write_ranks(out / f"ranks_{split}_popularity.parquet", ranks, users)
         metrics = candidate_summary(evaluator, ranks[f"sampled_{num_negatives}"], users, sample, num_negatives)
-        write_metrics(out / f"metrics_{split}_popularity.json", model="popularity", split=split, metrics=metrics,
-                      config={"scores": "training interaction count of each item"}, data=data,
-                      extra={"users": sample.tolist(), "evaluated_users": users.tolist()})
+        write_metrics(
+            out / f"metrics_{split}_popularity.json",
+            model="popularity",
+            split=split,
+            metrics=metrics,
+            config={"scores": "training interaction count of each item"},
+            data=data,
+            extra={"users": sample.tolist(), "evaluated_users": users.tolist()},
+        )
         split_summary["popularity"] = flat_metrics(metrics, num_negatives)
         for variant in config.variants:
             started = time.perf_counter()
-            shards = [users[i::config.num_workers] for i in range(config.num_workers)]
+            shards = [users[i :: config.num_workers] for i in range(config.num_workers)]
             remote = _evaluate_shard.options(num_cpus=config.cpus_per_worker, num_gpus=config.gpus_per_worker)
-            parts = ray.get([remote.remote(recipe, str(data_dir), str(stage2_dir), split, variant, shard, config,
-                                               run_dir) for shard in shards if len(shard)])
+            parts = ray.get(
+                [
+                    remote.remote(recipe, str(data_dir), str(stage2_dir), split, variant, shard, config, run_dir)
+                    for shard in shards
+                    if len(shard)
+                ]
+            )
             rows = sorted((r for part in parts for r in part["rows"]), key=lambda r: r["user"])
             seconds = time.perf_counter() - started
             metrics: dict = {"inference_seconds": round(seconds, 1)}
@@ -269,26 +329,41 @@ def run_inference(recipe: Stage2Recipe, data_dir: Path, stage2_dir: Path, backbo
                 likelihood = {}
                 for scoring, column in (("sum", "loglik"), ("mean", "loglik_mean")):
                     table = score_table(rows, data.num_items, column)
-                    llm_ranks = evaluator.ranks(lambda batch, table=table: torch.stack([table[int(u)] for u in batch]),
-                                                users)
-                    likelihood[scoring] = candidate_summary(evaluator, llm_ranks["full"], users, sample,
-                                                            num_negatives)
+                    llm_ranks = evaluator.ranks(
+                        lambda batch, table=table: torch.stack([table[int(u)] for u in batch]), users
+                    )
+                    likelihood[scoring] = candidate_summary(evaluator, llm_ranks["full"], users, sample, num_negatives)
                     # candidate-only scores: the "full" rank is the rank among the candidates too
                     evaluator.write_ranks(out / f"ranks_{split}_{variant}_{scoring}.parquet", llm_ranks, users)
                 metrics.update(likelihood[config.rank_by])  # the headline ranking (sampled_<n>, buckets)
                 metrics["likelihood"] = {"headline": config.rank_by, **likelihood}
             if config.generate:
                 metrics["generation"] = generation_summary(rows, labels, set(sample.tolist()))
-            write_metrics(out / f"metrics_{split}_{variant}.json", model=f"{recipe.name}[{variant}]", split=split,
-                          metrics=metrics, config={"stage2": recipe.config_dump(), "inference":
-                                                   config.model_dump(mode="json")}, data=data,
-                          extra={"users": sample.tolist(), "evaluated_users": users.tolist(), "warnings": warnings})
-            pd.DataFrame([{"user": r["user"], "target": r["target"], "target_title":
-                           recipe_title(recipe, data, r["target"]), "bucket": labels[r["target"]],
-                           "generated": r.get("generated"), "named": r.get("named"), "valid": r.get("valid"),
-                           "hit": r.get("hit"),
-                           "target_loglik": r["loglik"][r["candidates"].index(r["target"])] if "loglik" in r else None}
-                          for r in rows]).to_csv(out / f"predictions_{split}_{variant}.csv", index=False)
+            write_metrics(
+                out / f"metrics_{split}_{variant}.json",
+                model=f"{recipe.name}[{variant}]",
+                split=split,
+                metrics=metrics,
+                config={"stage2": recipe.config_dump(), "inference": config.model_dump(mode="json")},
+                data=data,
+                extra={"users": sample.tolist(), "evaluated_users": users.tolist(), "warnings": warnings},
+            )
+            pd.DataFrame(
+                [
+                    {
+                        "user": r["user"],
+                        "target": r["target"],
+                        "target_title": recipe_title(recipe, data, r["target"]),
+                        "bucket": labels[r["target"]],
+                        "generated": r.get("generated"),
+                        "named": r.get("named"),
+                        "valid": r.get("valid"),
+                        "hit": r.get("hit"),
+                        "target_loglik": r["loglik"][r["candidates"].index(r["target"])] if "loglik" in r else None,
+                    }
+                    for r in rows
+                ]
+            ).to_csv(out / f"predictions_{split}_{variant}.csv", index=False)
             split_summary[variant] = flat_metrics(metrics, num_negatives)
             log.info("A-LLMRec %s [%s]: %s", split, variant, split_summary[variant])
         summary["splits"][split] = split_summary
@@ -303,7 +378,8 @@ def recipe_title(recipe: Stage2Recipe, data: PreparedData, item: int) -> str:
         from raylrec.methods.allmrec.prompt import item_titles
 
         recipe._titles = getattr(recipe, "_titles", None) or item_titles(
-            data, recipe.config.prompt.title_template, recipe.config.prompt.max_title_chars)
+            data, recipe.config.prompt.title_template, recipe.config.prompt.max_title_chars
+        )
         return recipe._titles[item]
     return recipe.context.builder.titles[item]
 

@@ -36,26 +36,39 @@ def backbone_stage(config: ALLMRecConfig) -> StageConfig:
 
 
 def stage1_recipe(config: ALLMRecConfig, cache_root: Path | None = None) -> Stage1Recipe:
-    return Stage1Recipe(config.stage1_name, config.stage1, stage_dir(backbone_stage(config)),
-                        str(cache_root) if cache_root else None)
+    return Stage1Recipe(
+        config.stage1_name, config.stage1, stage_dir(backbone_stage(config)), str(cache_root) if cache_root else None
+    )
 
 
 def stage2_recipe(config: ALLMRecConfig, cache_root: Path | None = None) -> Stage2Recipe:
     layout = RunLayout(config.run_dir)
-    return Stage2Recipe(config.stage2_name, config.stage2, stage_dir(backbone_stage(config)),
-                        layout.model_dir(config.stage1_name), str(cache_root) if cache_root else None,
-                        config.eval.warm_cold_fraction)
+    return Stage2Recipe(
+        config.stage2_name,
+        config.stage2,
+        stage_dir(backbone_stage(config)),
+        layout.model_dir(config.stage1_name),
+        str(cache_root) if cache_root else None,
+        config.eval.warm_cold_fraction,
+    )
 
 
 def job(recipe, train, config: ALLMRecConfig, data_dir: Path) -> StageJob:
-    return StageJob(recipe=recipe, train=train, eval=config.eval, data_dir=Path(data_dir),
-                    run_dir=config.run_dir, config_yaml=config.to_yaml())
+    return StageJob(
+        recipe=recipe,
+        train=train,
+        eval=config.eval,
+        data_dir=Path(data_dir),
+        run_dir=config.run_dir,
+        config_yaml=config.to_yaml(),
+    )
 
 
 def require_done(path: Path, what: str) -> None:
     if not (path / DONE_FILE).exists():
-        raise ArtifactError(f"{what} has no finished artifact at {path}; run it first (raylrec train --method "
-                            f"allmrec --stage {what})")
+        raise ArtifactError(
+            f"{what} has no finished artifact at {path}; run it first (raylrec train --method allmrec --stage {what})"
+        )
 
 
 def run_allmrec(config: ALLMRecConfig, cache_root: Path | None = None, force: bool = False) -> dict[str, dict]:
@@ -72,8 +85,9 @@ def run_allmrec(config: ALLMRecConfig, cache_root: Path | None = None, force: bo
     stage1_dir = layout.model_dir(config.stage1_name)
     if "stage1" in config.stages:
         started = time.perf_counter()
-        summaries["stage1"] = run_stage(job(stage1_recipe(config, cache_root), config.stage1.train, config,
-                                            data_dir), force=force)
+        summaries["stage1"] = run_stage(
+            job(stage1_recipe(config, cache_root), config.stage1.train, config, data_dir), force=force
+        )
         timings["stage1"] = time.perf_counter() - started
     if "stage2" in config.stages or "inference" in config.stages:
         require_done(stage1_dir, "stage1")
@@ -89,9 +103,18 @@ def run_allmrec(config: ALLMRecConfig, cache_root: Path | None = None, force: bo
         require_done(stage2_dir, "stage2")
         ensure_ray()
         started = time.perf_counter()
-        summaries["inference"] = run_inference(recipe2, data_dir, stage2_dir, stage_dir(backbone),
-                                               layout.model_dir(config.eval_name), config.inference, config.eval,
-                                               seed=config.data.seed, force=force, run_dir=config.run_dir)
+        summaries["inference"] = run_inference(
+            recipe2,
+            data_dir,
+            stage2_dir,
+            stage_dir(backbone),
+            layout.model_dir(config.eval_name),
+            config.inference,
+            config.eval,
+            seed=config.data.seed,
+            force=force,
+            run_dir=config.run_dir,
+        )
         timings["inference"] = time.perf_counter() - started
     summaries["wall_seconds"] = {k: round(v, 1) for k, v in timings.items()}
     return summaries

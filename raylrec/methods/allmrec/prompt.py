@@ -46,8 +46,10 @@ def item_titles(data: PreparedData, template: str = "{title}", max_chars: int = 
     fields = [name for name in re.findall(r"{(\w+)}", template)]
     titles = [""] * (data.num_items + 1)
     for item, row in items.iterrows():
-        values = {name: ("" if row.get(name) is None or str(row.get(name)) in ("nan", "<NA>") else str(row.get(name)))
-                  for name in fields}
+        values = {
+            name: ("" if row.get(name) is None or str(row.get(name)) in ("nan", "<NA>") else str(row.get(name)))
+            for name in fields
+        }
         text = template.format(**values).strip() if any(values.values()) else f"item {row.get('item_id', item)}"
         text = SLOT_PATTERN.sub("", text).strip()
         titles[int(item)] = text[:max_chars].rstrip()
@@ -55,8 +57,9 @@ def item_titles(data: PreparedData, template: str = "{title}", max_chars: int = 
 
 
 class PromptBuilder:
-    def __init__(self, tokenizer, titles: list[str], config: PromptConfig, user_slot: bool = True,
-                 item_slots: bool = True):
+    def __init__(
+        self, tokenizer, titles: list[str], config: PromptConfig, user_slot: bool = True, item_slots: bool = True
+    ):
         self.tokenizer = tokenizer
         self.titles = titles
         self.config = config
@@ -65,8 +68,9 @@ class PromptBuilder:
         self.eos_id = tokenizer.eos_token_id
         if self.eos_id is None:
             raise ValueError("the LLM's tokenizer has no EOS token: the stage-2 target is title + EOS")
-        self.placeholder_id = next(i for i in (tokenizer.unk_token_id, tokenizer.pad_token_id, self.eos_id)
-                                   if i is not None)
+        self.placeholder_id = next(
+            i for i in (tokenizer.unk_token_id, tokenizer.pad_token_id, self.eos_id) if i is not None
+        )
         self.chat = config.chat_template and bool(getattr(tokenizer, "chat_template", None))
         # The chat template writes its own start tokens; a plain prompt starts with the BOS when there is one.
         self.bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None and not self.chat else []
@@ -91,11 +95,18 @@ class PromptBuilder:
         c = self.config
         item_format = c.item_format if self.item_slot else c.item_format_no_embedding
         listed = lambda items: c.separator.join(item_format.format(title=self.titles[i]) for i in items)  # noqa: E731
-        text = c.template.format(user_sentence=c.user_sentence if self.user_slot else "", history=listed(history),
-                                 candidates=listed(candidates), noun=c.noun, verb=c.verb, verb_past=c.verb_past)
+        text = c.template.format(
+            user_sentence=c.user_sentence if self.user_slot else "",
+            history=listed(history),
+            candidates=listed(candidates),
+            noun=c.noun,
+            verb=c.verb,
+            verb_past=c.verb_past,
+        )
         if self.chat:
-            return self.tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                                      add_generation_prompt=True)
+            return self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+            )
         return text
 
     def assemble(self, history: list[int], candidates: list[int]) -> PromptExample:
@@ -117,20 +128,23 @@ class PromptBuilder:
             raise ValueError(f"the prompt has {len(item_slots)} item placeholders for {len(slot_items)} items")
         return PromptExample(ids, user_slots, item_slots, slot_items, list(history), list(candidates))
 
-    def build(self, history: list[int] | np.ndarray, candidates: list[int] | np.ndarray,
-              target: int | None = None) -> PromptExample:
+    def build(
+        self, history: list[int] | np.ndarray, candidates: list[int] | np.ndarray, target: int | None = None
+    ) -> PromptExample:
         """The prompt for the most recent `num_history` items of `history` (oldest first) and the candidates in
         the given order; with `max_prompt_tokens`, the oldest history items are dropped until it fits."""
         limit = self.config.max_prompt_tokens
-        history = [int(i) for i in history][-self.config.num_history:] if self.config.num_history else []
+        history = [int(i) for i in history][-self.config.num_history :] if self.config.num_history else []
         candidates = [int(i) for i in candidates]
         example = self.assemble(history, candidates)
         while limit is not None and len(example.ids) > limit and history:
             history = history[1:]
             example = self.assemble(history, candidates)
         if limit is not None and len(example.ids) > limit:
-            raise ValueError(f"the prompt needs {len(example.ids)} tokens with no history at all; "
-                             f"max_prompt_tokens={limit} cannot hold the {len(candidates)} candidates")
+            raise ValueError(
+                f"the prompt needs {len(example.ids)} tokens with no history at all; "
+                f"max_prompt_tokens={limit} cannot hold the {len(candidates)} candidates"
+            )
         if target is not None:
             example.answer = self.answer_tokens(int(target))
         return example
@@ -143,8 +157,9 @@ def shuffled_candidates(target: int, negatives: np.ndarray, seed: int, split: st
     return candidates[order]
 
 
-def sample_training_candidates(target: int, seen: np.ndarray, num_negatives: int, num_items: int,
-                               rng: np.random.Generator) -> np.ndarray:
+def sample_training_candidates(
+    target: int, seen: np.ndarray, num_negatives: int, num_items: int, rng: np.random.Generator
+) -> np.ndarray:
     """Target + `num_negatives` distinct uniform items outside `seen`, shuffled (training has no stored negatives)."""
     excluded = set(int(i) for i in seen) | {int(target)}
     if num_items - len(excluded) < num_negatives:
@@ -181,15 +196,16 @@ def collate(examples: list[PromptExample], pad_id: int, with_answer: bool = True
     user_mask = torch.zeros((len(rows), width), dtype=torch.bool)
     item_mask = torch.zeros((len(rows), width), dtype=torch.bool)
     for b, (ex, row) in enumerate(zip(examples, rows)):
-        input_ids[b, :len(row)] = torch.tensor(row)
-        attention[b, :len(row)] = 1
+        input_ids[b, : len(row)] = torch.tensor(row)
+        attention[b, : len(row)] = 1
         if with_answer and ex.answer:
-            labels[b, len(ex.ids):len(row)] = torch.tensor(ex.answer)
+            labels[b, len(ex.ids) : len(row)] = torch.tensor(ex.answer)
         user_mask[b, ex.user_slots] = True
         item_mask[b, ex.item_slots] = True
     slot_items = torch.tensor([i for ex in examples for i in ex.slot_items], dtype=torch.long)
-    return PromptBatch(input_ids, attention, labels, user_mask, item_mask, slot_items,
-                       torch.tensor([len(ex.ids) for ex in examples]))
+    return PromptBatch(
+        input_ids, attention, labels, user_mask, item_mask, slot_items, torch.tensor([len(ex.ids) for ex in examples])
+    )
 
 
 def splice(embeds: torch.Tensor, mask: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:

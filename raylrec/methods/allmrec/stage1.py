@@ -109,8 +109,14 @@ def item_texts(data: PreparedData, template: str | None) -> list[str]:
 
 
 class Stage1Model(nn.Module):
-    def __init__(self, item_table: torch.Tensor, tower: TextTower, token_ids: torch.Tensor,
-                 token_mask: torch.Tensor, config: Stage1Config):
+    def __init__(
+        self,
+        item_table: torch.Tensor,
+        tower: TextTower,
+        token_ids: torch.Tensor,
+        token_mask: torch.Tensor,
+        config: Stage1Config,
+    ):
         super().__init__()
         d, dq, dj = item_table.shape[1], tower.dim, config.joint_dim
         self.num_items = item_table.shape[0] - 1
@@ -144,11 +150,16 @@ class Stage1Model(nn.Module):
 
     def loss_weights(self) -> dict[str, float]:
         on = self.config.losses
-        return {"matching": float(on.matching), "item_recon": self.config.alpha * on.recon,
-                "text_recon": self.config.beta * on.recon, "rec": float(on.rec)}
+        return {
+            "matching": float(on.matching),
+            "item_recon": self.config.alpha * on.recon,
+            "text_recon": self.config.beta * on.recon,
+            "rec": float(on.rec),
+        }
 
-    def forward(self, user_vectors: torch.Tensor, positives: torch.Tensor,
-                negatives: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(
+        self, user_vectors: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         """Every loss term of the batch (switched-off terms are computed too and weighted 0 by the caller, so
         every parameter takes part in each step, as DDP requires)."""
         e_items = self.item_table[positives]
@@ -159,12 +170,14 @@ class Stage1Model(nn.Module):
         decoded_neg = self.item_decoder(self.item_encoder(self.item_table[negatives]))
         pos_logit = (user_vectors * decoded_pos).sum(-1)
         neg_logit = (user_vectors * decoded_neg).sum(-1)
-        return {"matching": F.mse_loss(e, q),
-                "item_recon": F.mse_loss(decoded_pos, e_items),
-                # detached target (the public code's `.data`): otherwise the cheapest way to reconstruct Q is for
-                # SBERT to shrink Q to a point
-                "text_recon": F.mse_loss(self.text_decoder(q), q_text.detach()),
-                "rec": -(F.logsigmoid(pos_logit) + F.logsigmoid(-neg_logit)).mean()}
+        return {
+            "matching": F.mse_loss(e, q),
+            "item_recon": F.mse_loss(decoded_pos, e_items),
+            # detached target (the public code's `.data`): otherwise the cheapest way to reconstruct Q is for
+            # SBERT to shrink Q to a point
+            "text_recon": F.mse_loss(self.text_decoder(q), q_text.detach()),
+            "rec": -(F.logsigmoid(pos_logit) + F.logsigmoid(-neg_logit)).mean(),
+        }
 
     def total(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         return sum(weight * terms[name] for name, weight in self.loss_weights().items())
@@ -177,6 +190,7 @@ class Stage1Model(nn.Module):
         e = self.item_encoder(self.item_table[1:])
         text = batched(self.text_embeddings, items, batch_size)
         q = self.text_encoder(text)
+
         def pad(table: torch.Tensor) -> torch.Tensor:
             return torch.cat([torch.zeros(1, table.shape[1], device=table.device), table])
 
@@ -208,11 +222,17 @@ class Stage1Recipe(Recipe):
     def build(self, data: PreparedData) -> Stage1Model:
         table, _ = backbone_tensors(Path(self.backbone_dir))
         if table.shape[0] != data.num_items + 1:
-            raise ArtifactError(f"backbone at {self.backbone_dir} has {table.shape[0] - 1} items; data has "
-                                f"{data.num_items}")
+            raise ArtifactError(
+                f"backbone at {self.backbone_dir} has {table.shape[0] - 1} items; data has {data.num_items}"
+            )
         tower, tokenizer = load_text_tower(self.config.text, self.cache_root)
-        tokens = tokenizer(item_texts(data, self.config.text.template), padding="max_length", truncation=True,
-                           max_length=self.config.text.max_length, return_tensors="pt")
+        tokens = tokenizer(
+            item_texts(data, self.config.text.template),
+            padding="max_length",
+            truncation=True,
+            max_length=self.config.text.max_length,
+            return_tensors="pt",
+        )
         return Stage1Model(table, tower, tokens["input_ids"], tokens["attention_mask"], self.config)
 
     def training_tensors(self, data: PreparedData) -> tuple[torch.Tensor, ...]:
@@ -254,8 +274,13 @@ class Stage1Recipe(Recipe):
         def score(users: np.ndarray) -> torch.Tensor:
             if not decoded:
                 if self.config.validation == "text":
-                    joint = core.text_encoder(batched(core.text_embeddings, torch.arange(
-                        core.item_table.shape[0], device=core.item_table.device), 256))
+                    joint = core.text_encoder(
+                        batched(
+                            core.text_embeddings,
+                            torch.arange(core.item_table.shape[0], device=core.item_table.device),
+                            256,
+                        )
+                    )
                 else:
                     joint = core.item_encoder(core.item_table)
                 decoded.append(core.item_decoder(joint))
@@ -274,18 +299,26 @@ class Stage1Recipe(Recipe):
         for problem in other:
             log.warning("A-LLMRec stage 1 (%s): %s (not a checked table: kept)", out, problem)
         if problems:
-            message = (f"A-LLMRec stage 1 ({out}) collapsed: {'; '.join(problems)}. Every item would reach the LLM "
-                       f"as nearly the same soft token. Lower stage1.text.lr (now {self.config.text.lr}) or "
-                       "stage1.train.lr, or freeze the text encoder (stage1.text.finetune: false); "
-                       "stage1.collapse.action: warn keeps the tables anyway")
+            message = (
+                f"A-LLMRec stage 1 ({out}) collapsed: {'; '.join(problems)}. Every item would reach the LLM "
+                f"as nearly the same soft token. Lower stage1.text.lr (now {self.config.text.lr}) or "
+                "stage1.train.lr, or freeze the text encoder (stage1.text.finetune: false); "
+                "stage1.collapse.action: warn keeps the tables anyway"
+            )
             if self.config.collapse.action == "error":
                 raise CollapseError(message)
             log.warning(message)
         save_file({"e": e.contiguous(), "q": q.contiguous()}, out / JOINT_FILE)
         mismatch = float(F.mse_loss(e[1:], q[1:]))
-        return {"joint_dim": int(e.shape[1]), "text_dim": core.tower.dim, "item_dim": int(core.item_table.shape[1]),
-                "mse_e_q": mismatch, "backbone": self.backbone_dir, "diagnostics": diagnostics,
-                "warnings": [f"stage 1 collapsed: {p}" for p in problems + other]}
+        return {
+            "joint_dim": int(e.shape[1]),
+            "text_dim": core.tower.dim,
+            "item_dim": int(core.item_table.shape[1]),
+            "mse_e_q": mismatch,
+            "backbone": self.backbone_dir,
+            "diagnostics": diagnostics,
+            "warnings": [f"stage 1 collapsed: {p}" for p in problems + other],
+        }
 
     def config_dump(self) -> dict:
         return self.config.model_dump(mode="json")

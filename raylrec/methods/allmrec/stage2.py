@@ -74,8 +74,15 @@ def projector(in_dim: int, hidden: int, out_dim: int, activation: nn.Module) -> 
 
 
 class Stage2Model(nn.Module):
-    def __init__(self, llm, user_dim: int, joint_dim: int, config: Stage2Config, token_scale: float,
-                 tables: dict[str, torch.Tensor]):
+    def __init__(
+        self,
+        llm,
+        user_dim: int,
+        joint_dim: int,
+        config: Stage2Config,
+        token_scale: float,
+        tables: dict[str, torch.Tensor],
+    ):
         super().__init__()
         self.llm = llm
         width = llm.get_input_embeddings().embedding_dim
@@ -99,8 +106,9 @@ class Stage2Model(nn.Module):
             out = out * (self.token_scale / out.norm(dim=-1, keepdim=True).clamp_min(1e-6))
         return out
 
-    def input_embeddings(self, batch: PromptBatch, user_vectors: torch.Tensor | None,
-                         item_vectors: torch.Tensor | None) -> torch.Tensor:
+    def input_embeddings(
+        self, batch: PromptBatch, user_vectors: torch.Tensor | None, item_vectors: torch.Tensor | None
+    ) -> torch.Tensor:
         """Token embeddings of the prompt with the projected vectors spliced in at the placeholders."""
         embeds = self.llm.get_input_embeddings()(batch.input_ids)
         if self.user_proj is not None:
@@ -113,8 +121,18 @@ class Stage2Model(nn.Module):
             raise ValueError("the prompt has item placeholders but item embeddings are switched off")
         return embeds
 
-    def forward(self, input_ids, attention_mask, labels, user_mask, item_mask, slot_items, prompt_lengths,
-                user_vectors, item_vectors) -> torch.Tensor:
+    def forward(
+        self,
+        input_ids,
+        attention_mask,
+        labels,
+        user_mask,
+        item_mask,
+        slot_items,
+        prompt_lengths,
+        user_vectors,
+        item_vectors,
+    ) -> torch.Tensor:
         """Mean negative log-likelihood of the answer tokens (eq. 8); prompt positions carry no loss."""
         batch = PromptBatch(input_ids, attention_mask, labels, user_mask, item_mask, slot_items, prompt_lengths)
         embeds = self.input_embeddings(batch, user_vectors, item_vectors)
@@ -140,21 +158,36 @@ def make_context(data: PreparedData, builder: PromptBuilder, num_negatives: int,
     keep = np.concatenate([np.arange(s, s + n) for s, n in zip(train.indptr[:-1], lengths)] or [np.zeros(0, int)])
     before_last = CSR(np.concatenate([[0], np.cumsum(lengths)]), train.indices[keep.astype(np.int64)])
     last_train = np.array([train.row(u)[-1] if train.lengths[u] else 0 for u in range(data.num_users)])
-    negatives = {split: data.negatives[(split, num_negatives)] for split in ("valid", "test")
-                 if (split, num_negatives) in data.negatives}
+    negatives = {
+        split: data.negatives[(split, num_negatives)]
+        for split in ("valid", "test")
+        if (split, num_negatives) in data.negatives
+    }
     cold = warm_cold_labels(data.item_train_counts(), cold_fraction) == "cold"
-    return Stage2Context(builder, data.sequences, {"train": before_last, "valid": data.history("valid"),
-                                                   "test": data.history("test")},
-                         {"train": last_train, "valid": data.targets("valid"), "test": data.targets("test")},
-                         negatives, cold, data.num_items)
+    return Stage2Context(
+        builder,
+        data.sequences,
+        {"train": before_last, "valid": data.history("valid"), "test": data.history("test")},
+        {"train": last_train, "valid": data.targets("valid"), "test": data.targets("test")},
+        negatives,
+        cold,
+        data.num_items,
+    )
 
 
 class Stage2Recipe(Recipe):
     save_frozen = False  # the LLM is reloaded from its files; checkpoints hold F_U and F_I only
     export_splits = ()  # evaluated by inference.py (generation + likelihood ranking, on Ray workers)
 
-    def __init__(self, name: str, config: Stage2Config, backbone_dir: str | Path, stage1_dir: str | Path,
-                 cache_root: str | None = None, eval_cold_fraction: float = 0.35):
+    def __init__(
+        self,
+        name: str,
+        config: Stage2Config,
+        backbone_dir: str | Path,
+        stage1_dir: str | Path,
+        cache_root: str | None = None,
+        eval_cold_fraction: float = 0.35,
+    ):
         self.name = name
         self.config = config
         self.train = config.train
@@ -177,19 +210,33 @@ class Stage2Recipe(Recipe):
             generator = torch.Generator().manual_seed(self.train.seed)
             e = torch.randn(e.shape, generator=generator) * e[1:].std()
             e[0] = 0
-        return {"joint_e": e, "joint_q": joint["q"], "users_train": users["train_hidden"][:, -1],
-                "users_valid": users["valid"], "users_test": users["test"]}
+        return {
+            "joint_e": e,
+            "joint_q": joint["q"],
+            "users_train": users["train_hidden"][:, -1],
+            "users_valid": users["valid"],
+            "users_test": users["test"],
+        }
 
     def build(self, data: PreparedData) -> Stage2Model:
         llm, tokenizer = load_llm(self.config.llm, self.cache_root)
         tables = self.tables(data)
-        builder = PromptBuilder(tokenizer, item_titles(data, self.config.prompt.title_template,
-                                                       self.config.prompt.max_title_chars),
-                                self.config.prompt, user_slot=self.config.user_representation,
-                                item_slots=self.config.item_embeddings != "none")
+        builder = PromptBuilder(
+            tokenizer,
+            item_titles(data, self.config.prompt.title_template, self.config.prompt.max_title_chars),
+            self.config.prompt,
+            user_slot=self.config.user_representation,
+            item_slots=self.config.item_embeddings != "none",
+        )
         self.context = make_context(data, builder, self.config.prompt.num_negatives, self.cold_fraction)
-        return Stage2Model(llm, tables["users_valid"].shape[1], tables["joint_e"].shape[1], self.config,
-                           token_embedding_scale(llm), tables)
+        return Stage2Model(
+            llm,
+            tables["users_valid"].shape[1],
+            tables["joint_e"].shape[1],
+            self.config,
+            token_embedding_scale(llm),
+            tables,
+        )
 
     def training_users(self, data: PreparedData) -> np.ndarray:
         users = np.flatnonzero(data.history("train").lengths > 0)
@@ -201,17 +248,20 @@ class Stage2Recipe(Recipe):
     def training_tensors(self, data: PreparedData) -> tuple[torch.Tensor, ...]:
         return (torch.from_numpy(self.training_users(data)),)
 
-    def example(self, split: str, user: int, rng: np.random.Generator | None = None,
-                with_target: bool = True) -> PromptExample:
+    def example(
+        self, split: str, user: int, rng: np.random.Generator | None = None, with_target: bool = True
+    ) -> PromptExample:
         """The prompt of `user` for predicting the split's target (training candidates drawn from `rng`)."""
         ctx = self.context
         target = int(ctx.targets[split][user])
         if split == "train":
-            candidates = sample_training_candidates(target, ctx.sequences.row(user), self.config.prompt.num_negatives,
-                                                    ctx.num_items, rng)
+            candidates = sample_training_candidates(
+                target, ctx.sequences.row(user), self.config.prompt.num_negatives, ctx.num_items, rng
+            )
         else:
-            candidates = shuffled_candidates(target, ctx.negatives[split][user], self.config.prompt.shuffle_seed,
-                                             split, user)
+            candidates = shuffled_candidates(
+                target, ctx.negatives[split][user], self.config.prompt.shuffle_seed, split, user
+            )
         return ctx.builder.build(ctx.histories[split].row(user), candidates, target if with_target else None)
 
     @staticmethod
@@ -223,27 +273,40 @@ class Stage2Recipe(Recipe):
         mask = torch.from_numpy(cold).to(core.joint_e.device).unsqueeze(1)
         return torch.where(mask, core.joint_q, core.joint_e)
 
-    def model_inputs(self, core: Stage2Model, examples: list[PromptExample], users: np.ndarray, split: str,
-                     variant: str = "e", with_answer: bool = True) -> dict:
+    def model_inputs(
+        self,
+        core: Stage2Model,
+        examples: list[PromptExample],
+        users: np.ndarray,
+        split: str,
+        variant: str = "e",
+        with_answer: bool = True,
+    ) -> dict:
         batch = collate(examples, self.context.builder.tokenizer.pad_token_id, with_answer)
         device = core.joint_e.device
         table = self.item_table(core, variant, self.context.cold)
-        return {"input_ids": batch.input_ids.to(device), "attention_mask": batch.attention_mask.to(device),
-                "labels": batch.labels.to(device), "user_mask": batch.user_mask.to(device),
-                "item_mask": batch.item_mask.to(device), "slot_items": batch.slot_items.to(device),
-                "prompt_lengths": batch.prompt_lengths.to(device),
-                "user_vectors": getattr(core, f"users_{split}")[torch.from_numpy(users).to(device)],
-                "item_vectors": table[batch.slot_items.to(device)]}
+        return {
+            "input_ids": batch.input_ids.to(device),
+            "attention_mask": batch.attention_mask.to(device),
+            "labels": batch.labels.to(device),
+            "user_mask": batch.user_mask.to(device),
+            "item_mask": batch.item_mask.to(device),
+            "slot_items": batch.slot_items.to(device),
+            "prompt_lengths": batch.prompt_lengths.to(device),
+            "user_vectors": getattr(core, f"users_{split}")[torch.from_numpy(users).to(device)],
+            "item_vectors": table[batch.slot_items.to(device)],
+        }
 
     def loss(self, model, core: Stage2Model, batch, generator):
         (users,) = batch
         users = users.cpu().numpy()
-        rng = np.random.default_rng(int(torch.randint(0, 2 ** 31 - 1, (1,), generator=generator)))
+        rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
         examples = [self.example("train", int(u), rng) for u in users]
         return model(**self.model_inputs(core, examples, users, "train"))
 
     def scorer(self, core: Stage2Model, data: PreparedData, split: str, device: torch.device):
         """Candidate-only scores: each candidate's log-likelihood as the answer; every other item −inf."""
+
         def score(users: np.ndarray) -> torch.Tensor:
             out = torch.full((len(users), data.num_items + 1), float("-inf"))
             for row, user in enumerate(users):
@@ -275,11 +338,16 @@ class Stage2Recipe(Recipe):
             if self.config.collapse.action == "error":
                 raise CollapseError(message)
             log.warning(message)
-        facts = {"llm": self.config.llm, "token_scale": core.token_scale,
-                 "token_width": core.llm.get_input_embeddings().embedding_dim,
-                 "frozen_llm_params": sum(p.numel() for p in core.llm.parameters()),
-                 "stage1": self.stage1_dir, "backbone": self.backbone_dir, "diagnostics": diagnostics,
-                 "warnings": [f"stage 2 projected tokens collapsed: {p}" for p in problems + other]}
+        facts = {
+            "llm": self.config.llm,
+            "token_scale": core.token_scale,
+            "token_width": core.llm.get_input_embeddings().embedding_dim,
+            "frozen_llm_params": sum(p.numel() for p in core.llm.parameters()),
+            "stage1": self.stage1_dir,
+            "backbone": self.backbone_dir,
+            "diagnostics": diagnostics,
+            "warnings": [f"stage 2 projected tokens collapsed: {p}" for p in problems + other],
+        }
         (out / PROJECTOR_FILE).write_text(json.dumps(facts, indent=2))
         return facts
 

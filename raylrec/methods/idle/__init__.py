@@ -8,18 +8,23 @@ the shared Ray Train loop), pipeline.py (ID model stage → IDLE stage). Choices
 
 from raylrec.methods.registry import MethodSpec, register_method
 
-register_method(MethodSpec(
-    name="idle",
-    config_class="raylrec.methods.idle.config:IdleConfig",
-    default_preset="idle",
-    runner="raylrec.methods.idle.pipeline:run_idle",
-    description="IDLE-Adapter: a frozen ID model's user vector as layer-wise virtual tokens in a frozen LLM",
-    presets=("idle", "idle-paper"),
-    display_names={"idle": "IDLE-Adapter",
-                   # bench/idle.py's variant stages
-                   "idle-smollm2": "IDLE-Adapter (smollm2-135m)", "idle-no-layerwise": "IDLE-Adapter w/o LayerWise",
-                   "idle-no-refinement": "IDLE-Adapter w/o Refinement",
-                   "idle-no-distribution": "IDLE-Adapter w/o Distribution"},
-    tune_prerequisites="raylrec.methods.idle.pipeline:tune_prerequisites",
-    tune_frozen_prefixes=("data.", "eval.", "run_dir", "id_model."),
-))
+register_method(
+    MethodSpec(
+        name="idle",
+        config_class="raylrec.methods.idle.config:IdleConfig",
+        default_preset="idle",
+        runner="raylrec.methods.idle.pipeline:run_idle",
+        description="IDLE-Adapter: a frozen ID model's user vector as layer-wise virtual tokens in a frozen LLM",
+        presets=("idle", "idle-paper"),
+        display_names={
+            "idle": "IDLE-Adapter",
+            # bench/idle.py's variant stages
+            "idle-smollm2": "IDLE-Adapter (smollm2-135m)",
+            "idle-no-layerwise": "IDLE-Adapter w/o LayerWise",
+            "idle-no-refinement": "IDLE-Adapter w/o Refinement",
+            "idle-no-distribution": "IDLE-Adapter w/o Distribution",
+        },
+        tune_prerequisites="raylrec.methods.idle.pipeline:tune_prerequisites",
+        tune_frozen_prefixes=("data.", "eval.", "run_dir", "id_model."),
+    )
+)

@@ -14,13 +14,15 @@ from torch import nn
 from raylrec.methods.idle.config import AdapterConfig
 
 
-def refine(prefix: torch.Tensor, projected: torch.Tensor,
-           gate_weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def refine(
+    prefix: torch.Tensor, projected: torch.Tensor, gate_weight: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Eq. 6–7 for (n, B, L', d') prefix C (broadcast over B) and projection P, gate weights (n or 1, 2d').
     → D (n, B, L', d') and g (n, B, L')."""
     prefix = prefix.expand_as(projected)
-    logits = torch.einsum("nbtk,nk->nbt", torch.cat([prefix, projected], dim=-1),
-                          gate_weight.expand(projected.size(0), -1))
+    logits = torch.einsum(
+        "nbtk,nk->nbt", torch.cat([prefix, projected], dim=-1), gate_weight.expand(projected.size(0), -1)
+    )
     gate = torch.sigmoid(logits)
     return gate.unsqueeze(-1) * prefix + (1 - gate.unsqueeze(-1)) * projected, gate
 

@@ -20,8 +20,15 @@ from raylrec.methods.idle.config import HeadConfig
 
 
 class ItemHead(nn.Module):
-    def __init__(self, hidden: int, num_items: int, id_dim: int, config: HeadConfig, init_std: float,
-                 text_rows: torch.Tensor | None = None):
+    def __init__(
+        self,
+        hidden: int,
+        num_items: int,
+        id_dim: int,
+        config: HeadConfig,
+        init_std: float,
+        text_rows: torch.Tensor | None = None,
+    ):
         super().__init__()
         self.config = config
         rows = num_items + 1  # row 0 = padding, as the ID models' tables
@@ -29,8 +36,10 @@ class ItemHead(nn.Module):
             self.id_map = truncated_normal((hidden, id_dim), init_std)  # A
         elif config.init == "text":
             if text_rows is None or tuple(text_rows.shape) != (rows, hidden):
-                raise ValueError(f"head.init=text needs ({rows}, {hidden}) item text embeddings, got "
-                                 f"{None if text_rows is None else tuple(text_rows.shape)}")
+                raise ValueError(
+                    f"head.init=text needs ({rows}, {hidden}) item text embeddings, got "
+                    f"{None if text_rows is None else tuple(text_rows.shape)}"
+                )
             self.weight = nn.Parameter(text_rows.detach().clone().float())
         else:
             self.weight = truncated_normal((rows, hidden), init_std)
@@ -60,9 +69,10 @@ def encode_item_texts(backbone, tokenizer, texts: list[str], max_tokens: int, ba
     rows = torch.zeros(len(texts), backbone.hidden_size)
     present = [i for i, text in enumerate(texts) if text]
     for start in range(0, len(present), batch_size):
-        chunk = present[start:start + batch_size]
-        encoded = tokenizer([texts[i] for i in chunk], padding=True, truncation=True, max_length=max_tokens,
-                            return_tensors="pt")
+        chunk = present[start : start + batch_size]
+        encoded = tokenizer(
+            [texts[i] for i in chunk], padding=True, truncation=True, max_length=max_tokens, return_tensors="pt"
+        )
         output = backbone(encoded["input_ids"], encoded["attention_mask"], None)
         rows[chunk] = backbone.pool(output.last_hidden_state, encoded["attention_mask"]).float()
     return rows

@@ -91,8 +91,14 @@ class Backbone(nn.Module):
     def prompt_positions(self, prefix_length: int, length: int, device) -> torch.Tensor | None:
         raise NotImplementedError
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prefix: Prefix | None = None,
-                output_hidden_states: bool = False, position_ids: torch.Tensor | None = None):
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        prefix: Prefix | None = None,
+        output_hidden_states: bool = False,
+        position_ids: torch.Tensor | None = None,
+    ):
         """The prompt through the model, with the virtual tokens in every layer when `prefix` is given."""
         length = prefix.length if prefix is not None else 0
         kwargs = {}
@@ -104,8 +110,13 @@ class Backbone(nn.Module):
             position_ids = self.prompt_positions(length, input_ids.size(1), input_ids.device)
         if position_ids is not None:
             kwargs["position_ids"] = position_ids
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=output_hidden_states,
-                          use_cache=False if not length else None, **kwargs)
+        return self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            output_hidden_states=output_hidden_states,
+            use_cache=False if not length else None,
+            **kwargs,
+        )
 
     def pool(self, last_hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Eq. 14's H^(L): (B, T, d') → (B, d') by [CLS], masked mean, or the last real token (right padding)."""
@@ -131,8 +142,10 @@ class EncoderBackbone(Backbone):
             self.layers = list(model.encoder.layer)
             _ = [(layer.attention.self.key, layer.attention.self.value) for layer in self.layers]
         except AttributeError:
-            raise RaylrecError(f"{type(model).__name__} is not a BERT-family encoder (encoder.layer[i].attention."
-                               "self.key/value); use adapter.injection=ptuning_v2 or a BERT-family model") from None
+            raise RaylrecError(
+                f"{type(model).__name__} is not a BERT-family encoder (encoder.layer[i].attention."
+                "self.key/value); use adapter.injection=ptuning_v2 or a BERT-family model"
+            ) from None
 
     def layer_key_values(self, layer, states):
         attention = self.layers[layer].attention.self
@@ -151,8 +164,10 @@ class DecoderBackbone(Backbone):
     def __init__(self, model: nn.Module, pooling: str):
         super().__init__(model, pooling)
         if model.config.model_type not in LLAMA_LIKE or not hasattr(model, "rotary_emb"):
-            raise RaylrecError(f"kv injection supports Llama-family decoders ({', '.join(sorted(LLAMA_LIKE))}), not "
-                               f"{model.config.model_type!r}; use adapter.injection=ptuning_v2")
+            raise RaylrecError(
+                f"kv injection supports Llama-family decoders ({', '.join(sorted(LLAMA_LIKE))}), not "
+                f"{model.config.model_type!r}; use adapter.injection=ptuning_v2"
+            )
         self.layers = list(model.layers)
 
     def layer_key_values(self, layer, states):
@@ -181,8 +196,9 @@ class GenericBackbone(Backbone):
         self.kind = kind
 
     def layer_key_values(self, layer, states):
-        raise RaylrecError(f"kv injection is not implemented for {self.model.config.model_type!r}; "
-                           "use adapter.injection=ptuning_v2")
+        raise RaylrecError(
+            f"kv injection is not implemented for {self.model.config.model_type!r}; use adapter.injection=ptuning_v2"
+        )
 
     def prompt_positions(self, prefix_length, length, device):
         return torch.arange(length, device=device).unsqueeze(0) if self.kind == "encoder" else None
@@ -193,8 +209,11 @@ def wrap_backbone(model: nn.Module, kind: BackboneKind, pooling: str, injection:
         pooling = "last" if kind == "decoder" else "cls"
     if kind == "encoder" and pooling == "last":
         raise RaylrecError("pooling=last is for decoders (an encoder's last token is [SEP] or padding)")
-    if injection == "ptuning_v2" and not (kind == "encoder" and hasattr(model, "encoder")) and not (
-            kind == "decoder" and model.config.model_type in LLAMA_LIKE):
+    if (
+        injection == "ptuning_v2"
+        and not (kind == "encoder" and hasattr(model, "encoder"))
+        and not (kind == "decoder" and model.config.model_type in LLAMA_LIKE)
+    ):
         return GenericBackbone(model, pooling, kind)
     return EncoderBackbone(model, pooling) if kind == "encoder" else DecoderBackbone(model, pooling)
 
@@ -224,8 +243,9 @@ def transformer_folder(path: Path) -> Path:
     return path
 
 
-def load_backbone(path: str | Path, family: str, pooling: str, injection: str,
-                  attn_implementation: str = "sdpa") -> tuple[Backbone, object]:
+def load_backbone(
+    path: str | Path, family: str, pooling: str, injection: str, attn_implementation: str = "sdpa"
+) -> tuple[Backbone, object]:
     """(frozen backbone, tokenizer) from a resolved local model folder (raylrec.text.registry.resolve_model)."""
     from transformers import AutoModel, AutoTokenizer
 
@@ -238,6 +258,7 @@ def load_backbone(path: str | Path, family: str, pooling: str, injection: str,
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"
-    model = AutoModel.from_pretrained(folder, local_files_only=True, dtype=torch.float32,
-                                      attn_implementation=attn_implementation)
+    model = AutoModel.from_pretrained(
+        folder, local_files_only=True, dtype=torch.float32, attn_implementation=attn_implementation
+    )
     return wrap_backbone(model, kind, pooling, injection), tokenizer

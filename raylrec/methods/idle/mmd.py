@@ -14,5 +14,7 @@ from raylrec.train.mmd import gaussian_mmd
 
 def layerwise_mmd(refined: torch.Tensor, hidden: list[torch.Tensor], rho: float | None = None) -> torch.Tensor:
     """Σ_l MMD²(D^(l), H̃^(l)): refined (L, B, L', d'), hidden[l] (rows_l, d')."""
-    return sum(gaussian_mmd(refined[layer].reshape(-1, refined.size(-1)), hidden[layer], rho)
-               for layer in range(refined.size(0)))
+    return sum(
+        gaussian_mmd(refined[layer].reshape(-1, refined.size(-1)), hidden[layer], rho)
+        for layer in range(refined.size(0))
+    )

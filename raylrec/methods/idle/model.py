@@ -17,18 +17,33 @@ from raylrec.methods.idle.injection import Backbone, Prefix
 
 
 class IdleModel(nn.Module):
-    def __init__(self, backbone: Backbone, id_model: nn.Module, num_items: int, config: AdapterConfig,
-                 head: HeadConfig | None = None, text_rows: torch.Tensor | None = None):
+    def __init__(
+        self,
+        backbone: Backbone,
+        id_model: nn.Module,
+        num_items: int,
+        config: AdapterConfig,
+        head: HeadConfig | None = None,
+        text_rows: torch.Tensor | None = None,
+    ):
         super().__init__()
-        self.__dict__["frozen"] = {"backbone": backbone.requires_grad_(False).eval(),
-                                   "id_model": id_model.requires_grad_(False).eval()}
+        self.__dict__["frozen"] = {
+            "backbone": backbone.requires_grad_(False).eval(),
+            "id_model": id_model.requires_grad_(False).eval(),
+        }
         self.num_items = num_items
         self.config = config
         id_dim = id_model.config.hidden_size
         kv_dim = backbone.kv_dim if config.injection == "ptuning_v2" else None
         self.adapter = IdleAdapter(id_dim, backbone.hidden_size, backbone.num_layers, config, kv_dim)
-        self.head = ItemHead(backbone.hidden_size, num_items, id_dim, head or HeadConfig(), config.init_std,  # eq. 14
-                             text_rows)
+        self.head = ItemHead(
+            backbone.hidden_size,
+            num_items,
+            id_dim,
+            head or HeadConfig(),
+            config.init_std,  # eq. 14
+            text_rows,
+        )
 
     @property
     def backbone(self) -> Backbone:
@@ -68,7 +83,7 @@ class IdleModel(nn.Module):
     def frozen_hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[torch.Tensor]:
         """H̃^(l), l = 0..L-1: the hidden states entering each layer in a pass without the adapter, (B, T, d')."""
         output = self.backbone(input_ids, attention_mask, None, output_hidden_states=True)
-        return list(output.hidden_states[:self.backbone.num_layers])
+        return list(output.hidden_states[: self.backbone.num_layers])
 
     @torch.no_grad()
     def score(self, windows: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

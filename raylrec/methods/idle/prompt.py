@@ -21,8 +21,8 @@ def special_tokens(tokenizer) -> tuple[list[int], list[int]]:
     plain = tokenizer("hello", add_special_tokens=False)["input_ids"]
     full = tokenizer("hello")["input_ids"]
     for start in range(len(full) - len(plain) + 1):
-        if full[start:start + len(plain)] == plain:
-            return full[:start], full[start + len(plain):]
+        if full[start : start + len(plain)] == plain:
+            return full[:start], full[start + len(plain) :]
     return [], []
 
 
@@ -36,14 +36,17 @@ class PromptBuilder:
             raise RaylrecError(f"prompt template must contain {{history}} exactly once: {template!r}")
         before, after = template.split("{history}")
         opening, closing = special_tokens(tokenizer)
-        self.head = opening + (tokenizer(before.rstrip(), add_special_tokens=False)["input_ids"] if before.strip()
-                               else [])
+        self.head = opening + (
+            tokenizer(before.rstrip(), add_special_tokens=False)["input_ids"] if before.strip() else []
+        )
         self.tail = (tokenizer(after, add_special_tokens=False)["input_ids"] if after.strip() else []) + closing
         self.separator = tokenizer(config.separator.rstrip(), add_special_tokens=False)["input_ids"]
         self.budget = config.max_tokens - len(self.head) - len(self.tail)
         if self.budget < 1:
-            raise RaylrecError(f"prompt.max_tokens={config.max_tokens} leaves no room for items after the "
-                               f"instruction ({len(self.head) + len(self.tail)} tokens)")
+            raise RaylrecError(
+                f"prompt.max_tokens={config.max_tokens} leaves no room for items after the "
+                f"instruction ({len(self.head) + len(self.tail)} tokens)"
+            )
         template_fields(config.item_template)
         rendered = render_texts(items, config.item_template)
         texts = [""] * (num_items + 1)
@@ -57,13 +60,13 @@ class PromptBuilder:
     def ids(self, history: np.ndarray) -> list[int]:
         """One prompt from a user's items (time order; 0 = padding is skipped)."""
         pieces, used = [], 0
-        for item in history[::-1][:self.config.max_items]:
+        for item in history[::-1][: self.config.max_items]:
             if item <= 0:
                 continue
             piece = self.item_ids[item] + (self.separator if pieces else [])
             if used + len(piece) > self.budget:
                 if not pieces:  # the newest item alone is too long: keep its first tokens
-                    pieces.append(self.item_ids[item][:self.budget])
+                    pieces.append(self.item_ids[item][: self.budget])
                 break
             pieces.append(piece)
             used += len(piece)
@@ -76,6 +79,6 @@ class PromptBuilder:
         mask = np.zeros_like(ids)
         for row, history in enumerate(histories):
             tokens = self.ids(np.asarray(history))
-            ids[row, :len(tokens)] = tokens
-            mask[row, :len(tokens)] = 1
+            ids[row, : len(tokens)] = tokens
+            mask[row, : len(tokens)] = 1
         return ids, mask

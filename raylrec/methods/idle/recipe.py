@@ -43,8 +43,9 @@ def trim(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.T
     return input_ids[:, :width], attention_mask[:, :width]
 
 
-def hidden_rows(hidden: torch.Tensor, attention_mask: torch.Tensor, max_rows: int,
-                generator: torch.Generator) -> torch.Tensor:
+def hidden_rows(
+    hidden: torch.Tensor, attention_mask: torch.Tensor, max_rows: int, generator: torch.Generator
+) -> torch.Tensor:
     """The real-token rows of (B, T, d') hidden states, without position 0 ([CLS] / the decoders' attention-sink
     first token, whose huge norm would dominate the kernel), at most `max_rows` at random."""
     keep = attention_mask.bool().clone()
@@ -78,16 +79,22 @@ class IdleRecipe(Recipe):
         return {**self.__dict__, "_cache": {}}
 
     def build(self, data: PreparedData) -> IdleModel:
-        backbone, tokenizer = load_backbone(self.backbone_path, self.family, self.config.pooling,
-                                            self.config.adapter.injection, self.config.attn_implementation)
+        backbone, tokenizer = load_backbone(
+            self.backbone_path,
+            self.family,
+            self.config.pooling,
+            self.config.adapter.injection,
+            self.config.attn_implementation,
+        )
         self._cache["tokenizer"] = tokenizer
         id_model = load_stage_model(Path(self.id_model_dir))
         self._cache["max_len"] = id_model.config.max_len
         head = self.config.head
         text_rows = None
         if head.init == "text":
-            text_rows = encode_item_texts(backbone, tokenizer, self.prompts(data).texts, self.config.prompt.max_tokens,
-                                          head.batch_items)
+            text_rows = encode_item_texts(
+                backbone, tokenizer, self.prompts(data).texts, self.config.prompt.max_tokens, head.batch_items
+            )
         return IdleModel(backbone, id_model, data.num_items, self.config.adapter, head, text_rows)
 
     def prompts(self, data: PreparedData) -> PromptBuilder:
@@ -97,13 +104,18 @@ class IdleRecipe(Recipe):
 
                 from raylrec.methods.idle.injection import transformer_folder
 
-                tokenizer = AutoTokenizer.from_pretrained(transformer_folder(Path(self.backbone_path)),
-                                                          local_files_only=True)
+                tokenizer = AutoTokenizer.from_pretrained(
+                    transformer_folder(Path(self.backbone_path)), local_files_only=True
+                )
                 tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
                 self._cache["tokenizer"] = tokenizer
-            self._cache["prompts"] = PromptBuilder(self._cache["tokenizer"], data.items_table(), data.num_items,
-                                                   self.config.prompt, data.report.get("config", {}).get(
-                                                       "dataset", self.config.data.dataset))
+            self._cache["prompts"] = PromptBuilder(
+                self._cache["tokenizer"],
+                data.items_table(),
+                data.num_items,
+                self.config.prompt,
+                data.report.get("config", {}).get("dataset", self.config.data.dataset),
+            )
         return self._cache["prompts"]
 
     def max_len(self) -> int:
@@ -120,10 +132,14 @@ class IdleRecipe(Recipe):
         windows = np.zeros((len(rows), max_len), dtype=np.int64)
         for i, row in enumerate(rows):
             tail = row[-max_len:]
-            windows[i, max_len - len(tail):] = tail
+            windows[i, max_len - len(tail) :] = tail
         input_ids, mask = self.prompts(data).batch(rows)
-        return (torch.from_numpy(windows), torch.from_numpy(input_ids), torch.from_numpy(mask),
-                torch.from_numpy(targets))
+        return (
+            torch.from_numpy(windows),
+            torch.from_numpy(input_ids),
+            torch.from_numpy(mask),
+            torch.from_numpy(targets),
+        )
 
     def loss(self, model, core: IdleModel, batch, generator):
         windows, input_ids, attention_mask, targets = batch
@@ -148,7 +164,7 @@ class IdleRecipe(Recipe):
         def score(users: np.ndarray) -> torch.Tensor:
             parts = []
             for start in range(0, len(users), 64):
-                chunk = users[start:start + 64]
+                chunk = users[start : start + 64]
                 windows = torch.from_numpy(left_pad_tails(history, chunk, max_len)).to(device)
                 ids, mask = prompts.batch([history.row(u) for u in chunk])
                 ids, mask = trim(torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device))
@@ -162,10 +178,15 @@ class IdleRecipe(Recipe):
         """The adapter's settings, and its mean gate value per layer on the test prompts (how much of D^(l)
         comes from the learned prefix C rather than the user projection P)."""
         backbone = core.backbone
-        facts = {"backbone": self.config.backbone, "backbone_kind": backbone.kind, "pooling": backbone.pooling,
-                 "layers": backbone.num_layers, "hidden": backbone.hidden_size,
-                 "frozen_backbone_params": sum(p.numel() for p in backbone.parameters()),
-                 "id_model_dir": self.id_model_dir}
+        facts = {
+            "backbone": self.config.backbone,
+            "backbone_kind": backbone.kind,
+            "pooling": backbone.pooling,
+            "layers": backbone.num_layers,
+            "hidden": backbone.hidden_size,
+            "frozen_backbone_params": sum(p.numel() for p in backbone.parameters()),
+            "id_model_dir": self.id_model_dir,
+        }
         if core.config.refinement:
             users = np.arange(min(256, data.num_users))
             windows = torch.from_numpy(left_pad_tails(data.history("test"), users, self.max_len()))
@@ -175,10 +196,15 @@ class IdleRecipe(Recipe):
         if core.head.config.id_residual:  # how much the LLM path and the ID logits weigh after training
             facts["head_gain"] = round(float(core.head.gain), 4)
             facts["id_temperature"] = round(float(core.head.log_temperature.exp()), 4)
-        (out / "idle_config.json").write_text(json.dumps({**facts, "config": self.config.model_dump(mode="json")},
-                                                         indent=2))
+        (out / "idle_config.json").write_text(
+            json.dumps({**facts, "config": self.config.model_dump(mode="json")}, indent=2)
+        )
         return facts
 
     def config_dump(self) -> dict:
-        return {"method": "idle", **self.config.model_dump(mode="json"), "id_model_dir": self.id_model_dir,
-                "backbone_path": self.backbone_path}
+        return {
+            "method": "idle",
+            **self.config.model_dump(mode="json"),
+            "id_model_dir": self.id_model_dir,
+            "backbone_path": self.backbone_path,
+        }

@@ -7,15 +7,21 @@ phase.py (what the phases share), alignment.py (phase 2), experts.py (phase 3 an
 
 from raylrec.methods.registry import MethodSpec, register_method
 
-register_method(MethodSpec(
-    name="pad",
-    config_class="raylrec.methods.pad.config:PadConfig",
-    default_preset="pad",
-    runner="raylrec.methods.pad.pipeline:run_pad",
-    description="PAD: pre-train, align (MK-MMD), disentangle (frequency-gated experts)",
-    presets=("pad", "pad-paper"),
-    display_names={"pad": "PAD", "pad-align": "PAD phase 2 (alignment expert)", "hybrid": "Hybrid",
-                   "morec": "MoRec"},
-    tune_prerequisites="raylrec.methods.pad.pipeline:tune_prerequisites",
-    tune_frozen_prefixes=("data.", "eval.", "run_dir", "pretrain.", "text.", "baselines"),
-))
+register_method(
+    MethodSpec(
+        name="pad",
+        config_class="raylrec.methods.pad.config:PadConfig",
+        default_preset="pad",
+        runner="raylrec.methods.pad.pipeline:run_pad",
+        description="PAD: pre-train, align (MK-MMD), disentangle (frequency-gated experts)",
+        presets=("pad", "pad-paper"),
+        display_names={
+            "pad": "PAD",
+            "pad-align": "PAD phase 2 (alignment expert)",
+            "hybrid": "Hybrid",
+            "morec": "MoRec",
+        },
+        tune_prerequisites="raylrec.methods.pad.pipeline:tune_prerequisites",
+        tune_frozen_prefixes=("data.", "eval.", "run_dir", "pretrain.", "text.", "baselines"),
+    )
+)

@@ -31,8 +31,13 @@ class AlignmentModel(nn.Module):
         super().__init__()
         self.expert = expert
 
-    def forward(self, item_seq: torch.Tensor, positions: torch.Tensor | None, candidates: torch.Tensor | None,
-                align_items: torch.Tensor | None):
+    def forward(
+        self,
+        item_seq: torch.Tensor,
+        positions: torch.Tensor | None,
+        candidates: torch.Tensor | None,
+        align_items: torch.Tensor | None,
+    ):
         """→ the scores of the (B, L) `positions` of `item_seq` — of their (R, C) `candidates`, or of every item
         (R, num_items + 1) without candidates; None without positions — and the aligned-text and collaborative
         vectors of `align_items` (None without them). One forward, so DDP sees every used parameter."""
@@ -52,8 +57,9 @@ class AlignmentModel(nn.Module):
         return with_padding_masked(expert_scores(self.expert, item_seq))
 
 
-def alignment_sample(items: torch.Tensor, max_samples: int | None, unique: bool,
-                     generator: torch.Generator) -> torch.Tensor:
+def alignment_sample(
+    items: torch.Tensor, max_samples: int | None, unique: bool, generator: torch.Generator
+) -> torch.Tensor:
     """The batch's non-padding item occurrences (or distinct items), at most `max_samples` drawn at random."""
     real = items[items > 0]
     if unique:  # InfoNCE: a repeated item would be its own negative
@@ -65,8 +71,15 @@ def alignment_sample(items: torch.Tensor, max_samples: int | None, unique: bool,
 
 
 class AlignmentRecipe(PadStageRecipe):
-    def __init__(self, name: str, model: ModelConfig, towers: TowerConfig, align: AlignConfig,
-                 pretrained_dir: str | Path, embeddings_dir: str | Path):
+    def __init__(
+        self,
+        name: str,
+        model: ModelConfig,
+        towers: TowerConfig,
+        align: AlignConfig,
+        pretrained_dir: str | Path,
+        embeddings_dir: str | Path,
+    ):
         super().__init__(name, model, towers, align.train, embeddings_dir)
         self.align = align
         self.pretrained_dir = str(pretrained_dir)
@@ -101,10 +114,13 @@ class AlignmentRecipe(PadStageRecipe):
             settings = self.align.loss
             # The batch's item occurrences: inputs, targets and (under BCE) the sampled negatives.
             occurrences = torch.cat([inputs, targets if candidates is None else candidates.flatten(1)], dim=1)
-            align_items = alignment_sample(occurrences, settings.max_samples, settings.kernel == "infonce",
-                                           generator)
-        logits, text, collaborative = model(inputs, positions if self.anchored else None,
-                                            None if candidates is None else candidates[positions], align_items)
+            align_items = alignment_sample(occurrences, settings.max_samples, settings.kernel == "infonce", generator)
+        logits, text, collaborative = model(
+            inputs,
+            positions if self.anchored else None,
+            None if candidates is None else candidates[positions],
+            align_items,
+        )
         if not self.aligned:
             return self.rec_loss(logits, targets[positions])
         align_term = alignment_loss(text, collaborative, self.align.loss)
@@ -115,15 +131,35 @@ class AlignmentRecipe(PadStageRecipe):
     def export(self, core: AlignmentModel, data: PreparedData, out: Path) -> dict:
         tower = core.expert.tower
         items = torch.arange(data.num_items + 1)
-        save_file({"item_embeddings": tower(items).contiguous(), "collaborative": tower.collaborative(items),
-                   "text": tower.text(items).contiguous()}, out / "item_embeddings.safetensors")
-        (out / "model_config.json").write_text(json.dumps({
-            "num_items": data.num_items, "model": self.model.model_dump(mode="json"),
-            "towers": self.towers.model_dump(mode="json"), "embeddings_dir": self.embeddings_dir,
-            "pretrained_dir": self.pretrained_dir}, indent=2))
+        save_file(
+            {
+                "item_embeddings": tower(items).contiguous(),
+                "collaborative": tower.collaborative(items),
+                "text": tower.text(items).contiguous(),
+            },
+            out / "item_embeddings.safetensors",
+        )
+        (out / "model_config.json").write_text(
+            json.dumps(
+                {
+                    "num_items": data.num_items,
+                    "model": self.model.model_dump(mode="json"),
+                    "towers": self.towers.model_dump(mode="json"),
+                    "embeddings_dir": self.embeddings_dir,
+                    "pretrained_dir": self.pretrained_dir,
+                },
+                indent=2,
+            )
+        )
         return {"variant": self.align.variant, "kernel": self.align.loss.kernel}
 
     def config_dump(self) -> dict:
-        return {"phase": "align", "backbone": self.backbone_stage(), "model": self.model.model_dump(mode="json"),
-                "towers": self.towers.model_dump(mode="json"), "align": self.align.model_dump(mode="json"),
-                "pretrained_dir": self.pretrained_dir, "embeddings_dir": self.embeddings_dir}
+        return {
+            "phase": "align",
+            "backbone": self.backbone_stage(),
+            "model": self.model.model_dump(mode="json"),
+            "towers": self.towers.model_dump(mode="json"),
+            "align": self.align.model_dump(mode="json"),
+            "pretrained_dir": self.pretrained_dir,
+            "embeddings_dir": self.embeddings_dir,
+        }

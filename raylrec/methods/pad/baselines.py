@@ -22,7 +22,14 @@ def baseline_experts(baseline: Baseline, pretrain: StageConfig) -> ExpertsConfig
     return ExpertsConfig(experts=BASELINE_EXPERTS[baseline], init="scratch", train=train)
 
 
-def baseline_recipe(baseline: Baseline, config: PadConfig, pretrain: StageConfig,
-                    embeddings_dir: str | Path) -> ExpertsRecipe:
-    return ExpertsRecipe(baseline, pretrain.model, config.towers, baseline_experts(baseline, pretrain),
-                         embeddings_dir, eval_config=config.eval)
+def baseline_recipe(
+    baseline: Baseline, config: PadConfig, pretrain: StageConfig, embeddings_dir: str | Path
+) -> ExpertsRecipe:
+    return ExpertsRecipe(
+        baseline,
+        pretrain.model,
+        config.towers,
+        baseline_experts(baseline, pretrain),
+        embeddings_dir,
+        eval_config=config.eval,
+    )

@@ -32,13 +32,18 @@ def tail_users(data: PreparedData, split: str, eval_config: EvalConfig) -> np.nd
 
 def ranking_summary(ranks: np.ndarray, tail: np.ndarray) -> dict:
     overall, rare = mean_metrics(ranks, [10]), mean_metrics(ranks[tail], [10])
-    return {"hr@10": overall["hr@10"], "ndcg@10": overall["ndcg@10"],
-            "rarest_two_ndcg@10": rare.get("ndcg@10", 0.0), "rarest_two_n": rare["n"]}
+    return {
+        "hr@10": overall["hr@10"],
+        "ndcg@10": overall["ndcg@10"],
+        "rarest_two_ndcg@10": rare.get("ndcg@10", 0.0),
+        "rarest_two_n": rare["n"],
+    }
 
 
 @torch.no_grad()
-def logit_spread_and_gates(core: ExpertMixture, data: PreparedData, split: str, max_len: int,
-                           batch_size: int = 256) -> tuple[dict, dict]:
+def logit_spread_and_gates(
+    core: ExpertMixture, data: PreparedData, split: str, max_len: int, batch_size: int = 256
+) -> tuple[dict, dict]:
     """Per expert, the mean over the split's users of the std and max − min of its raw logits over the items;
     and the mean gate weight per (gate bucket, expert) over the users and the bucket's items."""
     names = list(core.experts)
@@ -48,7 +53,7 @@ def logit_spread_and_gates(core: ExpertMixture, data: PreparedData, split: str, 
     tables = core.item_tables()
     items = torch.arange(core.num_items + 1)
     for start in range(0, len(users), batch_size):
-        window = torch.from_numpy(data.input_windows(split, users[start:start + batch_size], max_len))
+        window = torch.from_numpy(data.input_windows(split, users[start : start + batch_size], max_len))
         states = core.states(window, None)
         logits = core.expert_logits(states, tables)[:, 1:]  # (U, items, experts), padding left out
         std += logits.std(1).sum(0).numpy()
@@ -57,9 +62,13 @@ def logit_spread_and_gates(core: ExpertMixture, data: PreparedData, split: str, 
             weights = core.gate(items, tables, states).expand(len(window), -1, -1)[:, 1:]
             batch_sums = weights.sum(0)  # (items, experts)
             gate_sums = batch_sums if gate_sums is None else gate_sums + batch_sums
-    spread_by_expert = {name: {"logit_std": round(float(std[e] / len(users)), 4),
-                               "logit_range": round(float(spread[e] / len(users)), 4)}
-                        for e, name in enumerate(names)}
+    spread_by_expert = {
+        name: {
+            "logit_std": round(float(std[e] / len(users)), 4),
+            "logit_range": round(float(spread[e] / len(users)), 4),
+        }
+        for e, name in enumerate(names)
+    }
     gates = {}
     if gate_sums is not None:
         buckets = core.gate.item_buckets[1:]
@@ -72,14 +81,16 @@ def logit_spread_and_gates(core: ExpertMixture, data: PreparedData, split: str, 
 
 def window_scorer(score_windows, data: PreparedData, split: str, max_len: int):
     """users → scores of `score_windows` on their input windows of the split."""
+
     def score(users: np.ndarray) -> torch.Tensor:
         return score_windows(torch.from_numpy(data.input_windows(split, users, max_len)))
 
     return score
 
 
-def expert_diagnostics(core: ExpertMixture, data: PreparedData, eval_config: EvalConfig,
-                       max_len: int) -> tuple[dict, dict[str, dict[str, np.ndarray]]]:
+def expert_diagnostics(
+    core: ExpertMixture, data: PreparedData, eval_config: EvalConfig, max_len: int
+) -> tuple[dict, dict[str, dict[str, np.ndarray]]]:
     """The diagnostics of every split (see the module docstring), and each expert's per-user full-ranking ranks
     per split ({split: {expert: ranks}}), for paired comparisons."""
     full_only = eval_config.model_copy(update={"num_negatives": []})
@@ -89,8 +100,14 @@ def expert_diagnostics(core: ExpertMixture, data: PreparedData, eval_config: Eva
         ranks_by_split[split] = {}
         experts = {}
         for name, expert in core.experts.items():
-            ranks = evaluator.ranks(window_scorer(lambda window, expert=expert: with_padding_masked(
-                expert_scores(expert, window)), data, split, max_len))["full"]
+            ranks = evaluator.ranks(
+                window_scorer(
+                    lambda window, expert=expert: with_padding_masked(expert_scores(expert, window)),
+                    data,
+                    split,
+                    max_len,
+                )
+            )["full"]
             ranks_by_split[split][name] = ranks
             experts[name] = ranking_summary(ranks, tail)
         spread, gates = logit_spread_and_gates(core, data, split, max_len)

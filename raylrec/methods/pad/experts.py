@@ -39,9 +39,17 @@ def expert_ranks_file(stage_dir: Path, split: str, expert: str) -> Path:
 class ExpertsRecipe(PadStageRecipe):
     """Phase 3, and (with `init: scratch` and one expert) the Hybrid and MoRec baselines."""
 
-    def __init__(self, name: str, model: ModelConfig, towers: TowerConfig, experts: ExpertsConfig,
-                 embeddings_dir: str | Path | None, pretrained_dir: str | Path | None = None,
-                 align_dir: str | Path | None = None, eval_config: EvalConfig | None = None):
+    def __init__(
+        self,
+        name: str,
+        model: ModelConfig,
+        towers: TowerConfig,
+        experts: ExpertsConfig,
+        embeddings_dir: str | Path | None,
+        pretrained_dir: str | Path | None = None,
+        align_dir: str | Path | None = None,
+        eval_config: EvalConfig | None = None,
+    ):
         super().__init__(name, model, towers, experts.train, embeddings_dir)
         self.experts = experts
         self.pretrained_dir = str(pretrained_dir) if pretrained_dir else None
@@ -55,8 +63,14 @@ class ExpertsRecipe(PadStageRecipe):
         if len(experts) == 1:
             return ExpertMixture(experts, None)
         buckets = frequency_buckets(data.item_train_counts(), self.experts.num_buckets)
-        gate = FrequencyGate(list(experts), torch.from_numpy(buckets), self.experts.num_buckets,
-                             self.experts.gating, self.experts.gate_init, self.model.hidden_size)
+        gate = FrequencyGate(
+            list(experts),
+            torch.from_numpy(buckets),
+            self.experts.num_buckets,
+            self.experts.gating,
+            self.experts.gate_init,
+            self.model.hidden_size,
+        )
         scale = None
         if self.experts.normalize == "standardize":
             scale = ExpertScale(self.initial_temperature(next(iter(experts.values())), data))
@@ -77,8 +91,11 @@ class ExpertsRecipe(PadStageRecipe):
     def build_expert(self, name: str, data: PreparedData) -> Expert:
         pretrained = self.experts.init == "pretrained"
         if name == "id":
-            return (pretrained_id_expert(self.pretrained_dir, data.num_items, self.model) if pretrained
-                    else id_expert(data.num_items, self.model))
+            return (
+                pretrained_id_expert(self.pretrained_dir, data.num_items, self.model)
+                if pretrained
+                else id_expert(data.num_items, self.model)
+            )
         if name == "llm":
             return text_expert(data.num_items, self.text_table(data), self.model, self.towers)
         expert = alignment_expert(data.num_items, self.text_table(data), self.model, self.towers)
@@ -112,11 +129,20 @@ class ExpertsRecipe(PadStageRecipe):
                 tables["align.collaborative"] = expert.tower.collaborative(items)
                 tables["align.text"] = expert.tower.text(items)
         save_file({k: v.contiguous() for k, v in tables.items()}, out / "item_embeddings.safetensors")
-        (out / "model_config.json").write_text(json.dumps({
-            "num_items": data.num_items, "model": self.model.model_dump(mode="json"),
-            "towers": self.towers.model_dump(mode="json"), "experts": self.experts.model_dump(mode="json"),
-            "embeddings_dir": self.embeddings_dir, "pretrained_dir": self.pretrained_dir,
-            "align_dir": self.align_dir}, indent=2))
+        (out / "model_config.json").write_text(
+            json.dumps(
+                {
+                    "num_items": data.num_items,
+                    "model": self.model.model_dump(mode="json"),
+                    "towers": self.towers.model_dump(mode="json"),
+                    "experts": self.experts.model_dump(mode="json"),
+                    "embeddings_dir": self.embeddings_dir,
+                    "pretrained_dir": self.pretrained_dir,
+                    "align_dir": self.align_dir,
+                },
+                indent=2,
+            )
+        )
         summary = {"experts": list(core.experts)}
         if core.gate is None:
             return summary
@@ -134,7 +160,13 @@ class ExpertsRecipe(PadStageRecipe):
         return summary
 
     def config_dump(self) -> dict:
-        return {"phase": "experts", "backbone": self.backbone_stage(), "model": self.model.model_dump(mode="json"),
-                "towers": self.towers.model_dump(mode="json"), "experts": self.experts.model_dump(mode="json"),
-                "pretrained_dir": self.pretrained_dir, "align_dir": self.align_dir,
-                "embeddings_dir": self.embeddings_dir}
+        return {
+            "phase": "experts",
+            "backbone": self.backbone_stage(),
+            "model": self.model.model_dump(mode="json"),
+            "towers": self.towers.model_dump(mode="json"),
+            "experts": self.experts.model_dump(mode="json"),
+            "pretrained_dir": self.pretrained_dir,
+            "align_dir": self.align_dir,
+            "embeddings_dir": self.embeddings_dir,
+        }

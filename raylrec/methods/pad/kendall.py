@@ -41,14 +41,15 @@ def behaviour_target_pairs(history: CSR, window: int) -> tuple[np.ndarray, np.nd
     return np.concatenate(behaviours), np.concatenate(targets)
 
 
-def pair_distances(table: torch.Tensor, behaviours: np.ndarray, targets: np.ndarray,
-                   chunk: int = 1 << 18) -> np.ndarray:
+def pair_distances(
+    table: torch.Tensor, behaviours: np.ndarray, targets: np.ndarray, chunk: int = 1 << 18
+) -> np.ndarray:
     """Euclidean distance of each (behaviour, target) pair, computed in chunks to bound memory."""
     out = np.empty(len(behaviours), dtype=np.float64)
     for start in range(0, len(behaviours), chunk):
-        b = torch.from_numpy(behaviours[start:start + chunk])
-        t = torch.from_numpy(targets[start:start + chunk])
-        out[start:start + chunk] = (table[b] - table[t]).double().norm(dim=-1).numpy()
+        b = torch.from_numpy(behaviours[start : start + chunk])
+        t = torch.from_numpy(targets[start : start + chunk])
+        out[start : start + chunk] = (table[b] - table[t]).double().norm(dim=-1).numpy()
     return out
 
 
@@ -59,9 +60,16 @@ class BucketTau:
     pairs: int
 
 
-def kendall_by_bucket(table_a: torch.Tensor, table_b: torch.Tensor, behaviours: np.ndarray, targets: np.ndarray,
-                      item_buckets: np.ndarray, num_buckets: int, max_pairs: int | None,
-                      seed: int = 0) -> list[BucketTau]:
+def kendall_by_bucket(
+    table_a: torch.Tensor,
+    table_b: torch.Tensor,
+    behaviours: np.ndarray,
+    targets: np.ndarray,
+    item_buckets: np.ndarray,
+    num_buckets: int,
+    max_pairs: int | None,
+    seed: int = 0,
+) -> list[BucketTau]:
     """τ per target bucket; buckets with more than `max_pairs` pairs use a seeded random subset of them."""
     rng = np.random.default_rng(seed)
     target_buckets = item_buckets[targets]
@@ -126,9 +134,18 @@ def plot_taus(series: dict[str, list[BucketTau]], path: Path) -> None:
     plt.close(figure)
 
 
-def analyze_kendall(stage_a: Path, stage_b: Path, table_a: str | None = None, table_b: str | None = None,
-                    data_dir: Path | None = None, out_dir: Path | None = None, window: int | None = None,
-                    num_buckets: int = 10, max_pairs: int | None = 200_000, seed: int = 0) -> dict:
+def analyze_kendall(
+    stage_a: Path,
+    stage_b: Path,
+    table_a: str | None = None,
+    table_b: str | None = None,
+    data_dir: Path | None = None,
+    out_dir: Path | None = None,
+    window: int | None = None,
+    num_buckets: int = 10,
+    max_pairs: int | None = 200_000,
+    seed: int = 0,
+) -> dict:
     """τ per bucket between a table of stage A and one of stage B; writes a CSV and a PNG."""
     a, name_a = load_table(stage_a, table_a)
     b, name_b = load_table(stage_b, table_b)

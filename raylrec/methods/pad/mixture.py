@@ -20,15 +20,25 @@ class FrequencyGate(nn.Module):
     b(i) and the expert's embeddings) each expert's logit also gets a linear term in its layer-normed target item
     vector and one in its layer-normed user state; both start at zero, so the gate starts as the frequency gate."""
 
-    def __init__(self, expert_names: list[str], item_buckets: torch.Tensor, num_buckets: int, mode: str,
-                 init: dict[str, tuple[float, float]], dim: int):
+    def __init__(
+        self,
+        expert_names: list[str],
+        item_buckets: torch.Tensor,
+        num_buckets: int,
+        mode: str,
+        init: dict[str, tuple[float, float]],
+        dim: int,
+    ):
         super().__init__()
         self.expert_names = list(expert_names)
         self.mode = mode
         columns = 1 if mode == "global" else num_buckets
         # Items of every bucket share the one column under global gating.
-        self.register_buffer("item_buckets", item_buckets.clamp(min=0) if columns > 1
-                             else torch.zeros_like(item_buckets), persistent=False)
+        self.register_buffer(
+            "item_buckets",
+            item_buckets.clamp(min=0) if columns > 1 else torch.zeros_like(item_buckets),
+            persistent=False,
+        )
         start = torch.tensor([init[name][0] for name in expert_names]).unsqueeze(1)
         end = torch.tensor([init[name][1] for name in expert_names]).unsqueeze(1)
         ramp = torch.linspace(0, 1, num_buckets).unsqueeze(0) if columns > 1 else torch.full((1, 1), 0.5)
@@ -39,14 +49,22 @@ class FrequencyGate(nn.Module):
     def embedding_terms(self, dim: int) -> nn.ModuleDict:
         # Layer norm without affine weights: the term sees the vector's direction pattern, not its size, which
         # training is free to change.
-        terms = nn.ModuleDict({name: nn.Sequential(nn.LayerNorm(dim, elementwise_affine=False),
-                                                   nn.Linear(dim, 1, bias=False)) for name in self.expert_names})
+        terms = nn.ModuleDict(
+            {
+                name: nn.Sequential(nn.LayerNorm(dim, elementwise_affine=False), nn.Linear(dim, 1, bias=False))
+                for name in self.expert_names
+            }
+        )
         for term in terms.values():
             nn.init.zeros_(term[1].weight)
         return terms
 
-    def forward(self, items: torch.Tensor, item_vectors: dict[str, torch.Tensor],
-                user_states: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        items: torch.Tensor,
+        item_vectors: dict[str, torch.Tensor],
+        user_states: dict[str, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         """Items (..., C) with each expert's item vectors (..., C, d), and optionally each expert's user states
         (R, d) → (..., C, experts) weights summing to 1 over the experts. With user states, the item dimensions
         must broadcast against (R, 1): items (C,) give (R, C, experts), items (R, C) give (R, C, experts)."""
@@ -105,8 +123,9 @@ class ExpertMixture(nn.Module):
             out[name] = states[:, -1] if positions is None else states[positions]
         return out
 
-    def forward(self, item_seq: torch.Tensor, positions: torch.Tensor | None = None,
-                candidates: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, item_seq: torch.Tensor, positions: torch.Tensor | None = None, candidates: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Φ at the (B, L) `positions` of `item_seq` (None: each row's last position): of the (R, C) `candidates`,
         or of every item (R, num_items + 1) without them."""
         states = self.states(item_seq, positions)
@@ -117,8 +136,9 @@ class ExpertMixture(nn.Module):
         outputs = torch.stack([(states[n].unsqueeze(1) * vectors[n]).sum(-1) for n in self.experts], -1)
         return self.combine(outputs, candidates, vectors, states)
 
-    def expert_logits(self, states: dict[str, torch.Tensor],
-                      tables: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    def expert_logits(
+        self, states: dict[str, torch.Tensor], tables: dict[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
         """(R, num_items + 1, experts) raw logits o_e of every item."""
         tables = tables or self.item_tables()
         return torch.stack([states[n] @ tables[n].T for n in self.experts], -1)
@@ -132,8 +152,13 @@ class ExpertMixture(nn.Module):
         items = torch.arange(self.num_items + 1, device=next(iter(tables.values())).device)
         return self.combine(self.expert_logits(states, tables), items, tables, states)
 
-    def combine(self, outputs: torch.Tensor, items: torch.Tensor, vectors: dict[str, torch.Tensor],
-                states: dict[str, torch.Tensor]) -> torch.Tensor:
+    def combine(
+        self,
+        outputs: torch.Tensor,
+        items: torch.Tensor,
+        vectors: dict[str, torch.Tensor],
+        states: dict[str, torch.Tensor],
+    ) -> torch.Tensor:
         if self.gate is None:  # a single expert
             return outputs.squeeze(-1)
         if self.scale is not None:

@@ -20,8 +20,9 @@ def info_nce(x: torch.Tensor, y: torch.Tensor, temperature: float, mask: torch.T
     return F.cross_entropy(logits, torch.arange(len(x), device=x.device))
 
 
-def alignment_loss(x: torch.Tensor, y: torch.Tensor, config: AlignmentLossConfig,
-                   mask: torch.Tensor | None = None) -> torch.Tensor:
+def alignment_loss(
+    x: torch.Tensor, y: torch.Tensor, config: AlignmentLossConfig, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     if config.kernel == "infonce":
         return info_nce(x, y, config.temperature, mask)
     return mk_mmd(x, y, mask, config.kernel, config.bandwidth_exponents, config.estimator)

@@ -38,8 +38,15 @@ def with_padding_masked(scores: torch.Tensor) -> torch.Tensor:
 
 class PadStageRecipe(Recipe):
     pretrained_dir: str | None = None  # phase 1's stage folder, set by the phases that start from it
-    def __init__(self, name: str, model: ModelConfig, towers: TowerConfig, train: PhaseTrainConfig,
-                 embeddings_dir: str | Path | None):
+
+    def __init__(
+        self,
+        name: str,
+        model: ModelConfig,
+        towers: TowerConfig,
+        train: PhaseTrainConfig,
+        embeddings_dir: str | Path | None,
+    ):
         self.name = name
         self.model = model
         self.towers = towers
@@ -55,14 +62,16 @@ class PadStageRecipe(Recipe):
         return torch.from_numpy(inputs), torch.from_numpy(targets)
 
     @staticmethod
-    def candidates(inputs: torch.Tensor, targets: torch.Tensor, num_items: int,
-                   generator: torch.Generator) -> torch.Tensor:
+    def candidates(
+        inputs: torch.Tensor, targets: torch.Tensor, num_items: int, generator: torch.Generator
+    ) -> torch.Tensor:
         """(B, L, 2): each position's target and one uniform negative outside the window's items."""
         negatives = sample_negatives(targets, torch.cat([inputs, targets], dim=1), num_items, generator)
         return torch.stack([targets, negatives], dim=-1)
 
-    def rec_inputs(self, inputs: torch.Tensor, targets: torch.Tensor, num_items: int,
-                   generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def rec_inputs(
+        self, inputs: torch.Tensor, targets: torch.Tensor, num_items: int, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """What L_REC scores: the (B, L) mask of trained positions, and under BCE the (B, L, 2) candidates
         [target, sampled negative] of every position; None under cross-entropy, which scores every item."""
         positions = targets > 0
@@ -94,8 +103,10 @@ def pretrained_id_expert(stage_dir: str | Path, num_items: int, model: ModelConf
     """Phase 1's exported backbone as an expert: its item table becomes the expert's ID tower."""
     backbone = load_stage_model(Path(stage_dir))
     if backbone.config != model:
-        raise ArtifactError(f"{stage_dir} holds a {backbone.config.model_dump()} backbone, but this stage expects "
-                            f"{model.model_dump()}; retrain phase 1 or align the model settings")
+        raise ArtifactError(
+            f"{stage_dir} holds a {backbone.config.model_dump()} backbone, but this stage expects "
+            f"{model.model_dump()}; retrain phase 1 or align the model settings"
+        )
     table, encoder_state = split_backbone_state(backbone.state_dict())
     expert = id_expert(num_items, model)
     expert.tower.embedding.weight.data.copy_(table)
@@ -107,5 +118,5 @@ def load_prefixed(module: torch.nn.Module, weights: Path, prefix: str) -> None:
     """Load the `prefix`-ed entries of a saved state dict (another stage's model) into `module`."""
     if not weights.exists():
         raise ArtifactError(f"missing artifact {weights}: run the stage that makes it first")
-    state = {k[len(prefix):]: v for k, v in load_file(str(weights)).items() if k.startswith(prefix)}
+    state = {k[len(prefix) :]: v for k, v in load_file(str(weights)).items() if k.startswith(prefix)}
     module.load_state_dict(state)

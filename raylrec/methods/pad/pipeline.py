@@ -35,20 +35,33 @@ def pretrain_stage(config: PadConfig) -> StageConfig:
 
 
 def stage_job(recipe: PadStageRecipe, config: PadConfig, data_dir: Path) -> StageJob:
-    return StageJob(recipe=recipe, train=recipe.train, eval=config.eval, data_dir=Path(data_dir),
-                    run_dir=config.run_dir, config_yaml=config.to_yaml())
+    return StageJob(
+        recipe=recipe,
+        train=recipe.train,
+        eval=config.eval,
+        data_dir=Path(data_dir),
+        run_dir=config.run_dir,
+        config_yaml=config.to_yaml(),
+    )
 
 
 def alignment_recipe(config: PadConfig, pretrain: StageConfig, embeddings_dir: str | Path) -> AlignmentRecipe:
-    return AlignmentRecipe(config.align_stage_name, pretrain.model, config.towers, config.align,
-                           stage_dir(pretrain), embeddings_dir)
+    return AlignmentRecipe(
+        config.align_stage_name, pretrain.model, config.towers, config.align, stage_dir(pretrain), embeddings_dir
+    )
 
 
 def experts_recipe(config: PadConfig, pretrain: StageConfig, embeddings_dir: str | Path) -> ExpertsRecipe:
-    return ExpertsRecipe(config.name, pretrain.model, config.towers, config.experts, embeddings_dir,
-                         pretrained_dir=stage_dir(pretrain),
-                         align_dir=RunLayout(config.run_dir).model_dir(config.align_stage_name),
-                         eval_config=config.eval)
+    return ExpertsRecipe(
+        config.name,
+        pretrain.model,
+        config.towers,
+        config.experts,
+        embeddings_dir,
+        pretrained_dir=stage_dir(pretrain),
+        align_dir=RunLayout(config.run_dir).model_dir(config.align_stage_name),
+        eval_config=config.eval,
+    )
 
 
 def run_pad(config: PadConfig, cache_root: Path | None = None, force: bool = False) -> dict[str, dict]:
@@ -58,16 +71,23 @@ def run_pad(config: PadConfig, cache_root: Path | None = None, force: bool = Fal
     pretrain = pretrain_stage(config)
     summaries = {"pretrain": run_training_stage(pretrain, data_dir)}
     encoded = encode_items(config.text, data_dir, config.run_dir, cache_root)
-    summaries["encode"] = {"path": str(encoded.path), "cache_hit": encoded.cache_hit,
-                           "encode_seconds": encoded.meta.encode_seconds, "dim": encoded.meta.dim}
+    summaries["encode"] = {
+        "path": str(encoded.path),
+        "cache_hit": encoded.cache_hit,
+        "encode_seconds": encoded.meta.encode_seconds,
+        "dim": encoded.meta.dim,
+    }
     if config.needs_alignment_phase:
-        summaries["align"] = run_stage(stage_job(alignment_recipe(config, pretrain, encoded.path), config, data_dir),
-                                       force=force)
-    summaries["experts"] = run_stage(stage_job(experts_recipe(config, pretrain, encoded.path), config, data_dir),
-                                     force=force)
+        summaries["align"] = run_stage(
+            stage_job(alignment_recipe(config, pretrain, encoded.path), config, data_dir), force=force
+        )
+    summaries["experts"] = run_stage(
+        stage_job(experts_recipe(config, pretrain, encoded.path), config, data_dir), force=force
+    )
     for baseline in config.baselines:
-        summaries[baseline] = run_stage(stage_job(baseline_recipe(baseline, config, pretrain, encoded.path),
-                                                  config, data_dir), force=force)
+        summaries[baseline] = run_stage(
+            stage_job(baseline_recipe(baseline, config, pretrain, encoded.path), config, data_dir), force=force
+        )
     return summaries
 
 

@@ -90,8 +90,8 @@ class FusedTower(nn.Module):
         rms_id = self.collaborative.embedding.weight[1:].pow(2).mean().sqrt()
         rms_text = self.text.mlp(self.text.text[1:]).pow(2).mean().sqrt().clamp(min=1e-8)
         self.train(was_training)
-        self.fuse.weight[:, :dim].copy_(identity * rms_id / (rms_text * 2 ** 0.5))
-        self.fuse.weight[:, dim:].copy_(identity / 2 ** 0.5)
+        self.fuse.weight[:, :dim].copy_(identity * rms_id / (rms_text * 2**0.5))
+        self.fuse.weight[:, dim:].copy_(identity / 2**0.5)
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
         text, collaborative = self.text(items), self.collaborative(items)
