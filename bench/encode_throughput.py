@@ -32,7 +32,7 @@ import ray  # noqa: E402
 import torch  # noqa: E402
 
 from raylrec.data.prepared import PreparedData  # noqa: E402
-from raylrec.ray_utils import quiet_ray_data  # noqa: E402
+from raylrec.ray_utils import quiet_library_logs  # noqa: E402
 from raylrec.text.encode import EncodeConfig, ItemEncoder, embedding_dataset, length_sorted  # noqa: E402
 from raylrec.text.encoder import TextEncoder, TextModelConfig  # noqa: E402
 from raylrec.text.registry import load_text_model, resolve_model  # noqa: E402
@@ -163,7 +163,7 @@ def main() -> None:
         flush=True,
     )
 
-    quiet_ray_data()
+    quiet_library_logs()
     ray.init(
         address="local",
         num_cpus=os.cpu_count(),
