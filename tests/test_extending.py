@@ -78,3 +78,22 @@ def test_unregistered_names_are_clear_errors():
 
     with pytest.raises(RaylrecError, match="unknown method 'toy-popularity'.*docs/extending.md"):
         get_method("toy-popularity", "method")
+
+
+def test_every_shipped_registration_resolves():
+    """Each lazy "module:attribute" reference of every shipped method and backbone names a real object, and the
+    stage a sweep selects is the one the method writes."""
+    from raylrec.methods.registry import registered, resolve
+
+    for spec in registered().values():
+        for reference in (
+            spec.config_class,
+            spec.runner,
+            spec.final_stage,
+            spec.tune_prerequisites,
+            spec.seed_of_trial,
+        ):
+            assert reference is None or callable(resolve(reference)), (spec.name, reference)
+        config = spec.load(None, {})
+        assert spec.stage_name(config) == {"allmrec": "allmrec-stage2"}.get(spec.name, spec.name)
+        assert spec.trial_seed(config) == (2020 if spec.kind == "id_model" else None)
