@@ -82,6 +82,19 @@ class StageJob:
     run_dir: str  # the run directory's location; a URI one is synced through its mirror
     config_yaml: str
 
+    @classmethod
+    def of_method(cls, recipe: Recipe, train: TrainConfig, config, data_dir: str | Path) -> StageJob:
+        """A method's stage: evaluated with the method config's `eval`, written to its `run_dir`, and recorded with
+        the whole method config (`stage_config.yaml`), whichever of its stages it is."""
+        return cls(
+            recipe=recipe,
+            train=train,
+            eval=config.eval,
+            data_dir=Path(data_dir),
+            run_dir=config.run_dir,
+            config_yaml=config.to_yaml(),
+        )
+
     @cached_property
     def out(self) -> Path:
         """The stage's artifact folder: models/<recipe name> in the run directory (its mirror for a URI)."""

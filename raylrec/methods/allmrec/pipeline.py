@@ -53,17 +53,6 @@ def stage2_recipe(config: ALLMRecConfig, cache_root: Path | None = None) -> Stag
     )
 
 
-def job(recipe, train, config: ALLMRecConfig, data_dir: Path) -> StageJob:
-    return StageJob(
-        recipe=recipe,
-        train=train,
-        eval=config.eval,
-        data_dir=Path(data_dir),
-        run_dir=config.run_dir,
-        config_yaml=config.to_yaml(),
-    )
-
-
 def require_done(path: Path, what: str) -> None:
     if not (path / DONE_FILE).exists():
         raise ArtifactError(
@@ -86,7 +75,7 @@ def run_allmrec(config: ALLMRecConfig, cache_root: Path | None = None, force: bo
     if "stage1" in config.stages:
         started = time.perf_counter()
         summaries["stage1"] = run_stage(
-            job(stage1_recipe(config, cache_root), config.stage1.train, config, data_dir), force=force
+            StageJob.of_method(stage1_recipe(config, cache_root), config.stage1.train, config, data_dir), force=force
         )
         timings["stage1"] = time.perf_counter() - started
     if "stage2" in config.stages or "inference" in config.stages:
@@ -97,7 +86,7 @@ def run_allmrec(config: ALLMRecConfig, cache_root: Path | None = None, force: bo
     stage2_dir = layout.model_dir(config.stage2_name)
     if "stage2" in config.stages:
         started = time.perf_counter()
-        summaries["stage2"] = run_stage(job(recipe2, config.stage2.train, config, data_dir), force=force)
+        summaries["stage2"] = run_stage(StageJob.of_method(recipe2, config.stage2.train, config, data_dir), force=force)
         timings["stage2"] = time.perf_counter() - started
     if "inference" in config.stages:
         require_done(stage2_dir, "stage2")

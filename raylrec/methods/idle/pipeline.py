@@ -22,14 +22,7 @@ def idle_job(config: IdleConfig, data_dir: Path, cache_root: Path | None = None)
     # Resolve (and for GGUF decoders convert, once) in the driver, so workers only read a local folder.
     resolved = resolve_model(config.backbone, cache_root)
     recipe = IdleRecipe(config, stage_dir(id_stage), resolved.path, resolved.family)
-    return StageJob(
-        recipe=recipe,
-        train=train_settings(config, resolved.family),
-        eval=config.eval,
-        data_dir=Path(data_dir),
-        run_dir=config.run_dir,
-        config_yaml=config.to_yaml(),
-    )
+    return StageJob.of_method(recipe, train_settings(config, resolved.family), config, data_dir)
 
 
 def train_settings(config: IdleConfig, family: str):

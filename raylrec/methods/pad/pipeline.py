@@ -35,14 +35,7 @@ def pretrain_stage(config: PadConfig) -> StageConfig:
 
 
 def stage_job(recipe: PadStageRecipe, config: PadConfig, data_dir: Path) -> StageJob:
-    return StageJob(
-        recipe=recipe,
-        train=recipe.train,
-        eval=config.eval,
-        data_dir=Path(data_dir),
-        run_dir=config.run_dir,
-        config_yaml=config.to_yaml(),
-    )
+    return StageJob.of_method(recipe, recipe.train, config, data_dir)  # each phase recipe carries its own train
 
 
 def alignment_recipe(config: PadConfig, pretrain: StageConfig, embeddings_dir: str | Path) -> AlignmentRecipe:
