@@ -471,11 +471,13 @@ def test_kendall_tau_on_a_hand_made_example():
 # ---------- presets and CLI ----------
 
 
-def test_presets_load_and_model_with_method_is_an_error(tmp_path):
+def test_presets_load_and_model_with_method_is_an_error(tmp_path, capsys):
     cpu, paper = load_config(PadConfig, "pad"), load_config(PadConfig, "pad-paper")
     assert cpu.align.gamma == paper.align.gamma == 0.2
     assert paper.align.loss.bandwidth_exponents == EXPONENTS and paper.experts.num_buckets == 10
-    assert main(["train", "--method", "pad", "--model", "sasrec", "--run-dir", str(tmp_path)]) == 1
+    with pytest.raises(SystemExit) as stopped:  # argparse: the two options are mutually exclusive
+        main(["train", "--method", "pad", "--model", "sasrec", "--run-dir", str(tmp_path)])
+    assert stopped.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
     assert load_config(PadConfig, "pad", {"align": {"train": {"loss": "ce"}}}).align.train.loss == "ce"
     with pytest.raises(RaylrecError, match="loss"):
         load_config(PadConfig, "pad", {"align": {"train": {"loss": "softmax"}}})
