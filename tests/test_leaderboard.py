@@ -128,7 +128,9 @@ def test_candidate_protocol_rows_get_their_own_table(runs):
         return {"model": model, "metrics": metrics, "data_fingerprint": "fp1", "dataset": "ml-100k", "config": {}}
 
     (out / "metrics_test_backbone.json").write_text(json.dumps(candidate_record("sasrec-bce", 0.40)))
-    (out / "metrics_test_e.json").write_text(json.dumps(candidate_record("allmrec-stage2[e]", 0.50, gen=0.3)))
+    collapsed = "stage 2 projected tokens collapsed: projected_e rows have mean pairwise cosine 0.994 > 0.95"
+    flagged = {**candidate_record("allmrec-stage2[e]", 0.50, gen=0.3), "warnings": [collapsed]}
+    (out / "metrics_test_e.json").write_text(json.dumps(flagged))
     (out / "metrics_test_q.json").write_text(json.dumps(candidate_record("allmrec-stage2[q]", 0.44, gen=0.2)))
     frame = leaderboard_frame(collect_records(runs)).set_index("method")
     assert frame.loc["SASRec", "protocol"] == "full"
@@ -139,6 +141,9 @@ def test_candidate_protocol_rows_get_their_own_table(runs):
     assert frame.loc["SASRec", "improv_ndcg@10"] == 0  # the full-ranking table keeps its own baseline
     markdown = build_leaderboard(runs, runs[0] / "board", plots=False)["markdown"]
     assert "candidate protocol: 120 users" in markdown and "| A-LLMRec (SBERT) | 1 |" in markdown
+    # a stage's own warning (A-LLMRec's collapse check) marks its row and is printed under the table and in the CSV
+    assert "| A-LLMRec ⚠ | 1 |" in markdown and f"- ⚠ A-LLMRec: {collapsed}" in markdown
+    assert frame.loc["A-LLMRec", "warnings"] == collapsed and frame.loc["A-LLMRec (SBERT)", "warnings"] == ""
 
 
 def write_ranks_for(stage_dir: Path, full_ranks, role: str = "method", backbone: str | None = None) -> None:

@@ -91,6 +91,8 @@ class Record:
     users: int | None = None
     role: str = "method"  # id_model: compared against by every other row (the strongest one of its table)
     backbone: str | None = None  # the stage name of the ID model a method builds on
+    # What the stage flagged about itself (e.g. A-LLMRec's collapsed projected tokens): shown in its row
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def config_key(self) -> str:
@@ -248,6 +250,7 @@ def read_record(path: Path) -> Record:
         users=users,
         role=str(record.get("role") or "method"),
         backbone=record.get("backbone"),
+        warnings=[str(w) for w in record.get("warnings") or []],
     )
 
 
@@ -314,6 +317,7 @@ def leaderboard_frame(records: list[Record], baseline: str | None = None, num_bu
         row["role"] = group[0].role
         row["backbone"] = group[0].backbone or ""
         row["backbone_label"] = display_name(group[0].backbone) if group[0].backbone else ""
+        row["warnings"] = "; ".join(dict.fromkeys(w for r in group for w in r.warnings))
         walls = [r.wall_s for r in group if r.wall_s is not None]
         row["wall_s"] = float(np.mean(walls)) if walls else math.nan
         row["trainable_params"] = group[0].params
@@ -375,6 +379,16 @@ def improv_cell(row, metric: str) -> str:
     return "–" if math.isnan(improv) or row["method"] == row["baseline"] else f"{improv:+.1f}%"
 
 
+def method_cell(row) -> str:
+    return f"{row['method']} ⚠" if row.get("warnings") else row["method"]
+
+
+def warning_lines(part: pd.DataFrame) -> list[str]:
+    """The warnings of the table's ⚠ rows, under the table (a result that its own checks flagged is not hidden)."""
+    flagged = [f"- ⚠ {row['method']}: {row['warnings']}" for _, row in part.iterrows() if row.get("warnings")]
+    return ["", *flagged] if flagged else []
+
+
 def candidate_table(part: pd.DataFrame) -> str:
     """Methods evaluated on the stored candidates for a user sample (A-LLMRec), beside the backbone on those users."""
     cand = f"{int(part['candidates'].dropna().iloc[0])} cand." if part["candidates"].notna().any() else "cand."
@@ -399,7 +413,7 @@ def candidate_table(part: pd.DataFrame) -> str:
     lines = [title, "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for _, row in part.iterrows():
         cells = [
-            row["method"],
+            method_cell(row),
             str(row["n"]),
             *[fmt(row[m], row[f"{m}_std"]) for m in heads],
             improv_cell(row, "cand_ndcg@5"),
@@ -409,7 +423,7 @@ def candidate_table(part: pd.DataFrame) -> str:
             config_cell(row),
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines + warning_lines(part))
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
@@ -440,7 +454,7 @@ def markdown_table(frame: pd.DataFrame) -> str:
         lines = [f"### {dataset} (test split)", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
         for _, row in part.iterrows():
             metrics = FULL_METRICS + CANDIDATE_METRICS + ["warm_ndcg@10", "median_ndcg@10", "cold_ndcg@10"]
-            cells = [row["method"], str(row["n"]), *[fmt(row[m], row[f"{m}_std"]) for m in metrics]]
+            cells = [method_cell(row), str(row["n"]), *[fmt(row[m], row[f"{m}_std"]) for m in metrics]]
             cells.append(improv_cell(row, IMPROV_METRIC))
             cells.append("–" if math.isnan(row["wall_s"]) else f"{row['wall_s']:.0f}")
             cells.append(
@@ -450,7 +464,7 @@ def markdown_table(frame: pd.DataFrame) -> str:
             )
             cells.append(config_cell(row))
             lines.append("| " + " | ".join(cells) + " |")
-        out.append("\n".join(lines))
+        out.append("\n".join(lines + warning_lines(part)))
         paired = significance_table(part)
         if paired:
             out.append(paired)
