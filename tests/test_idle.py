@@ -217,7 +217,7 @@ def test_each_head_option_scores_every_item_and_trains(init, id_residual):
     shapes = {name: tuple(p.shape) for name, p in model.head.named_parameters()}
     expected = {"id_map": (hidden, TINY_ID.hidden_size)} if init == "id_tied" else {"weight": (num_items + 1, hidden)}
     if id_residual:
-        expected.update(gain=(), log_temperature=())
+        expected.update(gain=(1,), log_temperature=(1,))
     assert shapes == expected
     idle_loss(model, batch, weight=0.0).backward()
     # With id_residual the head's own parameters get no gradient until the gain has left 0; the gain and τ do.
@@ -242,6 +242,15 @@ def test_id_residual_with_a_zero_head_gives_exactly_the_id_models_scores(init):
     with torch.no_grad():
         model.head.gain.fill_(1.0)
     assert not torch.allclose(model.score(windows, ids, mask)[:, 1:], expected[:, 1:])
+
+
+def test_a_head_saved_with_zero_dimensional_scalars_still_loads():
+    model = idle_model(head=HeadConfig(init="id_tied", id_residual=True))
+    state = {k: v.clone() for k, v in model.head.state_dict().items()}
+    state["gain"], state["log_temperature"] = torch.tensor(0.25), torch.tensor(0.5)  # as stages before the (1,) shape
+    model.head.load_state_dict(state)
+    assert model.head.gain.shape == (1,) and float(model.head.gain) == 0.25
+    assert float(model.head.log_temperature) == 0.5
 
 
 def test_text_init_is_the_frozen_models_embedding_of_each_item_text(artifacts, data):
@@ -442,7 +451,8 @@ def test_recipe_trains_and_scores_all_items(artifacts, data, kind):
 )
 def test_stage_runs_on_the_shared_loop(artifacts, prepared_dir, ray_session, kind, zero):
     """One epoch through run_stage: DDP for the encoder, DeepSpeed ZeRO-2 / ZeRO-3 (frozen LLM partitioned) for
-    the decoder (decoder_deepspeed)."""
+    the decoder (decoder_deepspeed), with the main preset's head (id_tied + id_residual: its scalar gain and
+    temperature must survive DeepSpeed's start-up broadcast)."""
     from raylrec.methods.idle.pipeline import idle_job
     from raylrec.train.stage import run_stage
 
@@ -453,6 +463,7 @@ def test_stage_runs_on_the_shared_loop(artifacts, prepared_dir, ray_session, kin
         name=name,
         backbone=str(folders[kind]),
         decoder_deepspeed=zero or "zero2",
+        head={"init": "id_tied", "id_residual": True},
         eval={"num_negatives": [5, 10]},
         train={"max_epochs": 1, "batch_size": 16, "lr": 0.01, "valid_users": 10},
     )

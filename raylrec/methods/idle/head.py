@@ -45,8 +45,18 @@ class ItemHead(nn.Module):
             self.weight = truncated_normal((rows, hidden), init_std)
         self.bias = nn.Parameter(torch.zeros(rows)) if config.bias else None
         if config.id_residual:
-            self.gain = nn.Parameter(torch.zeros(()))
-            self.log_temperature = nn.Parameter(torch.zeros(()))
+            # Shape (1,), not a 0-d scalar: DeepSpeed's start-up broadcast (decoder backbones) cannot send 0-d tensors.
+            self.gain = nn.Parameter(torch.zeros(1))
+            self.log_temperature = nn.Parameter(torch.zeros(1))
+            self._register_load_state_dict_pre_hook(self._scalars_as_vectors)
+
+    @staticmethod
+    def _scalars_as_vectors(state_dict, prefix, *args) -> None:
+        """Stages saved before the scalars were (1,)-shaped still load."""
+        for name in ("gain", "log_temperature"):
+            key = prefix + name
+            if key in state_dict and state_dict[key].dim() == 0:
+                state_dict[key] = state_dict[key].reshape(1)
 
     def forward(self, pooled: torch.Tensor, id_items: torch.Tensor, id_logits: torch.Tensor | None) -> torch.Tensor:
         """(B, d') pooled LLM states → (B, M+1) logits. `id_items` is the ID model's (M+1, d) item table,
