@@ -362,6 +362,27 @@ def test_encode_job_writes_vectors_then_reuses_them(ray_session, text_data_dir, 
     assert again.cache_hit and again.path == result.path
 
 
+def test_items_with_blank_text_get_zero_vectors_even_from_a_decoder_without_bos(
+    ray_session, text_data_dir, tiny_llama, tmp_path
+):
+    """A decoder tokenizer without BOS turns a blank text into zero tokens, which the model cannot run on (a
+    real Beauty run crashed so on 7 untitled items): such items are not encoded and keep a zero vector."""
+    data = PreparedData(text_data_dir)
+    loaded = load_text_model(str(tiny_llama))
+    assert loaded.tokenizer("")["input_ids"] == []  # the case that crashed
+    config = EncodeConfig(
+        text=TextModelConfig(model=str(tiny_llama), pooling="mean", template="{title}"), batch_size=1
+    )
+    result = encode_items(config, text_data_dir, tmp_path / "run")
+    vectors = load_item_embeddings(result.path, expected_dim=16, data=data).vectors.numpy()
+    rendered = render_texts(data.items_table(), "{title}")
+    assert rendered.blank_items == [2]
+    assert not vectors[2].any()
+    with_text = [item for item in rendered.items if item != 2]
+    local = TextEncoder(loaded, "mean").encode([rendered.texts[rendered.items.index(i)] for i in with_text])
+    np.testing.assert_allclose(vectors[with_text], local, atol=1e-5)
+
+
 # --- the real packaged models (offline) -----------------------------------------------------------------------
 
 

@@ -121,9 +121,11 @@ def encode_reservation(config: EncodeConfig) -> float:
 
 
 def length_sorted(rendered: RenderedTexts) -> pd.DataFrame:
-    """Items ordered by text length, longest first: each batch pads to a similar length (less wasted compute), and
-    the batches left at the end, when actors may run out of work unevenly, are the quickest."""
+    """Items with text ordered by its length, longest first: each batch pads to a similar length (less wasted
+    compute), and the batches left at the end, when actors may run out of work unevenly, are the quickest. Items
+    with a blank text are left out (they keep a zero vector)."""
     frame = pd.DataFrame({"item": np.asarray(rendered.items, dtype=np.int64), "text": rendered.texts})
+    frame = frame[frame["text"].str.strip() != ""]
     order = np.argsort(-frame["text"].str.len().to_numpy(), kind="stable")
     return frame.iloc[order].reset_index(drop=True)
 
@@ -166,17 +168,24 @@ def embedding_dataset(
     return dataset
 
 
-def collect_vectors(dataset: ray.data.Dataset, num_items: int) -> np.ndarray:
-    """(num_items + 1, dim) float32 with row 0 zeros and row i the vector of item i."""
+def collect_vectors(dataset: ray.data.Dataset, num_items: int, blank_items: list[int]) -> np.ndarray:
+    """(num_items + 1, dim) float32 with row 0 zeros and row i the vector of item i; zeros for the items
+    without text (`blank_items`, not sent to the encoder)."""
     vectors = None
     seen = np.zeros(num_items + 1, dtype=bool)
+    seen[blank_items] = True
     for batch in dataset.iter_batches(batch_format="numpy", batch_size=None):
         if vectors is None:
             vectors = np.zeros((num_items + 1, batch["embedding"].shape[1]), dtype=np.float32)
         vectors[batch["item"]] = batch["embedding"]
         seen[batch["item"]] = True
-    if vectors is None or not seen[1:].all():
-        raise RaylrecError(f"the encode job returned vectors for {int(seen[1:].sum())} of {num_items} items")
+    if vectors is None:
+        raise RaylrecError(f"no item of {num_items} has any text to encode")
+    if not seen[1:].all():
+        raise RaylrecError(
+            f"the encode job returned vectors for {int(seen[1:].sum()) - len(blank_items)} of "
+            f"{num_items - len(blank_items)} items with text"
+        )
     return vectors
 
 
@@ -194,6 +203,8 @@ def encode_items(
             rendered.missing,
             rendered.empty_texts,
         )
+    if rendered.blank_items:
+        log.warning("%d items have a blank text; they get a zero vector", len(rendered.blank_items))
     resolved = resolve_model(config.text.model, cache_root)
     pooling = resolve_pooling(config.text.pooling, resolved.family)
     key = embeddings_key(
@@ -225,7 +236,9 @@ def encode_items(
         template,
     )
     started = time.perf_counter()
-    vectors = collect_vectors(embedding_dataset(rendered, resolved, config, cache_root), data.num_items)
+    vectors = collect_vectors(
+        embedding_dataset(rendered, resolved, config, cache_root), data.num_items, rendered.blank_items
+    )
     meta = EmbeddingMeta(
         key=key,
         model=config.text.model,

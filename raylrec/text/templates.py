@@ -86,6 +86,11 @@ class RenderedTexts:
             digest.update(f"{item}\t{text}\n".encode())
         return digest.hexdigest()
 
+    @property
+    def blank_items(self) -> list[int]:
+        """Items whose rendered text is blank: nothing to encode (a decoder without BOS would see no token)."""
+        return [item for item, text in zip(self.items, self.texts) if not text.strip()]
+
 
 def render_texts(items: pd.DataFrame, template: str) -> RenderedTexts:
     """One text per row of the items table (columns `item` and the template's fields)."""
