@@ -370,9 +370,7 @@ def test_items_with_blank_text_get_zero_vectors_even_from_a_decoder_without_bos(
     data = PreparedData(text_data_dir)
     loaded = load_text_model(str(tiny_llama))
     assert loaded.tokenizer("")["input_ids"] == []  # the case that crashed
-    config = EncodeConfig(
-        text=TextModelConfig(model=str(tiny_llama), pooling="mean", template="{title}"), batch_size=1
-    )
+    config = EncodeConfig(text=TextModelConfig(model=str(tiny_llama), pooling="mean", template="{title}"), batch_size=1)
     result = encode_items(config, text_data_dir, tmp_path / "run")
     vectors = load_item_embeddings(result.path, expected_dim=16, data=data).vectors.numpy()
     rendered = render_texts(data.items_table(), "{title}")
