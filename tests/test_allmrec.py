@@ -455,6 +455,38 @@ def test_only_the_projectors_learn_and_vectors_match_the_token_scale(
     assert float(random.joint_e[1:].std()) == pytest.approx(float(core.joint_e[1:].std()), rel=0.2)
 
 
+def test_ranking_loss_adds_a_cross_entropy_over_the_candidates_to_the_paper_loss(
+    tiny_models, titled_data_dir, backbone_dir, stage1_dir
+):
+    """With weight 0 the ranking objective is eq. 8's loss; with weight w it adds w × the cross-entropy of the
+    target among the candidates' summed log-likelihoods (inference's scores), and the projectors get its gradient."""
+    data = PreparedData(titled_data_dir)
+    paper = Stage2Recipe("s2", stage2_config(tiny_models), backbone_dir, stage1_dir)
+    ranked = Stage2Recipe("s2", stage2_config(tiny_models, ranking_loss=2.0), backbone_dir, stage1_dir)
+    core = paper.build(data).eval()
+    ranked.build(data)
+    ranked_core = copy.deepcopy(core)
+    ranked_core.ranking_weight = 2.0
+    users = (torch.tensor([3]),)
+    eq8 = paper.loss(core, core, users, torch.Generator().manual_seed(7))
+    total = ranked.loss(ranked_core, ranked_core, users, torch.Generator().manual_seed(7))
+
+    rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=torch.Generator().manual_seed(7))))
+    example = paper.example("train", 3, rng)
+    target = example.candidates.index(int(paper.context.targets["train"][3]))
+    inputs = paper.model_inputs(core, [example], np.array([3]), "train", with_answer=False)
+    cache, last, length = prompt_pass(core, inputs)
+    answers = [paper.context.builder.answer_tokens(c) for c in example.candidates]
+    scores, _ = answers_loglik(core, cache, last, length, answers)
+    expected_ranking = float(torch.nn.functional.cross_entropy(scores.unsqueeze(0), torch.tensor([target])))
+    assert total.item() == pytest.approx(eq8.item() + 2.0 * expected_ranking, rel=1e-4)
+
+    ranked_core.train()
+    ranked.loss(ranked_core, ranked_core, users, torch.Generator().manual_seed(7)).backward()
+    assert all(p.grad is None for p in ranked_core.llm.parameters())
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in ranked_core.item_proj.parameters())
+
+
 def test_cached_candidate_scores_and_greedy_decoding_match_plain_forwards(
     tiny_models, titled_data_dir, backbone_dir, stage1_dir
 ):

@@ -148,6 +148,10 @@ class Stage2Config(StrictModel):
     # keeping its direction learnable; False: the raw MLP output (the public code).
     scale_match: bool = True
     train_users: int | None = Field(None, ge=1)  # a fixed random sample of users to train on (None: all)
+    # Ours: weight of a listwise cross-entropy over each training prompt's candidates (scored by their summed
+    # log-likelihood as the answer, as inference ranks), added to eq. 8's answer loss; 0 = the paper's loss only.
+    # Eq. 8 teaches the frozen LLM to copy a title from the list, not which one (docs/allmrec.md).
+    ranking_loss: float = Field(0.0, ge=0.0)
     # The same rule applied at export to the projected tables F_I(e), F_I(q) (mean pairwise cosine only); a
     # warning by default (carried into the metrics JSONs), since the projectors are trained by then.
     collapse: CollapseCheck = CollapseCheck(action="warn")

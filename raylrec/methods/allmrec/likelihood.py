@@ -17,6 +17,11 @@ if TYPE_CHECKING:  # stage2.py imports this module; the annotations only
 @torch.no_grad()
 def prompt_pass(core: Stage2Model, inputs: dict):
     """Run one prompt (batch of 1) through the LLM: (key/value cache, next-token logits, prompt length)."""
+    return prompt_forward(core, inputs)
+
+
+def prompt_forward(core: Stage2Model, inputs: dict):
+    """`prompt_pass` with gradients (stage 2's ranking loss)."""
     batch = PromptBatch(
         inputs["input_ids"],
         inputs["attention_mask"],
@@ -37,6 +42,13 @@ def answers_loglik(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(C,) summed log-likelihood of each answer continuing the cached prompt, and (C,) its token count (their
     ratio is the length-normalised score); the cache is expanded in place."""
+    return continuation_loglik(core, cache, last_logits, prompt_length, answers)
+
+
+def continuation_loglik(
+    core: Stage2Model, cache, last_logits: torch.Tensor, prompt_length: int, answers: list[list[int]]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`answers_loglik` with gradients (stage 2's ranking loss)."""
     device = last_logits.device
     count, width = len(answers), max(len(a) for a in answers)
     tokens = torch.zeros((count, width), dtype=torch.long, device=device)

@@ -22,7 +22,7 @@ from raylrec.errors import ArtifactError, RaylrecError
 from raylrec.eval.buckets import warm_cold_labels
 from raylrec.methods.allmrec.config import Stage2Config
 from raylrec.methods.allmrec.diagnostics import collapse_problems, table_stats
-from raylrec.methods.allmrec.likelihood import candidate_scores
+from raylrec.methods.allmrec.likelihood import candidate_scores, continuation_loglik
 from raylrec.methods.allmrec.prompt import (
     PromptBatch,
     PromptBuilder,
@@ -92,6 +92,7 @@ class Stage2Model(nn.Module):
         self.user_proj = projector(user_dim, hidden, width, nn.LeakyReLU()) if config.user_representation else None
         self.item_proj = projector(joint_dim, hidden, width, nn.GELU()) if config.item_embeddings != "none" else None
         self.token_scale = token_scale if config.scale_match else None
+        self.ranking_weight = config.ranking_loss
         for name, table in tables.items():  # inputs rebuilt from the artifacts: never checkpointed
             self.register_buffer(name, table.float(), persistent=False)
 
@@ -132,11 +133,38 @@ class Stage2Model(nn.Module):
         prompt_lengths,
         user_vectors,
         item_vectors,
+        candidate_answers: list[list[list[int]]] | None = None,
+        target_positions: list[int] | None = None,
     ) -> torch.Tensor:
-        """Mean negative log-likelihood of the answer tokens (eq. 8); prompt positions carry no loss."""
+        """Mean negative log-likelihood of the answer tokens (eq. 8); prompt positions carry no loss. Given the
+        candidates' answer tokens (prompts without answers), the ranking objective instead."""
         batch = PromptBatch(input_ids, attention_mask, labels, user_mask, item_mask, slot_items, prompt_lengths)
         embeds = self.input_embeddings(batch, user_vectors, item_vectors)
-        return self.llm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels).loss
+        if candidate_answers is None:
+            return self.llm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels).loss
+        return self.ranking_objective(embeds, prompt_lengths, candidate_answers, target_positions)
+
+    def ranking_objective(
+        self,
+        embeds: torch.Tensor,
+        prompt_lengths: torch.Tensor,
+        candidate_answers: list[list[list[int]]],
+        target_positions: list[int],
+    ) -> torch.Tensor:
+        """Ours (`ranking_loss`): eq. 8's answer loss plus `ranking_weight` × a cross-entropy over the prompt's
+        candidates, scored by their summed log-likelihood as the answer (the score inference ranks by). Eq. 8 alone
+        only teaches the frozen LLM to copy a title from the list; this term says which one."""
+        answer_nll, answer_tokens, ranking = 0.0, 0, 0.0
+        for row, (answers, target) in enumerate(zip(candidate_answers, target_positions)):
+            length = int(prompt_lengths[row])
+            out = self.llm(inputs_embeds=embeds[row : row + 1, :length], use_cache=True)
+            total, count = continuation_loglik(self, out.cache, out.logits[0, -1].float(), length, answers)
+            answer_nll = answer_nll - total[target]
+            answer_tokens += int(count[target])
+            ranking = ranking + nn.functional.cross_entropy(
+                total.unsqueeze(0), torch.tensor([target], device=total.device)
+            )
+        return answer_nll / answer_tokens + self.ranking_weight * ranking / len(candidate_answers)
 
 
 @dataclass
@@ -302,7 +330,14 @@ class Stage2Recipe(Recipe):
         users = users.cpu().numpy()
         rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
         examples = [self.example("train", int(u), rng) for u in users]
-        return model(**self.model_inputs(core, examples, users, "train"))
+        if not self.config.ranking_loss:
+            return model(**self.model_inputs(core, examples, users, "train"))
+        builder, targets = self.context.builder, self.context.targets["train"]
+        return model(
+            **self.model_inputs(core, examples, users, "train", with_answer=False),
+            candidate_answers=[[builder.answer_tokens(c) for c in ex.candidates] for ex in examples],
+            target_positions=[ex.candidates.index(int(targets[u])) for ex, u in zip(examples, users)],
+        )
 
     def scorer(self, core: Stage2Model, data: PreparedData, split: str, device: torch.device):
         """Candidate-only scores: each candidate's log-likelihood as the answer; every other item −inf."""
