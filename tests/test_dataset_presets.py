@@ -7,7 +7,8 @@ import pytest
 from raylrec import pipeline
 from raylrec.cli import main
 from raylrec.config import load_config
-from raylrec.pipeline import PipelineConfig, method_configs
+from raylrec.errors import RaylrecError
+from raylrec.pipeline import PipelineConfig, check_shared_stages, method_configs
 
 
 @pytest.fixture
@@ -36,3 +37,18 @@ def test_run_with_another_dataset_name_sets_it_on_the_chosen_preset(captured):
     (config,) = captured
     assert config.data.dataset == "ml-1m" and config.data.negatives == [19]
     assert config.stages == load_config(PipelineConfig, "default").stages
+
+
+@pytest.mark.parametrize("preset", ["default", "amazon14-beauty", "amazon18-scientific"])
+def test_every_methods_upstream_stage_is_the_pipeline_stage_of_that_name(preset):
+    """PAD on Beauty once asked for a `sasrec` with the ML-100k epochs and failed after the backbones ran."""
+    config = load_config(PipelineConfig, preset)
+    check_shared_stages(config, method_configs(config))
+
+
+def test_a_differing_upstream_stage_is_refused_before_anything_runs():
+    config = load_config(PipelineConfig, "amazon14-beauty")
+    pad = next(m for m in config.methods if m.name == "pad")
+    pad.set = {**pad.set, "pretrain": {"train": {"max_epochs": 7}}}
+    with pytest.raises(RaylrecError, match=r"method pad pretrain = stage 'sasrec': train.max_epochs: 100 \(stages\) vs 7"):
+        check_shared_stages(config, method_configs(config))
