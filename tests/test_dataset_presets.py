@@ -50,5 +50,6 @@ def test_a_differing_upstream_stage_is_refused_before_anything_runs():
     config = load_config(PipelineConfig, "amazon14-beauty")
     pad = next(m for m in config.methods if m.name == "pad")
     pad.set = {**pad.set, "pretrain": {"train": {"max_epochs": 7}}}
-    with pytest.raises(RaylrecError, match=r"method pad pretrain = stage 'sasrec': train.max_epochs: 100 \(stages\) vs 7"):
+    expected = r"method pad pretrain = stage 'sasrec': train.max_epochs: 100 \(stages\) vs 7"
+    with pytest.raises(RaylrecError, match=expected):
         check_shared_stages(config, method_configs(config))
