@@ -188,6 +188,12 @@ def validation_problems(err: ValidationError) -> str:
     return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
 
 
+def differing_settings(a: dict, b: dict) -> list[tuple[str, Any, Any]]:
+    """(dotted key, a's value, b's value) wherever two (nested or flat) config dicts differ, sorted by key."""
+    a, b = flatten(a), flatten(b)
+    return [(k, a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)]
+
+
 def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
     """Nested config dict → dotted keys (the inverse of `raylrec.tune.space.nested`)."""
     flat: dict[str, Any] = {}

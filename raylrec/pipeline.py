@@ -22,6 +22,7 @@ from raylrec.config import (
     StrictModel,
     check_select_metric,
     deep_merge,
+    differing_settings,
     preset_path,
     print_config,
 )
@@ -128,32 +129,21 @@ def method_configs(config: PipelineConfig) -> list:
     ]
 
 
-def differing_fields(a: dict, b: dict, prefix: str = "") -> list[str]:
-    """Dotted paths where two nested config dumps differ."""
-    out = []
-    for key in sorted(set(a) | set(b)):
-        left, right = a.get(key), b.get(key)
-        if isinstance(left, dict) and isinstance(right, dict):
-            out += differing_fields(left, right, f"{prefix}{key}.")
-        elif left != right:
-            out.append(f"{prefix}{key}: {left!r} (stages) vs {right!r} (method)")
-    return out
-
-
-def check_shared_stages(config: PipelineConfig, methods: list) -> None:
+def check_shared_stages(stages: list[StageConfig], entries: list[MethodEntry], methods: list) -> None:
     """A method's upstream stage (IDLE's ID model, PAD's phase 1, A-LLMRec's backbone) that has the name of a
     pipeline stage must be that stage, setting for setting: else the method finds it trained from other settings
     and fails only after the backbones ran (a Beauty run did, after 22 minutes)."""
-    stages = {spec.name: config.stage_config(spec).model_dump(mode="json") for spec in config.stages}
+    by_name = {stage.stage_name: stage.model_dump(mode="json") for stage in stages}
     problems = []
-    for entry, method in zip(config.methods, methods):
+    for entry, method in zip(entries, methods):
         for field_name in type(method).model_fields:
             spec = getattr(method, field_name)
-            if isinstance(spec, StageSpec) and spec.name in stages:
+            if isinstance(spec, StageSpec) and spec.name in by_name:
                 upstream = resolve_stage(spec, method.run_dir, method.data, method.eval).model_dump(mode="json")
                 problems += [
-                    f"method {entry.name} {field_name} = stage {spec.name!r}: {difference}"
-                    for difference in differing_fields(stages[spec.name], upstream)
+                    f"method {entry.name} {field_name} = stage {spec.name!r}: {key}: {ours!r} (stages) vs "
+                    f"{theirs!r} (method)"
+                    for key, ours, theirs in differing_settings(by_name[spec.name], upstream)
                 ]
     if problems:
         raise RaylrecError(
@@ -257,7 +247,7 @@ def run_pipeline(config: PipelineConfig, cache_root: Path | None = None) -> list
     for stage in stages:  # in full: a stage spec names only what differs from its preset
         print_config(f"stage {stage.stage_name}", stage)
     methods = method_configs(config)
-    check_shared_stages(config, methods)
+    check_shared_stages(stages, config.methods, methods)
     side_by_side = config.side_by_side and len(stages) + len(texts) + len(config.methods) > 1
     progress = Progress(
         1

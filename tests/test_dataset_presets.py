@@ -43,7 +43,8 @@ def test_run_with_another_dataset_name_sets_it_on_the_chosen_preset(captured):
 def test_every_methods_upstream_stage_is_the_pipeline_stage_of_that_name(preset):
     """PAD on Beauty once asked for a `sasrec` with the ML-100k epochs and failed after the backbones ran."""
     config = load_config(PipelineConfig, preset)
-    check_shared_stages(config, method_configs(config))
+    stages = [config.stage_config(spec) for spec in config.stages]
+    check_shared_stages(stages, config.methods, method_configs(config))
 
 
 def test_a_differing_upstream_stage_is_refused_before_anything_runs():
@@ -51,5 +52,6 @@ def test_a_differing_upstream_stage_is_refused_before_anything_runs():
     pad = next(m for m in config.methods if m.name == "pad")
     pad.set = {**pad.set, "pretrain": {"train": {"max_epochs": 7}}}
     expected = r"method pad pretrain = stage 'sasrec': train.max_epochs: 100 \(stages\) vs 7"
+    stages = [config.stage_config(spec) for spec in config.stages]
     with pytest.raises(RaylrecError, match=expected):
-        check_shared_stages(config, method_configs(config))
+        check_shared_stages(stages, config.methods, method_configs(config))

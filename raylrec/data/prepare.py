@@ -24,7 +24,7 @@ import ray
 from pydantic import field_validator, model_serializer
 from tqdm import tqdm
 
-from raylrec.config import StrictModel, flatten
+from raylrec.config import StrictModel, differing_settings
 from raylrec.data.fetch import RawDataset, fetch_dataset, file_sha256
 from raylrec.data.prepared import check_readable
 from raylrec.data.readers import (
@@ -465,11 +465,9 @@ def ensure_prepared(data: DataConfig, run_dir: str, cache_root: Path | None = No
     if report_file.exists():
         check_readable(report_file)  # a damaged report is an error naming it, not a silent re-preparation
         report = json.loads(report_file.read_text())
-        saved, wanted = flatten(report["config"]), flatten(data.model_dump(mode="json"))
         differing = [
-            f"{k}: {saved.get(k)!r} there, {wanted.get(k)!r} here"
-            for k in sorted(saved.keys() | wanted.keys())
-            if saved.get(k) != wanted.get(k)
+            f"{k}: {there!r} there, {here!r} here"
+            for k, there, here in differing_settings(report["config"], data.model_dump(mode="json"))
         ]
         if differing:
             raise ArtifactError(

@@ -125,7 +125,7 @@ def length_sorted(rendered: RenderedTexts) -> pd.DataFrame:
     compute), and the batches left at the end, when actors may run out of work unevenly, are the quickest. Items
     with a blank text are left out (they keep a zero vector)."""
     frame = pd.DataFrame({"item": np.asarray(rendered.items, dtype=np.int64), "text": rendered.texts})
-    frame = frame[frame["text"].str.strip() != ""]
+    frame = frame[~frame["item"].isin(rendered.blank_items)]
     order = np.argsort(-frame["text"].str.len().to_numpy(), kind="stable")
     return frame.iloc[order].reset_index(drop=True)
 

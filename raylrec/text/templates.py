@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import string
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import pandas as pd
 
@@ -86,7 +87,7 @@ class RenderedTexts:
             digest.update(f"{item}\t{text}\n".encode())
         return digest.hexdigest()
 
-    @property
+    @cached_property
     def blank_items(self) -> list[int]:
         """Items whose rendered text is blank: nothing to encode (a decoder without BOS would see no token)."""
         return [item for item, text in zip(self.items, self.texts) if not text.strip()]

@@ -36,7 +36,7 @@ from ray.train import Checkpoint, CheckpointConfig, FailureConfig, LoggingConfig
 from ray.train.torch import TorchTrainer
 from safetensors.torch import save_file
 
-from raylrec.config import check_select_metric, flatten
+from raylrec.config import check_select_metric, differing_settings, flatten
 from raylrec.data.prepare import ensure_prepared
 from raylrec.data.prepared import PreparedData, check_readable
 from raylrec.errors import ArtifactError, RaylrecError
@@ -152,9 +152,8 @@ class StageKey:
     def differences(self, saved: dict) -> list[str]:
         """What differs between this key and a saved record, in words."""
         found = [
-            f"{k}: {saved['settings'].get(k)!r} there, {self.settings.get(k)!r} here"
-            for k in sorted(saved.get("settings", {}).keys() | self.settings.keys())
-            if saved.get("settings", {}).get(k) != self.settings.get(k)
+            f"{k}: {there!r} there, {here!r} here"
+            for k, there, here in differing_settings(saved.get("settings", {}), self.settings)
         ]
         found += [
             f"{name} {'changed since' if name in saved.get('inputs', {}) else 'not read'} then"
@@ -279,12 +278,10 @@ def legacy_differences(out: Path, config_yaml: str | None) -> list[str]:
     saved_file = out / "stage_config.yaml"
     if config_yaml is None or not saved_file.exists():
         return []
-    saved, wanted = (flatten(yaml.safe_load(text) or {}) for text in (saved_file.read_text(), config_yaml))
+    saved, wanted = (yaml.safe_load(text) or {} for text in (saved_file.read_text(), config_yaml))
     # run_dir: the stage was found in it, whichever way the path is spelt (relative, absolute, file://)
     return [
-        f"{k}: {saved.get(k)!r} there, {wanted.get(k)!r} here"
-        for k in sorted(saved.keys() | wanted.keys())
-        if saved.get(k) != wanted.get(k) and k != "run_dir"
+        f"{k}: {there!r} there, {here!r} here" for k, there, here in differing_settings(saved, wanted) if k != "run_dir"
     ]
 
 
