@@ -487,6 +487,42 @@ def test_ranking_loss_adds_a_cross_entropy_over_the_candidates_to_the_paper_loss
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in ranked_core.item_proj.parameters())
 
 
+def test_match_loss_adds_a_token_space_cross_entropy_and_needs_both_projectors(
+    tiny_models, titled_data_dir, backbone_dir, stage1_dir
+):
+    """The matching term is w × the cross-entropy of the target among the candidates scored by cos(F_U(x_u),
+    F_I(e_c)) / temperature; it trains both projectors and is refused when one of them is switched off."""
+    data = PreparedData(titled_data_dir)
+    paper = Stage2Recipe("s2", stage2_config(tiny_models), backbone_dir, stage1_dir)
+    matched = Stage2Recipe(
+        "s2", stage2_config(tiny_models, match_loss=0.5, match_temperature=0.2), backbone_dir, stage1_dir
+    )
+    core = paper.build(data).eval()
+    matched.build(data)
+    matched_core = copy.deepcopy(core)
+    matched_core.match_weight, matched_core.match_temperature = 0.5, 0.2
+    users = (torch.tensor([3]),)
+    eq8 = paper.loss(core, core, users, torch.Generator().manual_seed(7))
+    total = matched.loss(matched_core, matched_core, users, torch.Generator().manual_seed(7))
+
+    rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=torch.Generator().manual_seed(7))))
+    example = paper.example("train", 3, rng)
+    target = example.candidates.index(int(paper.context.targets["train"][3]))
+    with torch.no_grad():
+        user = core.project(core.user_proj, core.users_train[3:4])
+        items = core.project(core.item_proj, core.joint_e[torch.tensor(example.candidates)])
+    cosines = torch.nn.functional.cosine_similarity(user, items) / 0.2
+    expected = float(torch.nn.functional.cross_entropy(cosines.unsqueeze(0), torch.tensor([target])))
+    assert total.item() == pytest.approx(eq8.item() + 0.5 * expected, rel=1e-4)
+
+    matched_core.train()
+    matched.loss(matched_core, matched_core, users, torch.Generator().manual_seed(7)).backward()
+    for projector_module in (matched_core.user_proj, matched_core.item_proj):
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in projector_module.parameters())
+    with pytest.raises(ValueError, match="match_loss"):
+        stage2_config(tiny_models, match_loss=1.0, user_representation=False)
+
+
 def test_cached_candidate_scores_and_greedy_decoding_match_plain_forwards(
     tiny_models, titled_data_dir, backbone_dir, stage1_dir
 ):

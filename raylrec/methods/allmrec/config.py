@@ -152,10 +152,26 @@ class Stage2Config(StrictModel):
     # log-likelihood as the answer, as inference ranks), added to eq. 8's answer loss; 0 = the paper's loss only.
     # Eq. 8 teaches the frozen LLM to copy a title from the list, not which one (docs/allmrec.md).
     ranking_loss: float = Field(0.0, ge=0.0)
+    # Ours: weight of a token-space matching term — a cross-entropy of the target among each training prompt's
+    # candidates scored by the cosine of F_U(x_u) with F_I(e_c), divided by `match_temperature` — added to the loss.
+    # It costs no LLM pass and teaches the projectors to put the user token next to its target's item token, which
+    # a frozen LLM can then follow (an item token right before its title, the user token right before the answer:
+    # the copy pattern of its induction heads; docs/allmrec.md). 0 = the paper's loss only.
+    match_loss: float = Field(0.0, ge=0.0)
+    match_temperature: float = Field(0.1, gt=0)
     # The same rule applied at export to the projected tables F_I(e), F_I(q) (mean pairwise cosine only); a
     # warning by default (carried into the metrics JSONs), since the projectors are trained by then.
     collapse: CollapseCheck = CollapseCheck(action="warn")
     train: TrainConfig = Field(default_factory=stage2_train)
+
+    @model_validator(mode="after")
+    def _match_needs_both_projectors(self) -> Stage2Config:
+        if self.match_loss and (not self.user_representation or self.item_embeddings == "none"):
+            raise ValueError(
+                "stage2.match_loss compares F_U(x_u) with F_I(e_i): it needs the user representation "
+                "and item embeddings switched on"
+            )
+        return self
 
 
 class InferenceConfig(StrictModel):

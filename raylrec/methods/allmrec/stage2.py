@@ -93,6 +93,7 @@ class Stage2Model(nn.Module):
         self.item_proj = projector(joint_dim, hidden, width, nn.GELU()) if config.item_embeddings != "none" else None
         self.token_scale = token_scale if config.scale_match else None
         self.ranking_weight = config.ranking_loss
+        self.match_weight, self.match_temperature = config.match_loss, config.match_temperature
         for name, table in tables.items():  # inputs rebuilt from the artifacts: never checkpointed
             self.register_buffer(name, table.float(), persistent=False)
 
@@ -134,28 +135,44 @@ class Stage2Model(nn.Module):
         user_vectors,
         item_vectors,
         candidate_answers: list[list[list[int]]] | None = None,
-        target_positions: list[int] | None = None,
+        target_positions: torch.Tensor | None = None,
+        candidate_vectors: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Mean negative log-likelihood of the answer tokens (eq. 8); prompt positions carry no loss. Given the
-        candidates' answer tokens (prompts without answers), the ranking objective instead."""
+        candidates' answer tokens (prompts without answers), the ranking objective instead; given the candidates'
+        item vectors (B, C, d'), plus the matching term."""
         batch = PromptBatch(input_ids, attention_mask, labels, user_mask, item_mask, slot_items, prompt_lengths)
         embeds = self.input_embeddings(batch, user_vectors, item_vectors)
         if candidate_answers is None:
-            return self.llm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels).loss
-        return self.ranking_objective(embeds, prompt_lengths, candidate_answers, target_positions)
+            loss = self.llm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels).loss
+        else:
+            loss = self.ranking_objective(embeds, prompt_lengths, candidate_answers, target_positions)
+        if candidate_vectors is not None:
+            loss = loss + self.match_weight * self.match_objective(user_vectors, candidate_vectors, target_positions)
+        return loss
+
+    def match_objective(
+        self, user_vectors: torch.Tensor, candidate_vectors: torch.Tensor, target_positions: torch.Tensor
+    ) -> torch.Tensor:
+        """Ours (`match_loss`): cross-entropy of the target among the candidates, each scored by the cosine of the
+        projected user token with its projected item token over `match_temperature`. No LLM pass."""
+        users = nn.functional.normalize(self.project(self.user_proj, user_vectors), dim=-1)
+        items = nn.functional.normalize(self.project(self.item_proj, candidate_vectors), dim=-1)
+        logits = torch.einsum("bw,bcw->bc", users, items) / self.match_temperature
+        return nn.functional.cross_entropy(logits, target_positions)
 
     def ranking_objective(
         self,
         embeds: torch.Tensor,
         prompt_lengths: torch.Tensor,
         candidate_answers: list[list[list[int]]],
-        target_positions: list[int],
+        target_positions: torch.Tensor,
     ) -> torch.Tensor:
         """Ours (`ranking_loss`): eq. 8's answer loss plus `ranking_weight` × a cross-entropy over the prompt's
         candidates, scored by their summed log-likelihood as the answer (the score inference ranks by). Eq. 8 alone
         only teaches the frozen LLM to copy a title from the list; this term says which one."""
         answer_nll, answer_tokens, ranking = 0.0, 0, 0.0
-        for row, (answers, target) in enumerate(zip(candidate_answers, target_positions)):
+        for row, (answers, target) in enumerate(zip(candidate_answers, target_positions.tolist())):
             length = int(prompt_lengths[row])
             out = self.llm(inputs_embeds=embeds[row : row + 1, :length], use_cache=True)
             total, count = continuation_loglik(self, out.cache, out.logits[0, -1].float(), length, answers)
@@ -330,14 +347,19 @@ class Stage2Recipe(Recipe):
         users = users.cpu().numpy()
         rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
         examples = [self.example("train", int(u), rng) for u in users]
-        if not self.config.ranking_loss:
-            return model(**self.model_inputs(core, examples, users, "train"))
-        builder, targets = self.context.builder, self.context.targets["train"]
-        return model(
-            **self.model_inputs(core, examples, users, "train", with_answer=False),
-            candidate_answers=[[builder.answer_tokens(c) for c in ex.candidates] for ex in examples],
-            target_positions=[ex.candidates.index(int(targets[u])) for ex, u in zip(examples, users)],
-        )
+        ranking, matching = bool(self.config.ranking_loss), bool(self.config.match_loss)
+        inputs = self.model_inputs(core, examples, users, "train", with_answer=not ranking)
+        if ranking or matching:
+            targets = self.context.targets["train"]
+            positions = [ex.candidates.index(int(targets[u])) for ex, u in zip(examples, users)]
+            inputs["target_positions"] = torch.tensor(positions, device=core.joint_e.device)
+        if ranking:
+            builder = self.context.builder
+            inputs["candidate_answers"] = [[builder.answer_tokens(c) for c in ex.candidates] for ex in examples]
+        if matching:
+            candidates = torch.tensor([ex.candidates for ex in examples], device=core.joint_e.device)
+            inputs["candidate_vectors"] = core.joint_e[candidates]
+        return model(**inputs)
 
     def scorer(self, core: Stage2Model, data: PreparedData, split: str, device: torch.device):
         """Candidate-only scores: each candidate's log-likelihood as the answer; every other item −inf."""
