@@ -523,6 +523,22 @@ def test_match_loss_adds_a_token_space_cross_entropy_and_needs_both_projectors(
         stage2_config(tiny_models, match_loss=1.0, user_representation=False)
 
 
+def test_token_space_hit_ranks_the_stored_candidates_by_projected_cosine(
+    tiny_models, titled_data_dir, backbone_dir, stage1_dir
+):
+    """A user token equal to its target's item token ranks the target first for every user (HR@1 = 1); without a
+    user projector there is nothing to compare (None)."""
+    data = PreparedData(titled_data_dir)
+    recipe = Stage2Recipe("s2", stage2_config(tiny_models), backbone_dir, stage1_dir)
+    core = recipe.build(data).eval()
+    assert 0.0 <= recipe.token_space_hit(core) <= 1.0
+    core.user_proj = core.item_proj  # the same projector on the target's own joint embedding
+    core.users_valid = core.joint_e[torch.from_numpy(recipe.context.targets["valid"])]
+    assert recipe.token_space_hit(core) == 1.0
+    core.user_proj = None
+    assert recipe.token_space_hit(core) is None
+
+
 def test_cached_candidate_scores_and_greedy_decoding_match_plain_forwards(
     tiny_models, titled_data_dir, backbone_dir, stage1_dir
 ):

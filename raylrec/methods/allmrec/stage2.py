@@ -385,8 +385,23 @@ class Stage2Recipe(Recipe):
             out["projected_users"] = table_stats(core.project(core.user_proj, core.users_test))
         return out
 
+    @torch.no_grad()
+    def token_space_hit(self, core: Stage2Model, split: str = "valid") -> float | None:
+        """HR@1 of the split's stored candidates ranked by cos(F_U(x_u), F_I(e_c)) alone, no LLM: how much of the
+        target the projected tokens carry, to read against the LLM's own ranking (None without both projectors)."""
+        negatives = self.context.negatives.get(split)
+        if negatives is None or core.user_proj is None or core.item_proj is None:
+            return None
+        device = core.joint_e.device
+        candidates = torch.from_numpy(np.concatenate([self.context.targets[split][:, None], negatives], 1)).to(device)
+        users = nn.functional.normalize(core.project(core.user_proj, getattr(core, f"users_{split}")), dim=-1)
+        items = nn.functional.normalize(core.project(core.item_proj, core.joint_e[candidates]), dim=-1)
+        scores = torch.einsum("bw,bcw->bc", users, items)
+        return float((scores[:, 0] > scores[:, 1:].max(1).values).float().mean())
+
     def export(self, core: Stage2Model, data: PreparedData, out: Path) -> dict:
         diagnostics = self.projected_diagnostics(core)
+        token_space_hit = self.token_space_hit(core)
         problems, other = collapse_problems(diagnostics, self.config.collapse)
         for problem in other:
             log.warning("A-LLMRec stage 2 (%s): %s (not a checked table: kept)", out, problem)
@@ -403,6 +418,7 @@ class Stage2Recipe(Recipe):
             "stage1": self.stage1_dir,
             "backbone": self.backbone_dir,
             "diagnostics": diagnostics,
+            "token_space_valid_hit@1": token_space_hit,
             "warnings": [f"stage 2 projected tokens collapsed: {p}" for p in problems + other],
         }
         (out / PROJECTOR_FILE).write_text(json.dumps(facts, indent=2))
