@@ -539,6 +539,31 @@ def test_token_space_hit_ranks_the_stored_candidates_by_projected_cosine(
     assert recipe.token_space_hit(core) is None
 
 
+def test_centred_tokens_subtract_the_mean_projected_item_token_before_the_scale_match(
+    tiny_models, titled_data_dir, backbone_dir, stage1_dir
+):
+    data = PreparedData(titled_data_dir)
+    plain = Stage2Recipe("s2", stage2_config(tiny_models, scale_match=False), backbone_dir, stage1_dir).build(data)
+    centred = copy.deepcopy(plain)
+    centred.center_tokens = True
+    with torch.no_grad():
+        raw_items = plain.project(plain.item_proj, plain.joint_e[1:])
+        assert torch.allclose(
+            centred.project(centred.item_proj, centred.joint_e[1:]).mean(0), torch.zeros(1), atol=1e-5
+        )
+        user = plain.users_test[:3]
+        expected = plain.project(plain.user_proj, user) - raw_items.mean(0)
+        assert torch.allclose(centred.project(centred.user_proj, user), expected, atol=1e-5)
+    assert (
+        Stage2Recipe(
+            "s2", stage2_config(tiny_models, center_tokens=True, item_embeddings="none"), backbone_dir, stage1_dir
+        )
+        .build(data)
+        .center_tokens
+        is False
+    )
+
+
 def test_cached_candidate_scores_and_greedy_decoding_match_plain_forwards(
     tiny_models, titled_data_dir, backbone_dir, stage1_dir
 ):

@@ -147,6 +147,10 @@ class Stage2Config(StrictModel):
     # Rescale every projected vector to the mean norm of the LLM's input token embeddings (SmolLM2 ≈ 3, Gemma ≈ 26),
     # keeping its direction learnable; False: the raw MLP output (the public code).
     scale_match: bool = True
+    # Ours: subtract the mean projected item token F_I(e) over all items from every projected vector (user and
+    # items) before the scale match, so items differ by direction rather than sharing one large offset (after
+    # training, F_I(e) rows had a mean pairwise cosine of 0.79–0.99: nearly one token to the LLM). False: the paper.
+    center_tokens: bool = False
     train_users: int | None = Field(None, ge=1)  # a fixed random sample of users to train on (None: all)
     # Ours: weight of a listwise cross-entropy over each training prompt's candidates (scored by their summed
     # log-likelihood as the answer, as inference ranks), added to eq. 8's answer loss; 0 = the paper's loss only.

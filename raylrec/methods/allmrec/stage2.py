@@ -92,6 +92,7 @@ class Stage2Model(nn.Module):
         self.user_proj = projector(user_dim, hidden, width, nn.LeakyReLU()) if config.user_representation else None
         self.item_proj = projector(joint_dim, hidden, width, nn.GELU()) if config.item_embeddings != "none" else None
         self.token_scale = token_scale if config.scale_match else None
+        self.center_tokens = config.center_tokens and self.item_proj is not None
         self.ranking_weight = config.ranking_loss
         self.match_weight, self.match_temperature = config.match_loss, config.match_temperature
         for name, table in tables.items():  # inputs rebuilt from the artifacts: never checkpointed
@@ -104,6 +105,8 @@ class Stage2Model(nn.Module):
 
     def project(self, proj: nn.Module, vectors: torch.Tensor) -> torch.Tensor:
         out = proj(vectors.to(proj[0].weight.dtype))
+        if self.center_tokens:  # recomputed each call: the mean moves with F_I while it trains
+            out = out - self.item_proj(self.joint_e[1:].to(out.dtype)).mean(0)
         if self.token_scale is not None:
             out = out * (self.token_scale / out.norm(dim=-1, keepdim=True).clamp_min(1e-6))
         return out
