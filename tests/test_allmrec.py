@@ -455,6 +455,13 @@ def test_only_the_projectors_learn_and_vectors_match_the_token_scale(
     assert float(random.joint_e[1:].std()) == pytest.approx(float(core.joint_e[1:].std()), rel=0.2)
 
 
+def example_drawn_by_loss(recipe: Stage2Recipe, user: int, seed: int):
+    """The training prompt `recipe.loss` builds for `user` from a generator seeded `seed`, and its target's place."""
+    rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=torch.Generator().manual_seed(seed))))
+    example = recipe.example("train", user, rng)
+    return example, example.candidates.index(int(recipe.context.targets["train"][user]))
+
+
 def test_ranking_loss_adds_a_cross_entropy_over_the_candidates_to_the_paper_loss(
     tiny_models, titled_data_dir, backbone_dir, stage1_dir
 ):
@@ -471,9 +478,7 @@ def test_ranking_loss_adds_a_cross_entropy_over_the_candidates_to_the_paper_loss
     eq8 = paper.loss(core, core, users, torch.Generator().manual_seed(7))
     total = ranked.loss(ranked_core, ranked_core, users, torch.Generator().manual_seed(7))
 
-    rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=torch.Generator().manual_seed(7))))
-    example = paper.example("train", 3, rng)
-    target = example.candidates.index(int(paper.context.targets["train"][3]))
+    example, target = example_drawn_by_loss(paper, user=3, seed=7)
     inputs = paper.model_inputs(core, [example], np.array([3]), "train", with_answer=False)
     cache, last, length = prompt_pass(core, inputs)
     answers = [paper.context.builder.answer_tokens(c) for c in example.candidates]
@@ -505,9 +510,7 @@ def test_match_loss_adds_a_token_space_cross_entropy_and_needs_both_projectors(
     eq8 = paper.loss(core, core, users, torch.Generator().manual_seed(7))
     total = matched.loss(matched_core, matched_core, users, torch.Generator().manual_seed(7))
 
-    rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=torch.Generator().manual_seed(7))))
-    example = paper.example("train", 3, rng)
-    target = example.candidates.index(int(paper.context.targets["train"][3]))
+    example, target = example_drawn_by_loss(paper, user=3, seed=7)
     with torch.no_grad():
         user = core.project(core.user_proj, core.users_train[3:4])
         items = core.project(core.item_proj, core.joint_e[torch.tensor(example.candidates)])

@@ -103,25 +103,37 @@ class Stage2Model(nn.Module):
         self.llm.eval()  # frozen: no dropout in the LLM, ever
         return self
 
-    def project(self, proj: nn.Module, vectors: torch.Tensor) -> torch.Tensor:
+    def token_offset(self) -> torch.Tensor | None:
+        """The mean projected item token that `center_tokens` subtracts (None when off). It moves with F_I while it
+        trains, so a forward pass computes it once and hands it to every projection."""
+        if not self.center_tokens:
+            return None
+        return self.item_proj(self.joint_e[1:].to(self.item_proj[0].weight.dtype)).mean(0)
+
+    def project(self, proj: nn.Module, vectors: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
         out = proj(vectors.to(proj[0].weight.dtype))
-        if self.center_tokens:  # recomputed each call: the mean moves with F_I while it trains
-            out = out - self.item_proj(self.joint_e[1:].to(out.dtype)).mean(0)
+        if self.center_tokens:
+            out = out - (self.token_offset() if offset is None else offset)
         if self.token_scale is not None:
             out = out * (self.token_scale / out.norm(dim=-1, keepdim=True).clamp_min(1e-6))
         return out
 
     def input_embeddings(
-        self, batch: PromptBatch, user_vectors: torch.Tensor | None, item_vectors: torch.Tensor | None
+        self,
+        batch: PromptBatch,
+        user_vectors: torch.Tensor | None,
+        item_vectors: torch.Tensor | None,
+        offset: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Token embeddings of the prompt with the projected vectors spliced in at the placeholders."""
         embeds = self.llm.get_input_embeddings()(batch.input_ids)
+        offset = self.token_offset() if offset is None else offset
         if self.user_proj is not None:
-            embeds = splice(embeds, batch.user_mask, self.project(self.user_proj, user_vectors))
+            embeds = splice(embeds, batch.user_mask, self.project(self.user_proj, user_vectors, offset))
         elif batch.user_mask.any():
             raise ValueError("the prompt has a user placeholder but the user representation is switched off")
         if self.item_proj is not None:
-            embeds = splice(embeds, batch.item_mask, self.project(self.item_proj, item_vectors))
+            embeds = splice(embeds, batch.item_mask, self.project(self.item_proj, item_vectors, offset))
         elif batch.item_mask.any():
             raise ValueError("the prompt has item placeholders but item embeddings are switched off")
         return embeds
@@ -145,24 +157,25 @@ class Stage2Model(nn.Module):
         candidates' answer tokens (prompts without answers), the ranking objective instead; given the candidates'
         item vectors (B, C, d'), plus the matching term."""
         batch = PromptBatch(input_ids, attention_mask, labels, user_mask, item_mask, slot_items, prompt_lengths)
-        embeds = self.input_embeddings(batch, user_vectors, item_vectors)
+        offset = self.token_offset()
+        embeds = self.input_embeddings(batch, user_vectors, item_vectors, offset)
         if candidate_answers is None:
             loss = self.llm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels).loss
         else:
             loss = self.ranking_objective(embeds, prompt_lengths, candidate_answers, target_positions)
         if candidate_vectors is not None:
-            loss = loss + self.match_weight * self.match_objective(user_vectors, candidate_vectors, target_positions)
+            # Ours (`match_loss`): cross-entropy of the target among the candidates by token cosine; no LLM pass.
+            logits = self.token_cosines(user_vectors, candidate_vectors, offset) / self.match_temperature
+            loss = loss + self.match_weight * nn.functional.cross_entropy(logits, target_positions)
         return loss
 
-    def match_objective(
-        self, user_vectors: torch.Tensor, candidate_vectors: torch.Tensor, target_positions: torch.Tensor
+    def token_cosines(
+        self, user_vectors: torch.Tensor, candidate_vectors: torch.Tensor, offset: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Ours (`match_loss`): cross-entropy of the target among the candidates, each scored by the cosine of the
-        projected user token with its projected item token over `match_temperature`. No LLM pass."""
-        users = nn.functional.normalize(self.project(self.user_proj, user_vectors), dim=-1)
-        items = nn.functional.normalize(self.project(self.item_proj, candidate_vectors), dim=-1)
-        logits = torch.einsum("bw,bcw->bc", users, items) / self.match_temperature
-        return nn.functional.cross_entropy(logits, target_positions)
+        """(B, C) cosine of each projected user token F_U(x_u) with its candidates' projected item tokens F_I(e_c)."""
+        users = nn.functional.normalize(self.project(self.user_proj, user_vectors, offset), dim=-1)
+        items = nn.functional.normalize(self.project(self.item_proj, candidate_vectors, offset), dim=-1)
+        return torch.einsum("bw,bcw->bc", users, items)
 
     def ranking_objective(
         self,
@@ -395,11 +408,9 @@ class Stage2Recipe(Recipe):
         negatives = self.context.negatives.get(split)
         if negatives is None or core.user_proj is None or core.item_proj is None:
             return None
-        device = core.joint_e.device
-        candidates = torch.from_numpy(np.concatenate([self.context.targets[split][:, None], negatives], 1)).to(device)
-        users = nn.functional.normalize(core.project(core.user_proj, getattr(core, f"users_{split}")), dim=-1)
-        items = nn.functional.normalize(core.project(core.item_proj, core.joint_e[candidates]), dim=-1)
-        scores = torch.einsum("bw,bcw->bc", users, items)
+        candidates = np.concatenate([self.context.targets[split][:, None], negatives], 1)
+        item_vectors = core.joint_e[torch.from_numpy(candidates).to(core.joint_e.device)]
+        scores = core.token_cosines(getattr(core, f"users_{split}"), item_vectors)
         return float((scores[:, 0] > scores[:, 1:].max(1).values).float().mean())
 
     def export(self, core: Stage2Model, data: PreparedData, out: Path) -> dict:
