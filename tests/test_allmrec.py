@@ -557,14 +557,8 @@ def test_centred_tokens_subtract_the_mean_projected_item_token_before_the_scale_
         user = plain.users_test[:3]
         expected = plain.project(plain.user_proj, user) - raw_items.mean(0)
         assert torch.allclose(centred.project(centred.user_proj, user), expected, atol=1e-5)
-    assert (
-        Stage2Recipe(
-            "s2", stage2_config(tiny_models, center_tokens=True, item_embeddings="none"), backbone_dir, stage1_dir
-        )
-        .build(data)
-        .center_tokens
-        is False
-    )
+    with pytest.raises(ValueError, match="center_tokens"):
+        stage2_config(tiny_models, center_tokens=True, item_embeddings="none")
 
 
 def test_cached_candidate_scores_and_greedy_decoding_match_plain_forwards(

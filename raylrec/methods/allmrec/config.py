@@ -169,11 +169,16 @@ class Stage2Config(StrictModel):
     train: TrainConfig = Field(default_factory=stage2_train)
 
     @model_validator(mode="after")
-    def _match_needs_both_projectors(self) -> Stage2Config:
+    def _projector_options_need_projectors(self) -> Stage2Config:
         if self.match_loss and (not self.user_representation or self.item_embeddings == "none"):
             raise ValueError(
                 "stage2.match_loss compares F_U(x_u) with F_I(e_i): it needs the user representation "
                 "and item embeddings switched on"
+            )
+        if self.center_tokens and self.item_embeddings == "none":
+            raise ValueError(
+                "stage2.center_tokens subtracts the mean projected item token F_I(e): it needs item embeddings "
+                "switched on (item_embeddings: joint or random)"
             )
         return self
 

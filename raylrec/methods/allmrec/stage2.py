@@ -92,7 +92,7 @@ class Stage2Model(nn.Module):
         self.user_proj = projector(user_dim, hidden, width, nn.LeakyReLU()) if config.user_representation else None
         self.item_proj = projector(joint_dim, hidden, width, nn.GELU()) if config.item_embeddings != "none" else None
         self.token_scale = token_scale if config.scale_match else None
-        self.center_tokens = config.center_tokens and self.item_proj is not None
+        self.center_tokens = config.center_tokens  # the config refuses it without item embeddings
         self.ranking_weight = config.ranking_loss
         self.match_weight, self.match_temperature = config.match_loss, config.match_temperature
         for name, table in tables.items():  # inputs rebuilt from the artifacts: never checkpointed
