@@ -20,7 +20,6 @@ One process, `--threads` torch threads; about 5 s per user with SmolLM2-135M on 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from raylrec.data.prepare import ensure_prepared
 from raylrec.data.prepared import PreparedData
 from raylrec.eval.evaluator import Evaluator
 from raylrec.methods.allmrec.config import ALLMRecConfig
-from raylrec.methods.allmrec.inference import candidate_summary, evaluation_users
+from raylrec.methods.allmrec.inference import candidate_summary, evaluation_users, popularity_scorer
 from raylrec.methods.allmrec.likelihood import answers_loglik, prompt_pass
 from raylrec.methods.allmrec.pipeline import stage2_recipe
 from raylrec.storage import RunLayout
@@ -105,10 +104,9 @@ def main() -> None:
         ranks = evaluator.ranks(lambda batch, table=table: torch.stack([table[int(u)] for u in batch]), sample)
         overall = candidate_summary(evaluator, ranks["full"], sample, sample, n)[f"sampled_{n}"]
         print(f"| {name} | {overall['hr@1']:.3f} | {overall['ndcg@5']:.3f} |")
-    popularity = layout.model_dir(config.eval_name) / f"metrics_{args.split}_popularity.json"
-    if popularity.exists():
-        overall = json.loads(popularity.read_text())["metrics"][f"sampled_{n}"]
-        print(f"| popularity (inference's row) | {overall['hr@1']:.3f} | {overall['ndcg@5']:.3f} |")
+    ranks = evaluator.ranks(popularity_scorer(data), sample)  # every item scored: its rank among the stored ones
+    overall = candidate_summary(evaluator, ranks[f"sampled_{n}"], sample, sample, n)[f"sampled_{n}"]
+    print(f"| popularity (training counts) | {overall['hr@1']:.3f} | {overall['ndcg@5']:.3f} |")
     print(f"\nchance HR@1: {1 / (n + 1):.3f}; {seconds:.0f} s on {args.threads} thread(s)")
 
 
