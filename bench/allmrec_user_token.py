@@ -1,9 +1,11 @@
 """Does the frozen LLM follow A-LLMRec's user token? For a finished stage 2 (the same --config / --run-dir / --set as
 bench/allmrec.py), on inference's user sample and the same stored candidates (1 target + negatives), the candidates
-ranked five ways:
+ranked six ways:
 
 - likelihood sum / mean: the answer's summed / length-normalised log-likelihood (inference's two rankings);
 - first token: the log-probability of the answer's first token only (where the choice among copied titles is made);
+- likelihood sum, mean user's token: the same with the mean training user's token in place of the user's own
+  (history and candidates unchanged): what the prompt ranks without the user representation;
 - user-token effect: the summed log-likelihood with the user's own token F_U(x_u) minus that with the mean training
   user's token in its place — what the user token changes, with each title's prior and list position cancelled;
 - token cosine: cos(F_U(x_u), F_I(e_c)), no LLM — what the projected tokens carry.
@@ -38,7 +40,14 @@ from raylrec.methods.allmrec.pipeline import stage2_recipe
 from raylrec.storage import RunLayout
 from raylrec.train.loop import load_model_state
 
-SCORINGS = ("likelihood sum", "likelihood mean", "first token", "user-token effect", "token cosine")
+SCORINGS = (
+    "likelihood sum",
+    "likelihood mean",
+    "first token",
+    "likelihood sum, mean user's token",
+    "user-token effect",
+    "token cosine",
+)
 
 
 @torch.no_grad()
@@ -63,7 +72,7 @@ def candidate_scorings(recipe, core, split: str, user: int) -> tuple[list[int], 
     candidates = torch.tensor([example.candidates], device=core.joint_e.device)
     with torch.no_grad():
         cosine = core.token_cosines(getattr(core, f"users_{split}")[[user]], core.joint_e[candidates])[0].cpu()
-    scores = [total, mean, first, total - mean_user_total, cosine]
+    scores = [total, mean, first, mean_user_total, total - mean_user_total, cosine]
     return example.candidates, dict(zip(SCORINGS, scores))
 
 
