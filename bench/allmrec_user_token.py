@@ -34,7 +34,12 @@ from raylrec.data.prepare import ensure_prepared
 from raylrec.data.prepared import PreparedData
 from raylrec.eval.evaluator import Evaluator
 from raylrec.methods.allmrec.config import ALLMRecConfig
-from raylrec.methods.allmrec.inference import candidate_summary, evaluation_users, popularity_scorer
+from raylrec.methods.allmrec.inference import (
+    candidate_summary,
+    evaluation_users,
+    popularity_scorer,
+    score_table,
+)
 from raylrec.methods.allmrec.likelihood import answers_loglik, prompt_pass
 from raylrec.methods.allmrec.pipeline import stage2_recipe
 from raylrec.storage import RunLayout
@@ -64,16 +69,16 @@ def answer_logliks(recipe, core, example, user: int, split: str, user_vectors: t
     return total.cpu(), (total / count).cpu(), first.cpu()
 
 
-def candidate_scorings(recipe, core, split: str, user: int) -> tuple[list[int], dict[str, torch.Tensor]]:
-    """The user's shown candidates and their (C,) score under each of `SCORINGS`."""
+def candidate_scorings(recipe, core, split: str, user: int, mean_user: torch.Tensor) -> dict:
+    """A row of `score_table`: the user's shown candidates and their (C,) scores under each of `SCORINGS`."""
     example = recipe.example(split, user, with_target=False)
     total, mean, first = answer_logliks(recipe, core, example, user, split)
-    mean_user_total, _, _ = answer_logliks(recipe, core, example, user, split, core.users_train.mean(0, keepdim=True))
+    mean_user_total, _, _ = answer_logliks(recipe, core, example, user, split, mean_user)
     candidates = torch.tensor([example.candidates], device=core.joint_e.device)
     with torch.no_grad():
         cosine = core.token_cosines(getattr(core, f"users_{split}")[[user]], core.joint_e[candidates])[0].cpu()
     scores = [total, mean, first, mean_user_total, total - mean_user_total, cosine]
-    return example.candidates, dict(zip(SCORINGS, scores))
+    return {"user": user, "candidates": example.candidates, **{k: v.tolist() for k, v in zip(SCORINGS, scores)}}
 
 
 def main() -> None:
@@ -96,20 +101,16 @@ def main() -> None:
     sample, _ = evaluation_users(data, args.split, config.inference, config.eval, config.data.seed)
 
     started = time.perf_counter()
-    tables: dict[str, dict[int, torch.Tensor]] = {name: {} for name in SCORINGS}
-    for user in sample.tolist():
-        candidates, scores = candidate_scorings(recipe, core, args.split, user)
-        for name, values in scores.items():
-            full = torch.full((data.num_items + 1,), float("-inf"))
-            full[torch.tensor(candidates)] = values
-            tables[name][user] = full
+    mean_user = core.users_train.mean(0, keepdim=True)
+    rows = [candidate_scorings(recipe, core, args.split, user, mean_user) for user in sample.tolist()]
     seconds = time.perf_counter() - started
 
     evaluator = Evaluator(data, args.split, config.eval)
     n = config.stage2.prompt.num_negatives
     print(f"\n{len(sample)} {args.split} users of {config.run_dir}, 1 target + {n} stored negatives each:\n")
     print("| candidates ranked by | HR@1 | NDCG@5 |\n|---|---|---|")
-    for name, table in tables.items():
+    for name in SCORINGS:
+        table = score_table(rows, data.num_items, name)
         ranks = evaluator.ranks(lambda batch, table=table: torch.stack([table[int(u)] for u in batch]), sample)
         overall = candidate_summary(evaluator, ranks["full"], sample, sample, n)[f"sampled_{n}"]
         print(f"| {name} | {overall['hr@1']:.3f} | {overall['ndcg@5']:.3f} |")
