@@ -260,21 +260,23 @@ def run_pipeline(config: PipelineConfig, cache_root: Path | None = None) -> list
     )
     with progress(f"fetch + prepare {config.data.dataset}"):
         data_dir = ensure_prepared(config.data, config.run_dir, cache_root)
+    # The text encodings first: each is one long Ray Data job that no stage waits for in this step, so started
+    # after the backbones had taken every CPU it became the step's tail.
     first = [
-        Job(
-            f"ID backbone {stage.stage_name} ({stage.model.name})",
-            widest_reservation(stage),
-            partial(run_training_stage, stage, data_dir),
-        )
-        for stage in stages
-    ]
-    first += [
         Job(
             f"text encoding ({text.text.model}, {text.text.pooling} pooling)",
             encode_reservation(text),
             partial(encode_items, text, data_dir, config.run_dir, cache_root),
         )
         for text in texts
+    ]
+    first += [
+        Job(
+            f"ID backbone {stage.stage_name} ({stage.model.name})",
+            widest_reservation(stage),
+            partial(run_training_stage, stage, data_dir),
+        )
+        for stage in stages
     ]
     second = [
         Job(
@@ -297,7 +299,7 @@ def run_pipeline(config: PipelineConfig, cache_root: Path | None = None) -> list
             for job in jobs:
                 with progress(job.label):
                     results.append(job.run())
-    summaries = list(results[: len(stages)])
+    summaries = list(results[len(texts) : len(first)])
     for result in results[len(first) :]:
         found = [
             s

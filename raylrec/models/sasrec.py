@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from raylrec.models.base import ModelConfig, SequentialRecommender, register_model
@@ -47,7 +48,21 @@ class SASRec(SequentialRecommender):
         length = item_seq.size(1)
         if length > self.config.max_len:
             raise ValueError(f"sequence length {length} exceeds max_len {self.config.max_len}")
-        positions = torch.arange(length, device=item_seq.device)
+        # Columns that are padding in every row change no output (padding keys are masked, padding rows zeroed),
+        # so the blocks run only from the first column holding an item: on sparse data (Amazon: median 4 items
+        # in a 50-wide window) most of the window is such padding. Positions keep their column numbers.
+        start = self.first_item_column(item_seq)
+        hidden = self.encode_columns(item_vectors[:, start:], item_seq[:, start:], start)
+        return F.pad(hidden, (0, 0, start, 0))
+
+    @staticmethod
+    def first_item_column(item_seq: torch.Tensor) -> int:
+        """The first column with an item in any row; the last column when every row is padding."""
+        occupied = (item_seq > 0).any(0).nonzero()
+        return int(occupied[0]) if len(occupied) else item_seq.size(1) - 1
+
+    def encode_columns(self, item_vectors: torch.Tensor, item_seq: torch.Tensor, first_position: int) -> torch.Tensor:
+        positions = torch.arange(first_position, first_position + item_seq.size(1), device=item_seq.device)
         hidden = item_vectors + self.position_embedding(positions)
         hidden = self.input_dropout(self.input_norm(hidden))
         not_padding = (item_seq > 0).unsqueeze(-1)
