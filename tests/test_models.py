@@ -55,7 +55,8 @@ def test_sasrec_skips_all_padding_columns_without_changing_any_output(norm_first
     window (a batch whose rows all start late, and one row of padding only)."""
     torch.manual_seed(0)
     sasrec = build_model(30, ModelConfig(name="sasrec", norm_first=norm_first, **TINY)).eval()
-    for seq in (torch.tensor([[0, 0, 0, 0, 5, 6, 7, 8], [0, 0, 0, 0, 0, 0, 9, 3]]), torch.zeros(1, 8, dtype=torch.long)):
+    late_starts = torch.tensor([[0, 0, 0, 0, 5, 6, 7, 8], [0, 0, 0, 0, 0, 0, 9, 3]])
+    for seq in (late_starts, torch.zeros(1, 8, dtype=torch.long)):
         assert sasrec.first_item_column(seq) == (4 if seq.any() else 7)
         whole_window = sasrec.encode_columns(sasrec.item_embedding(seq), seq, first_position=0)
         assert torch.allclose(sasrec.encode(seq), whole_window, atol=1e-6)
