@@ -447,7 +447,13 @@ def test_recipe_trains_and_scores_all_items(artifacts, data, kind):
 
 
 @pytest.mark.parametrize(
-    "kind, zero", [("encoder", None), ("decoder", "zero2"), pytest.param("decoder", "zero3", marks=pytest.mark.slow)]
+    "kind, zero",
+    [
+        ("encoder", None),
+        # ≈ 35 s each: DeepSpeed on the shared loop is in the default run through A-LLMRec's stage 2
+        pytest.param("decoder", "zero2", marks=pytest.mark.slow),
+        pytest.param("decoder", "zero3", marks=pytest.mark.slow),
+    ],
 )
 def test_stage_runs_on_the_shared_loop(artifacts, prepared_dir, ray_session, kind, zero):
     """One epoch through run_stage: DDP for the encoder, DeepSpeed ZeRO-2 / ZeRO-3 (frozen LLM partitioned) for

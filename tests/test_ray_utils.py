@@ -4,6 +4,7 @@ import sys
 import textwrap
 import time
 
+import pytest
 from ray_cluster import REPO, free_port
 
 FIND_OWN_CLUSTER = textwrap.dedent("""
@@ -66,6 +67,7 @@ def test_a_local_instance_is_found_by_its_own_processes_beside_another(ray_sessi
     assert "NODES True" in result.stdout, result.stderr[-3000:]
 
 
+@pytest.mark.slow  # ≈ 50 s: two drivers each start a local instance
 def test_two_jobs_starting_together_each_reach_their_own_instance():
     """Two jobs starting at once must not both give their dashboards the same free port (without the start lock the
     second dashboard fails to bind it and that job's processes reach the first job's instance)."""

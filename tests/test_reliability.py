@@ -288,6 +288,7 @@ def test_killed_run_driver_then_rerun_gives_the_same_leaderboard(ray_session, pr
 # ---------- a killed Ray Tune trial ----------
 
 
+@pytest.mark.slow  # ≈ 35 s
 @pytest.mark.timeout(900)
 def test_sweep_completes_after_a_trial_process_is_killed(ray_session, prepared_dir, synthetic_log, tmp_path):
     """A one-trial sweep; once the trial's stage has checkpointed two epochs, the trial's own process (Tune's

@@ -111,6 +111,7 @@ def test_pipeline_on_a_mirrored_run_dir_writes_to_the_uri_and_resumes_on_another
     assert (remote_stage / "DONE.json").is_file()
 
 
+@pytest.mark.slow  # ≈ 35 s; the mirrored pipeline test covers the mirror in the default run
 def test_sweep_on_a_mirrored_run_dir_keeps_its_results_at_the_uri(ray_session, prepared_dir, synthetic_log, bucket):
     from raylrec.tune.space import SweepSpec
     from raylrec.tune.sweep import run_sweep

@@ -129,6 +129,7 @@ def test_sweep_failed_trial_interrupt_resume_and_seeds(ray_session, prepared_dir
     assert best["best_trial"] == summary["best_trial"]
 
 
+@pytest.mark.slow  # ≈ 55 s; test_sweep_failed_trial_interrupt_resume_and_seeds covers the sweep in the default run
 def test_optuna_search_runs_a_tiny_sweep(ray_session, prepared_dir, synthetic_log, tmp_path, caplog):
     """A search algorithm from Tune's library (its Optuna wrapper, TPE) proposing from a continuous domain; the
     best trial (trained to the end at the preset's seed, 2020) stands for that seed, so only 2021 is re-run; the
