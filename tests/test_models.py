@@ -50,16 +50,19 @@ def test_sasrec_feed_forward_dropout_is_its_own_knob(ffn_dropout, random):
 
 
 @pytest.mark.parametrize("norm_first", [False, True])
-def test_sasrec_skips_all_padding_columns_without_changing_any_output(norm_first):
-    """The blocks run only from the first column holding an item; every output equals running them over the whole
-    window (a batch whose rows all start late, and one row of padding only)."""
+def test_sasrec_skips_padding_columns_without_changing_any_output(norm_first):
+    """Rows are encoded in groups of similar length, each from its first column holding an item; every output equals
+    that of running the blocks over the whole window, whatever the lengths (here: 0 to 8 items in 8 columns)."""
     torch.manual_seed(0)
     sasrec = build_model(30, ModelConfig(name="sasrec", norm_first=norm_first, **TINY)).eval()
-    late_starts = torch.tensor([[0, 0, 0, 0, 5, 6, 7, 8], [0, 0, 0, 0, 0, 0, 9, 3]])
-    for seq in (late_starts, torch.zeros(1, 8, dtype=torch.long)):
-        assert sasrec.first_item_column(seq) == (4 if seq.any() else 7)
-        whole_window = sasrec.encode_columns(sasrec.item_embedding(seq), seq, first_position=0)
-        assert torch.allclose(sasrec.encode(seq), whole_window, atol=1e-6)
+    lengths = [3, 8, 0, 1, 5, 2, 7, 4, 6]
+    seq = torch.zeros(len(lengths), 8, dtype=torch.long)
+    for row, n in enumerate(lengths):
+        seq[row, 8 - n :] = torch.randint(1, 31, (n,))
+    assert sasrec.first_item_columns(seq).tolist() == [8 - n if n else 7 for n in lengths]
+    whole_window = sasrec.encode_columns(sasrec.item_embedding(seq), seq, first_position=0)
+    assert torch.allclose(sasrec.encode(seq), whole_window, atol=1e-6)
+    assert torch.allclose(sasrec.encode(seq[4:5]), whole_window[4:5], atol=1e-6)  # one row, one group
 
 
 def test_gru_ignores_the_amount_of_left_padding():

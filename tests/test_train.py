@@ -14,7 +14,7 @@ from raylrec.eval.ranks import read_ranks
 from raylrec.models.base import ModelConfig
 from raylrec.train.config import StageConfig, TrainConfig
 from raylrec.train.id_model import load_stage_model
-from raylrec.train.loop import STATE_FILE, epoch_sample_indices, length_pooled_batches, lr_factor
+from raylrec.train.loop import STATE_FILE, epoch_sample_indices, lr_factor
 from raylrec.train.stage import TRAIN_RUN_NAME, latest_checkpoint, run_training_stage
 
 TINY_MODEL = dict(hidden_size=16, max_len=8, num_layers=1, num_heads=2, inner_size=16, dropout=0.1, attn_dropout=0.1)
@@ -168,37 +168,10 @@ def test_epoch_budget_cycles_through_every_sample_before_repeating():
     assert np.array_equal(epoch_sample_indices(10, 4, 2, seed=1), epochs[2])  # a function of the epoch: resumable
 
 
-@pytest.mark.parametrize("world", [1, 2])
-def test_length_pooled_batches_hold_similar_lengths_and_every_sample_once(world):
-    lengths = np.random.default_rng(0).integers(1, 51, size=1000)
-    epochs = []
-    for epoch in range(2):
-        by_rank = [length_pooled_batches(lengths, 16, 8, epoch, seed=1, rank=r, world=world) for r in range(world)]
-        assert len({len(batches) for batches in by_rank}) == 1  # DDP: every worker steps equally often
-        batches = [b for rank_batches in by_rank for b in rank_batches]
-        drawn = np.concatenate(batches)
-        assert set(drawn) == set(range(1000))  # 63 batches: with 2 workers the first is used twice
-        assert len(drawn) - 1000 == (0 if world == 1 else 16)
-        # A batch spans a sixteenth of a pool's sorted lengths, not the whole range as a random batch would.
-        assert np.median([np.ptp(lengths[b]) for b in batches]) < 10
-        epochs.append(by_rank[0])
-    assert not np.array_equal(np.concatenate(epochs[0]), np.concatenate(epochs[1]))  # a new order every epoch
-    again = length_pooled_batches(lengths, 16, 8, 1, seed=1, rank=0, world=world)  # a function of the epoch: resumable
-    assert all(np.array_equal(a, b) for a, b in zip(again, epochs[1], strict=True))
-
-
-@pytest.mark.parametrize("length_pool_batches", [None, 2])
-def test_schedule_and_epoch_budget_in_a_stage(ray_session, prepared_dir, tmp_path, length_pool_batches):
-    """64 samples an epoch at batch 16 = 4 steps (whether the batches are random or of similar lengths); 2 epochs =
-    8 steps, 2 of warm-up: the last step of epoch 0 runs at (8 − 3) / 6 of the lr, the last of epoch 1 at 1/6."""
-    config = stage(
-        tmp_path,
-        lr_schedule="linear",
-        warmup_fraction=0.25,
-        samples_per_epoch=64,
-        length_pool_batches=length_pool_batches,
-    )
-    run_training_stage(config, prepared_dir)
+def test_schedule_and_epoch_budget_in_a_stage(ray_session, prepared_dir, tmp_path):
+    """64 samples an epoch at batch 16 = 4 steps; 2 epochs = 8 steps, 2 of warm-up: the last step of epoch 0 runs at
+    (8 − 3) / 6 of the lr, the last of epoch 1 at 1/6."""
+    run_training_stage(stage(tmp_path, lr_schedule="linear", warmup_fraction=0.25, samples_per_epoch=64), prepared_dir)
     history = pd.read_csv(tmp_path / "models" / "sasrec" / "history.csv")
     assert history["lr_last"].tolist() == pytest.approx([0.01 * 5 / 6, 0.01 / 6])
 

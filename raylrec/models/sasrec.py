@@ -8,6 +8,11 @@ from torch import nn
 
 from raylrec.models.base import ModelConfig, SequentialRecommender, register_model
 
+# Row groups of similar length that a batch is encoded in (SASRec.encode_embeddings): more groups skip more padding
+# but run smaller matrix products; 4 measured fastest on Amazon Beauty's windows
+# (docs/results/2026-12-07-amazon-speed.md).
+LENGTH_GROUPS = 4
+
 
 @register_model("sasrec")
 class SASRec(SequentialRecommender):
@@ -48,18 +53,27 @@ class SASRec(SequentialRecommender):
         length = item_seq.size(1)
         if length > self.config.max_len:
             raise ValueError(f"sequence length {length} exceeds max_len {self.config.max_len}")
-        # Columns that are padding in every row change no output (padding keys are masked, padding rows zeroed),
-        # so the blocks run only from the first column holding an item: on sparse data (Amazon: median 4 items
-        # in a 50-wide window) most of the window is such padding. Positions keep their column numbers.
-        start = self.first_item_column(item_seq)
-        hidden = self.encode_columns(item_vectors[:, start:], item_seq[:, start:], start)
-        return F.pad(hidden, (0, 0, start, 0))
+        if len(item_seq) == 0:
+            return torch.zeros_like(item_vectors)
+        # Columns that are padding in every row of a group change none of its outputs (padding keys are masked,
+        # padding rows zeroed), so the rows are encoded in groups of similar length, each group from its first column
+        # holding an item: on sparse data (Amazon: a median of 4 items in a 50-wide window) most of a batch is such
+        # padding. Positions keep their column numbers, so the result is that of encoding the whole window at once.
+        first = self.first_item_columns(item_seq)
+        order = torch.argsort(first, descending=True, stable=True)
+        parts = []
+        for rows in order.tensor_split(min(LENGTH_GROUPS, len(order))):
+            start = int(first[rows].min())
+            hidden = self.encode_columns(item_vectors[rows, start:], item_seq[rows, start:], start)
+            parts.append(F.pad(hidden, (0, 0, start, 0)))
+        return torch.cat(parts)[torch.argsort(order)]
 
     @staticmethod
-    def first_item_column(item_seq: torch.Tensor) -> int:
-        """The first column with an item in any row; the last column when every row is padding."""
-        occupied = (item_seq > 0).any(0).nonzero()
-        return int(occupied[0]) if len(occupied) else item_seq.size(1) - 1
+    def first_item_columns(item_seq: torch.Tensor) -> torch.Tensor:
+        """Each row's first column holding an item; the last column for a row of padding only."""
+        occupied = item_seq > 0
+        first = occupied.int().argmax(1)
+        return torch.where(occupied.any(1), first, item_seq.size(1) - 1)
 
     def encode_columns(self, item_vectors: torch.Tensor, item_seq: torch.Tensor, first_position: int) -> torch.Tensor:
         positions = torch.arange(first_position, first_position + item_seq.size(1), device=item_seq.device)

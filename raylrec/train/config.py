@@ -33,11 +33,6 @@ class TrainConfig(StrictModel):
     # in a seeded random order (a new order each cycle), so every sample is used once before any repeats.
     # None: every sample every epoch.
     samples_per_epoch: int | None = Field(default=None, ge=1)
-    # Batches of similar lengths: each epoch's shuffled samples are cut into pools of this many batches, each pool
-    # is sorted by sample length and cut into batches, and the batches are shuffled. Encoders that skip the
-    # window's all-padding columns (SASRec) then run on a few columns instead of max_len: ≈ 3× faster epochs on
-    # sparse data. None: batches of random samples. Only stages whose samples have a length (item windows).
-    length_pool_batches: int | None = Field(default=None, ge=1)
     patience: int = 10  # epochs without a better validation metric before stopping
     select_metric: str = "ndcg@10"  # full-ranking validation metric that picks the best epoch
     num_workers: int = 1  # Ray Train workers (DDP)

@@ -15,7 +15,7 @@ from raylrec.models import build_model
 from raylrec.models.base import ModelConfig, SequentialRecommender
 from raylrec.train.config import StageConfig
 from raylrec.train.losses import bce_loss, cross_entropy_loss, sample_negatives
-from raylrec.train.recipe import Recipe, all_users, batched, window_lengths
+from raylrec.train.recipe import Recipe, all_users, batched
 
 
 def sequence_scorer(model: SequentialRecommender, data: PreparedData, split: str, device: torch.device):
@@ -41,9 +41,6 @@ class IDModelRecipe(Recipe):
     def training_tensors(self, data: PreparedData) -> tuple[torch.Tensor, ...]:
         inputs, targets = data.train_windows(self.config.model.max_len, self.config.train.window_stride)
         return torch.from_numpy(inputs), torch.from_numpy(targets)
-
-    def sample_lengths(self, tensors: tuple[torch.Tensor, ...]) -> np.ndarray:
-        return window_lengths(tensors)
 
     def loss(self, model, core, batch, generator):
         inputs, targets = batch

@@ -90,47 +90,12 @@ def epoch_sample_indices(num_samples: int, per_epoch: int, epoch: int, seed: int
     return order[start - offset : stop - offset]
 
 
-def length_pooled_batches(
-    lengths: np.ndarray, batch_size: int, pool_batches: int, epoch: int, seed: int, rank: int, world: int
-) -> list[np.ndarray]:
-    """This worker's batches (sample positions) of one epoch with batches of similar lengths: a seeded shuffle cut
-    into pools of `pool_batches` batches, each pool sorted by length and cut into batches, the batches shuffled;
-    worker `rank` takes every `world`-th. Every worker steps equally often (DDP): when the batches do not divide
-    evenly, the first ones are used twice, as torch's DistributedSampler pads with repeated samples."""
-    rng = np.random.default_rng([seed, epoch])
-    order = rng.permutation(len(lengths))
-    pool = batch_size * pool_batches
-    batches = []
-    for start in range(0, len(order), pool):
-        members = order[start : start + pool]
-        members = members[np.argsort(lengths[members], kind="stable")]
-        batches += [members[b : b + batch_size] for b in range(0, len(members), batch_size)]
-    batches = [batches[i] for i in rng.permutation(len(batches))]
-    batches += batches[: -len(batches) % world]
-    return batches[rank::world]
-
-
-def epoch_loader(dataset: TensorDataset, train: TrainConfig, epoch: int, lengths: np.ndarray | None) -> DataLoader:
+def epoch_loader(dataset: TensorDataset, train: TrainConfig, epoch: int) -> DataLoader:
     """The epoch's shuffled data loader (sharded over the workers): every sample, or `train.samples_per_epoch`
-    of them (`epoch_sample_indices`); in batches of similar `lengths` when `train.length_pool_batches` asks."""
-    indices = np.arange(len(dataset))
+    of them (`epoch_sample_indices`)."""
     if train.samples_per_epoch is not None and train.samples_per_epoch < len(dataset):
-        indices = epoch_sample_indices(len(dataset), train.samples_per_epoch, epoch, train.seed)
-    if train.length_pool_batches is None:
-        loader = DataLoader(Subset(dataset, indices), batch_size=train.batch_size, shuffle=True)
-        return ray.train.torch.prepare_data_loader(loader)
-    context = ray.train.get_context()
-    batches = length_pooled_batches(
-        lengths[indices],
-        train.batch_size,
-        train.length_pool_batches,
-        epoch,
-        train.seed,
-        context.get_world_rank(),
-        context.get_world_size(),
-    )
-    loader = DataLoader(dataset, batch_sampler=[indices[b].tolist() for b in batches])
-    return ray.train.torch.prepare_data_loader(loader, add_dist_sampler=False)  # the batches are this worker's
+        dataset = Subset(dataset, epoch_sample_indices(len(dataset), train.samples_per_epoch, epoch, train.seed))
+    return ray.train.torch.prepare_data_loader(DataLoader(dataset, batch_size=train.batch_size, shuffle=True))
 
 
 def train_one_epoch(
@@ -309,12 +274,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     averaged = weight_average(core, train, saved)
     validated = averaged.module if averaged is not None else core  # the weights validated, kept and exported
     device = ray.train.torch.get_device()
-    tensors = recipe.training_tensors(data)
-    dataset = TensorDataset(*tensors)
-    lengths = recipe.sample_lengths(tensors) if train.length_pool_batches is not None else None
-    if train.length_pool_batches is not None and lengths is None:
-        raise ValueError(f"stage {recipe.name}: train.length_pool_batches needs samples with a length; set it to null")
-    loader = epoch_loader(dataset, train, state["epoch"], lengths)
+    dataset = TensorDataset(*recipe.training_tensors(data))
+    loader = epoch_loader(dataset, train, state["epoch"])
     steps_per_epoch, total_steps = len(loader), len(loader) * train.max_epochs
     generator = torch.Generator(device=device).manual_seed(train.seed + 7919 * rank)
     if saved is not None:
@@ -344,9 +305,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     finished = state["bad_epochs"] >= train.patience or "diverged_epoch" in state
     last_epoch = state["epoch"] if finished else train.max_epochs
     for epoch in range(state["epoch"], last_epoch):
-        reshuffled = train.samples_per_epoch is not None or train.length_pool_batches is not None
-        if reshuffled and epoch > state["epoch"]:  # the plain loader's sampler reshuffles each epoch by itself
-            loader = epoch_loader(dataset, train, epoch, lengths)
+        if train.samples_per_epoch is not None and epoch > state["epoch"]:
+            loader = epoch_loader(dataset, train, epoch)
         if isinstance(loader.sampler, DistributedSampler):
             loader.sampler.set_epoch(epoch)
         lr_factors = None

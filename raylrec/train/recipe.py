@@ -36,11 +36,6 @@ class Recipe:
         """Training samples as equally long tensors; the loop batches and shards them over workers."""
         raise NotImplementedError
 
-    def sample_lengths(self, tensors: tuple[torch.Tensor, ...]) -> np.ndarray | None:
-        """Each training sample's length, for batches of similar lengths (`train.length_pool_batches`); None when
-        the samples have none."""
-        return None
-
     def loss(
         self, model: nn.Module, core: nn.Module, batch: tuple[torch.Tensor, ...], generator: torch.Generator
     ) -> torch.Tensor:
@@ -66,11 +61,6 @@ class Recipe:
     def backbone_stage(self) -> str | None:
         """The stage name of the ID model this recipe builds on (the leaderboard compares the two), if any."""
         return None
-
-
-def window_lengths(tensors: tuple[torch.Tensor, ...]) -> np.ndarray:
-    """The items in each left-padded window, when the first training tensor is the (N, L) input windows."""
-    return (tensors[0] > 0).sum(1).numpy()
 
 
 def batched(function, tensor: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:

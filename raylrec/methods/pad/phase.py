@@ -18,7 +18,7 @@ from raylrec.models.base import ModelConfig
 from raylrec.text.artifacts import load_item_embeddings
 from raylrec.train.id_model import load_stage_model
 from raylrec.train.losses import sample_negatives
-from raylrec.train.recipe import Recipe, window_lengths
+from raylrec.train.recipe import Recipe
 
 
 def candidate_bce(logits: torch.Tensor) -> torch.Tensor:
@@ -60,9 +60,6 @@ class PadStageRecipe(Recipe):
     def training_tensors(self, data: PreparedData) -> tuple[torch.Tensor, ...]:
         inputs, targets = data.train_windows(self.model.max_len, self.train.window_stride)
         return torch.from_numpy(inputs), torch.from_numpy(targets)
-
-    def sample_lengths(self, tensors: tuple[torch.Tensor, ...]) -> np.ndarray:
-        return window_lengths(tensors)
 
     @staticmethod
     def candidates(
