@@ -297,3 +297,27 @@ def test_the_lr_schedule_scales_each_parameter_group_from_its_own_lr():
     assert [group["lr"] for group in optimizer.param_groups] == pytest.approx([0.5e-4, 0.5e-3])
     assert [group["initial_lr"] for group in optimizer.param_groups] == pytest.approx([1e-4, 1e-3])
     assert last_lrs(optimizer) == pytest.approx({"lr_last": 0.5e-4, "lr_last_group1": 0.5e-3})  # history.csv
+
+
+def test_a_long_epoch_prints_progress_from_the_first_worker_only(capsys):
+    from torch import nn
+
+    from raylrec.train.loop import train_one_epoch
+
+    class Squares:
+        def loss(self, model, core, batch, generator):
+            return (model(batch[0]) ** 2).sum()
+
+    core = nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(core.parameters(), lr=0.0)  # lr 0: every batch's loss is the same
+    loader = [(torch.ones(1, 2),)] * 3
+    loss = train_one_epoch(
+        Squares(), core, core, loader, optimizer, torch.Generator(), progress_label="s epoch 0", progress_every_s=0.0
+    )
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [f"[s epoch 0] batch {b}/3, loss so far {loss:.4f}" for b in (1, 2)]  # the epoch line says the rest
+    train_one_epoch(Squares(), core, core, loader, optimizer, torch.Generator(), progress_every_s=0.0)  # not rank 0
+    train_one_epoch(
+        Squares(), core, core, loader, optimizer, torch.Generator(), progress_label="s", progress_every_s=60
+    )
+    assert capsys.readouterr().out == ""

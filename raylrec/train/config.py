@@ -34,6 +34,9 @@ class TrainConfig(StrictModel):
     # None: every sample every epoch.
     samples_per_epoch: int | None = Field(default=None, ge=1)
     patience: int = 10  # epochs without a better validation metric before stopping
+    # Inside an epoch, a progress line (batches done, mean loss so far) at most this often, from the first worker:
+    # an LLM-backed epoch runs for minutes on a CPU (A-LLMRec's stage 2: 8 min on Scientific). None: per epoch only.
+    progress_every_s: float | None = Field(default=60.0, ge=0.0)
     select_metric: str = "ndcg@10"  # full-ranking validation metric that picks the best epoch
     num_workers: int = 1  # Ray Train workers (DDP)
     cpus_per_worker: float = 1.0

@@ -108,12 +108,16 @@ def train_one_epoch(
     engine=None,
     averaged: AveragedModel | None = None,
     lr_factors: list[float] | None = None,
+    progress_label: str | None = None,
+    progress_every_s: float | None = None,
 ) -> float:
     """One pass over the loader; `engine` (a DeepSpeed engine, also passed as `model`) steps instead of `optimizer`;
     `averaged` follows the weights after every step; `lr_factors`, when given, scales each parameter group's own
-    initial lr at each step."""
+    initial lr at each step; with a `progress_label`, a line `[label] batch b/n, loss so far …` at most every
+    `progress_every_s` seconds."""
     model.train()
     total, batches = 0.0, 0
+    last_line = time.perf_counter()
     for batch in loader:
         if lr_factors is not None:
             # Each group keeps its own lr (e.g. a fine-tuned text encoder's), saved as `initial_lr` before the first
@@ -132,6 +136,10 @@ def train_one_epoch(
             averaged.update_parameters(core)
         total += loss.item()
         batches += 1
+        if progress_label is not None and progress_every_s is not None:
+            if time.perf_counter() - last_line >= progress_every_s and batches < len(loader):
+                progress(f"[{progress_label}] batch {batches}/{len(loader)}, loss so far {total / batches:.4f}")
+                last_line = time.perf_counter()
     return total / max(batches, 1)
 
 
@@ -313,7 +321,19 @@ def train_loop_per_worker(loop_config: dict) -> None:
         if train.lr_schedule != "constant":
             lr_factors = [lr_factor(epoch * steps_per_epoch + b, total_steps, train) for b in range(len(loader))]
         started = time.perf_counter()
-        train_loss = train_one_epoch(recipe, model, core, loader, optimizer, generator, engine, averaged, lr_factors)
+        train_loss = train_one_epoch(
+            recipe,
+            model,
+            core,
+            loader,
+            optimizer,
+            generator,
+            engine,
+            averaged,
+            lr_factors,
+            progress_label=f"{recipe.name} epoch {epoch}" if rank == 0 else None,
+            progress_every_s=train.progress_every_s,
+        )
         train_seconds = time.perf_counter() - started
         valid = validate()
         # A non-finite loss means the weights are gone: this epoch is never the best, and training stops here.
