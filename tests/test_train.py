@@ -80,6 +80,8 @@ def test_stage_is_keyed_on_content_resumes_only_its_own_checkpoints_and_force_st
     assert run_training_stage(stage(tmp_path, max_epochs=2, patience=50), prepared_dir) == first
     as_uri = stage(tmp_path, max_epochs=2, patience=50).model_copy(update={"run_dir": tmp_path.as_uri()})
     assert run_training_stage(as_uri, prepared_dir) == first  # the same folder spelt another way is the same stage
+    quiet = stage(tmp_path, max_epochs=2, patience=50, progress_every_s=None)
+    assert run_training_stage(quiet, prepared_dir) == first  # how often it reports is not what it computes
     saved_config = (out / "stage_config.yaml").read_text()
     # Other settings: never reused, not even with a warning; the error names the difference and the ways on.
     with pytest.raises(ArtifactError, match=r"train\.lr: 0\.01 there, 0\.02 here.*--force.*new run directory"):

@@ -136,10 +136,10 @@ def train_one_epoch(
             averaged.update_parameters(core)
         total += loss.item()
         batches += 1
-        if progress_label is not None and progress_every_s is not None:
-            if time.perf_counter() - last_line >= progress_every_s and batches < len(loader):
-                progress(f"[{progress_label}] batch {batches}/{len(loader)}, loss so far {total / batches:.4f}")
-                last_line = time.perf_counter()
+        due = progress_every_s is not None and time.perf_counter() - last_line >= progress_every_s
+        if progress_label is not None and due and batches < len(loader):  # the last batch: the epoch's line says it
+            progress(f"[{progress_label}] batch {batches}/{len(loader)}, loss so far {total / batches:.4f}")
+            last_line = time.perf_counter()
     return total / max(batches, 1)
 
 

@@ -56,8 +56,8 @@ DONE_FILE = "DONE.json"
 TRAIN_RUN_NAME = "train"
 # Upstream artifacts a stage reads, by the record that changes whenever they are rewritten.
 UPSTREAM_RECORDS = (DONE_FILE, "meta.json")
-# Settings that place or pace the work without changing what is computed: never part of a stage's key.
-PLACEMENT_FIELDS = ("cpus_per_worker", "threads_per_worker", "use_gpu", "max_failures")
+# Settings that place, pace or report the work without changing what is computed: never part of a stage's key.
+PLACEMENT_FIELDS = ("cpus_per_worker", "threads_per_worker", "use_gpu", "max_failures", "progress_every_s")
 # Settings that only say when to stop (wherever a training config sits in the key): a checkpoint written under
 # other values is the same run, to be continued.
 STOPPING_FIELDS = ("train.max_epochs", "train.patience")
